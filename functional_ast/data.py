@@ -1,0 +1,552 @@
+"""Image-classification data: load once, decode to uint8, cache as a tensordict memmap,
+and feed normalised batches with vectorised augmentation (no per-sample Python when training)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import tarfile
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+from torch import Tensor
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST = "test_batch"
+CIFAR_META = "batches.meta"
+CIFAR_DIR = "cifar-10-batches-py"
+_CACHE_VERSION = 1
+_HOW_TO_PROVIDE = (
+    "Pass --data PATH pointing to a CIFAR-10 directory (cifar-10-batches-py, or an ImageFolder "
+    "tree with train/ and test/) or a .tar.gz of either."
+)
+
+
+class DataError(Exception):
+    """A user-facing data problem; str(e) is one clear message naming the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """A labelled image set: `data` has batch_size [N], keys "image" (uint8 [N,C,H,W]) and "label" (int64 [N])."""
+
+    data: TensorDict
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.data.batch_size[0])
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def from_tensors(images: Tensor, labels: Tensor, classes=None) -> LabelledImages:
+    """Wrap uint8 [N,C,H,W] images (float in [0,1] is converted) and integer labels [N];
+    raises DataError on bad shapes, dtypes or labels outside range(len(classes))."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise DataError(f"images must be a tensor of shape [N,C,H,W], got {_describe(images)}")
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"labels must be a 1-D tensor of length {images.shape[0]}, got {_describe(labels)}")
+    if images.dtype.is_floating_point:
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise DataError("float images must be in [0, 1]; pass uint8 images or rescale them")
+        images = (images * 255).round().to(torch.uint8)
+    elif images.dtype != torch.uint8:
+        raise DataError(f"images must be uint8 (or float in [0, 1]), got {images.dtype}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise DataError(f"labels must be an integer tensor, got {labels.dtype}")
+    labels = labels.to(torch.int64)
+    if classes is None:
+        classes = [str(i) for i in range(int(labels.max()) + 1 if labels.numel() else 0)]
+    classes = tuple(str(c) for c in classes)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise DataError(
+            f"labels must lie in [0, {len(classes) - 1}] for {len(classes)} classes, "
+            f"got range [{int(labels.min())}, {int(labels.max())}]"
+        )
+    data = TensorDict({"image": images.contiguous(), "label": labels}, batch_size=[images.shape[0]])
+    return LabelledImages(data, classes)
+
+
+def _describe(x) -> str:
+    return f"{x.dtype} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _is_image_name(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _decode_one(buf: Tensor, name: str) -> Tensor:
+    """Decode one image to uint8 RGB [3,H,W], falling back to Pillow for formats torchvision lacks (BMP)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(buf, mode=ImageReadMode.RGB)
+    except Exception as e:
+        error = e
+    try:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(io.BytesIO(buf.numpy().tobytes())) as im:
+            return torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    except Exception:
+        raise DataError(
+            f"cannot decode image {name} ({_short(error)}); remove or replace this file and try again"
+        ) from None
+
+
+def _decode(files: list[tuple[str, bytes]], image_size: int | None, where: str) -> Tensor:
+    """Decode (name, bytes) pairs to one uint8 [N,3,H,W] tensor (all JPEGs in one batched call)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not files:
+        raise DataError(f"no images found in {where}; expected image files (.jpg, .png, ...) in class folders")
+    bufs = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in files]
+    out: list[Tensor | None] = [None] * len(files)
+    jpeg = [i for i, (n, _) in enumerate(files) if n.lower().endswith((".jpg", ".jpeg"))]
+    if jpeg:
+        try:
+            for i, img in zip(jpeg, decode_jpeg([bufs[i] for i in jpeg], mode=ImageReadMode.RGB)):
+                out[i] = img
+        except Exception:  # a bad or mislabelled file: decoding one by one below names it
+            pass
+    for i, img in enumerate(out):
+        if img is None:
+            out[i] = _decode_one(bufs[i], files[i][0])
+    return _same_size(out, [n for n, _ in files], image_size)
+
+
+def _same_size(images: list[Tensor], names: list[str], image_size: int | None) -> Tensor:
+    if image_size is not None:
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(tuple(img.shape), []).append(i)
+        for idx in by_shape.values():  # one batched resize per distinct input size
+            for i, img in zip(idx, _resize(torch.stack([images[i] for i in idx]), image_size)):
+                images[i] = img
+        return torch.stack(images)
+    first = images[0].shape
+    for img, name in zip(images, names):
+        if img.shape != first:
+            raise DataError(
+                f"images have different sizes ({first[2]}x{first[1]} in {names[0]}, "
+                f"{img.shape[2]}x{img.shape[1]} in {name}); pass image_size (--image-size N) to resize them all"
+            )
+    return torch.stack(images)
+
+
+def _resize(images: Tensor, image_size: int | None) -> Tensor:
+    """Antialiased resize of uint8 [N,C,H,W] to [N,C,size,size]; a no-op if size is None or already met."""
+    if image_size is None or images.shape[-2:] == (image_size, image_size):
+        return images
+    from torchvision.transforms.v2.functional import resize
+
+    return resize(images, [image_size, image_size], antialias=True)
+
+
+def _short(e: BaseException) -> str:
+    """One line for an error message: the exception's reason without C++ source locations."""
+    text = str(getattr(e, "reason", None) or e).strip()
+    text = re.sub(r"^\w+, \S+:\d+, ", "", text.splitlines()[-1] if text else type(e).__name__)
+    return text[:200]
+
+
+def _build(files: list[tuple[str, str, bytes]], classes: list[str], image_size, where: str) -> LabelledImages:
+    """(name, class, bytes) triples → LabelledImages with labels indexing `classes`."""
+    index = {c: i for i, c in enumerate(classes)}
+    images = _decode([(n, b) for n, _, b in files], image_size, where)
+    labels = torch.tensor([index[c] for _, c, _ in files], dtype=torch.int64)
+    return from_tensors(images, labels, classes)
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def load_image_folder(root, image_size: int | None = None) -> LabelledImages:
+    """Load an ImageFolder tree root/<class>/<image> (classes = sorted folder names, images found
+    recursively, hidden and non-image files skipped); raises DataError if there are no images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    classes = _class_dirs(root)
+    files = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(root / c):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in sorted(filenames):
+                if _is_image_name(f):
+                    path = Path(dirpath) / f
+                    files.append((str(path), c, _read_file(path)))
+    return _build(files, classes, image_size, str(root))
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({_short(e)}); check its permissions or remove it") from None
+
+
+def _find_cifar_dir(d: Path) -> Path | None:
+    for cand in (d, d / CIFAR_DIR):
+        if all((cand / f).is_file() for f in (*CIFAR_TRAIN, CIFAR_TEST, CIFAR_META)):
+            return cand
+    return None
+
+
+def _find_split_root(d: Path) -> Path | None:
+    def has_splits(p: Path) -> bool:
+        return (p / "train").is_dir() and (p / "test").is_dir()
+
+    if has_splits(d):
+        return d
+    found = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and has_splits(p))
+    if len(found) > 1:
+        raise DataError(
+            f"{d} holds several datasets ({', '.join(p.name for p in found)}); pass --data pointing to one of them"
+        )
+    return found[0] if found else None
+
+
+def _check_classes(train: list[str], test: list[str], where: str) -> None:
+    if list(train) != list(test):
+        raise DataError(
+            f"train and test class folders in {where} differ: train has {list(train)}, test has {list(test)}; "
+            "make both splits contain the same class folders"
+        )
+
+
+def _load_directory(d: Path, image_size) -> tuple[LabelledImages, LabelledImages]:
+    cifar = _find_cifar_dir(d)
+    if cifar is not None:
+        return _load_cifar_pickles(lambda name: _read_file(cifar / name), str(cifar), image_size)
+    split_root = _find_split_root(d)
+    if split_root is None:
+        raise DataError(
+            f"no images found in {d}: expected a {CIFAR_DIR} directory or an ImageFolder tree with train/ and "
+            f"test/ class folders. {_HOW_TO_PROVIDE}"
+        )
+    _check_classes(_class_dirs(split_root / "train"), _class_dirs(split_root / "test"), str(split_root))
+    return load_image_folder(split_root / "train", image_size), load_image_folder(split_root / "test", image_size)
+
+
+# --------------------------------------------------------------------------- CIFAR pickles
+
+
+def _load_cifar_pickles(read, where: str, image_size) -> tuple[LabelledImages, LabelledImages]:
+    """Load torchvision's pickled CIFAR-10 batches; `read(name)` returns the bytes of one file."""
+
+    def unpickle(name):
+        try:
+            return pickle.loads(read(name), encoding="bytes")
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"cannot read {where}/{name} ({_short(e)}); remove or replace this file") from None
+
+    def get(d, key):
+        return d[key.encode()] if key.encode() in d else d[key]
+
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in get(unpickle(CIFAR_META), "label_names")]
+
+    def split(names):
+        batches = [unpickle(n) for n in names]
+        try:
+            images = torch.cat([torch.as_tensor(get(b, "data")).reshape(-1, 3, 32, 32) for b in batches])
+            labels = torch.cat([torch.as_tensor(get(b, "labels"), dtype=torch.int64) for b in batches])
+        except Exception as e:
+            raise DataError(f"CIFAR-10 batches in {where} are malformed ({_short(e)}); re-download them") from None
+        return from_tensors(_resize(images.to(torch.uint8), image_size), labels, classes)
+
+    return split(CIFAR_TRAIN), split([CIFAR_TEST])
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def _load_archive(path: Path, image_size) -> tuple[LabelledImages, LabelledImages]:
+    """Read a tar(.gz) in memory: pickled CIFAR-10 batches, or images under .../{train,test}/<class>/."""
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                base = PurePosixPath(m.name).name
+                if m.isfile() and (_is_image_name(m.name) or base in (*CIFAR_TRAIN, CIFAR_TEST, CIFAR_META)):
+                    members[m.name] = tf.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise DataError(f"{path} is not a readable tar archive ({_short(e)}); re-download or re-create it") from None
+    by_parent: dict[str, set[str]] = {}
+    for name in members:
+        p = PurePosixPath(name)
+        by_parent.setdefault(str(p.parent), set()).add(p.name)
+    for parent, names in sorted(by_parent.items()):
+        if {*CIFAR_TRAIN, CIFAR_TEST, CIFAR_META} <= names:
+            def read(name, parent=parent):
+                return members[str(PurePosixPath(parent) / name)]
+
+            return _load_cifar_pickles(read, f"{path}:{parent}", image_size)
+    splits: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}
+    for name, data in sorted(members.items()):
+        parts = PurePosixPath(name).parts
+        # the last "train"/"test" component that is followed by <class>/<...>/<file>
+        pos = [i for i, part in enumerate(parts[:-2]) if part in splits]
+        if _is_image_name(name) and pos:
+            i = pos[-1]
+            splits[parts[i]].append((f"{path}:{name}", parts[i + 1], data))
+    if not splits["train"] and not splits["test"]:
+        raise DataError(
+            f"no images found in archive {path}: expected {CIFAR_DIR} batches or images under train/<class>/ and "
+            f"test/<class>/. {_HOW_TO_PROVIDE}"
+        )
+    train_classes = sorted({c for _, c, _ in splits["train"]})
+    test_classes = sorted({c for _, c, _ in splits["test"]})
+    _check_classes(train_classes, test_classes, str(path))
+    return tuple(_build(splits[s], train_classes, image_size, f"{path} ({s}/)") for s in ("train", "test"))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _fingerprint(source: Path, image_size) -> str:
+    """Cheap identity of a data source: absolute path, size and mtime (for a directory: its file count,
+    total size and newest mtime), plus the load options."""
+    st = source.stat()
+    info = {"path": str(source.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, "image_size": image_size,
+            "version": _CACHE_VERSION}
+    if source.is_dir():
+        count = total = 0
+        newest = st.st_mtime_ns
+        for dirpath, dirnames, filenames in os.walk(source):
+            newest = max(newest, os.stat(dirpath).st_mtime_ns)
+            for f in filenames:
+                fst = os.stat(os.path.join(dirpath, f))
+                count, total, newest = count + 1, total + fst.st_size, max(newest, fst.st_mtime_ns)
+        info.update(count=count, total=total, newest=newest)
+    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _read_cache(folder: Path) -> tuple[LabelledImages, LabelledImages] | None:
+    meta_path = folder / "classes.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        classes = tuple(json.loads(meta_path.read_text())["classes"])
+        train, test = (TensorDict.load_memmap(folder / s).clone() for s in ("train", "test"))
+        return LabelledImages(train, classes), LabelledImages(test, classes)
+    except Exception as e:
+        warnings.warn(f"ignoring unreadable data cache {folder} ({_short(e)}); delete it to rebuild", stacklevel=3)
+        return None
+
+
+def _write_cache(folder: Path, train: LabelledImages, test: LabelledImages) -> None:
+    """Write into a temporary sibling folder, then rename: a killed process never leaves a trusted half cache."""
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+        train.data.memmap(tmp / "train")
+        test.data.memmap(tmp / "test")
+        (tmp / "classes.json").write_text(json.dumps({"classes": list(train.classes)}))
+        os.replace(tmp, folder)
+        tmp = None
+    except Exception as e:
+        if not (folder / "classes.json").is_file():  # not merely lost a race to another writer
+            warnings.warn(f"could not write data cache in {folder.parent} ({_short(e)}); continuing without it",
+                          stacklevel=3)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(
+    source: str | Path | None,
+    *,
+    root: str | Path = "./data",
+    download: bool = True,
+    image_size: int | None = None,
+    cache: bool = True,
+) -> tuple[LabelledImages, LabelledImages]:
+    """Return (train, test) from torchvision CIFAR-10 in `root` (source None), a directory, or a tar(.gz);
+    path sources are cached under root/cache/<fingerprint>/. Every user-facing failure is a DataError."""
+    if source is None:
+        return _load_torchvision_cifar(Path(root), download, image_size)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist; check the path. {_HOW_TO_PROVIDE}")
+    if not path.is_dir() and not path.name.lower().endswith(ARCHIVE_SUFFIXES) and not tarfile.is_tarfile(path):
+        raise DataError(f"data path {path} is neither a directory nor a .tar.gz/.tgz/.tar archive. {_HOW_TO_PROVIDE}")
+    folder = Path(root) / "cache" / _fingerprint(path, image_size) if cache else None
+    if folder is not None and (cached := _read_cache(folder)) is not None:
+        return cached
+    train, test = _load_directory(path, image_size) if path.is_dir() else _load_archive(path, image_size)
+    if train.data["image"].shape[1:] != test.data["image"].shape[1:]:
+        raise DataError(
+            f"train images are {list(train.data['image'].shape[1:])} but test images are "
+            f"{list(test.data['image'].shape[1:])} in {path}; pass image_size (--image-size N) to resize both"
+        )
+    if folder is not None:
+        _write_cache(folder, train, test)
+    return train, test
+
+
+def _load_torchvision_cifar(root: Path, download: bool, image_size) -> tuple[LabelledImages, LabelledImages]:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        splits = [CIFAR10(str(root), train=t, download=download) for t in (True, False)]
+    except Exception as e:
+        reason = _short(e) if download else "download=False"
+        raise DataError(
+            f"CIFAR-10 not found in {root} and it could not be downloaded ({reason}). {_HOW_TO_PROVIDE}"
+        ) from None
+    out = []
+    for ds in splits:
+        images = _resize(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), image_size)
+        out.append(from_tensors(images, torch.tensor(ds.targets), ds.classes))
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- subsets and statistics
+
+
+def balanced_subset(ds: LabelledImages, n: int, seed: int) -> LabelledImages:
+    """A seeded, class-balanced random subset of n samples (per-class counts differ by at most 1 where
+    class sizes allow), kept in dataset order; n >= len(ds) returns ds unchanged."""
+    if n < 1:
+        raise DataError(f"subset size must be a positive number of samples, got {n}")
+    if n >= len(ds):
+        return ds
+    labels = ds.data["label"]
+    sizes = torch.bincount(labels, minlength=len(ds.classes)).tolist()
+    counts, left = [0] * len(sizes), n
+    for k, c in enumerate(sorted(range(len(sizes)), key=lambda c: sizes[c])):  # water-filling, smallest first
+        counts[c] = min(sizes[c], left // (len(sizes) - k))
+        left -= counts[c]
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c, count in enumerate(counts):
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=g)[:count]])
+    index = torch.cat(picks).sort().values
+    return LabelledImages(ds.data[index], ds.classes)
+
+
+def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel (mean, std) of uint8 images [N,C,H,W] in [0,1] units, each float32 of shape [C]."""
+    scale = 255.0 if images.dtype == torch.uint8 else 1.0
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):
+        x = chunk.to(torch.float64) / scale
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return mean.float(), std.float()
+
+
+# --------------------------------------------------------------------------- augmentation and batches
+
+
+def augment(images: Tensor, generator: torch.Generator, *, pad: int = 4, flip: bool = True,
+            padding_mode: str = "constant") -> Tensor:
+    """Per-sample random crop of float [B,C,H,W] images after `pad` pixels of zero ("constant") or
+    "reflect" padding, plus a per-sample random horizontal flip; same shape out, one gather, no loop."""
+    b, c, h, w = images.shape
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device).to(images.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device).to(images.device)
+    flips = (torch.rand(b, generator=generator, device=generator.device) < 0.5).to(images.device)
+    padded = F.pad(images, (pad, pad, pad, pad), mode=padding_mode) if pad else images
+    rows = dy[:, None] + torch.arange(h, device=images.device)  # [B,H]
+    cols = dx[:, None] + torch.arange(w, device=images.device)  # [B,W]
+    if flip:
+        cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    chan = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+_augment = augment  # iterate_batches has a flag of the same name
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded by a hash of `keys`, so (seed, epoch[, batch]) streams never collide."""
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Number of batches one epoch over n samples yields."""
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def iterate_batches(
+    ds: LabelledImages,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    augment: bool = False,
+    mean: Tensor | None = None,
+    std: Tensor | None = None,
+    device="cpu",
+    start_batch: int = 0,
+) -> Iterator[TensorDict]:
+    """Yield TensorDicts [B] with "image" float32 ((x/255 - mean)/std), "label" and "index" (position in ds).
+    Order and augmentation depend only on (seed, epoch, batch number), so `start_batch` resumes mid-epoch."""
+    if batch_size < 1:  # checked here, not lazily at the first batch
+        raise DataError(f"batch size must be positive, got {batch_size}")
+    device = torch.device(device)
+    shape = (1, -1, 1, 1)
+    mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(shape)
+    std = None if std is None else torch.as_tensor(std, dtype=torch.float32, device=device).reshape(shape)
+    return _batches(ds, batch_size, seed, epoch, shuffle, drop_last, augment, mean, std, device, start_batch)
+
+
+def _batches(ds, batch_size, seed, epoch, shuffle, drop_last, augment, mean, std, device, start_batch):
+    n = len(ds)
+    order = torch.randperm(n, generator=_generator(seed, epoch)) if shuffle else torch.arange(n)
+    for k in range(start_batch, num_batches(n, batch_size, drop_last)):
+        index = order[k * batch_size:(k + 1) * batch_size]
+        batch = ds.data[index]
+        images = batch["image"].to(device, non_blocking=True).float().div_(255)
+        if augment:
+            images = _augment(images, _generator(seed, epoch, k))
+        if mean is not None:
+            images = images - mean
+        if std is not None:
+            images = images / std
+        yield TensorDict(
+            {"image": images, "label": batch["label"].to(device), "index": index.to(device)},
+            batch_size=[len(index)],
+            device=device,
+        )

@@ -1,0 +1,147 @@
+"""Functional optimisers in the optax style, over TensorDicts of parameters.
+
+A `GradientTransformation` is a pair of pure functions:
+`init(params) -> opt_state` and `update(grads, opt_state, params) -> (updates, opt_state)`.
+Transformations compose with `chain`; `apply_updates(params, updates)` adds them.
+`sgd` and `adam` are chains of the primitives below and match torch.optim.SGD
+and torch.optim.Adam/AdamW step for step (see tests).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Union
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+
+Schedule = Callable[[Tensor], Tensor]
+ScalarOrSchedule = Union[float, Schedule]
+
+
+class GradientTransformation(NamedTuple):
+    """An (init, update) pair of pure functions."""
+
+    init: Callable[[TensorDict], TensorDict]
+    update: Callable[[TensorDict, TensorDict, TensorDict], tuple[TensorDict, TensorDict]]
+
+
+def _empty(params: TensorDict) -> TensorDict:
+    return TensorDict({}, device=params.device)
+
+
+def _count(params: TensorDict) -> Tensor:
+    return torch.zeros((), dtype=torch.int64, device=_device_of(params))
+
+
+def _device_of(params: TensorDict) -> torch.device | None:
+    leaf = next(iter(params.values(include_nested=True, leaves_only=True)), None)
+    return None if leaf is None else leaf.device
+
+
+def apply_updates(params: TensorDict, updates: TensorDict) -> TensorDict:
+    """params + updates, leaf by leaf (a new TensorDict)."""
+    return params + updates
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply transforms in order; state is a TensorDict keyed "0", "1", ..."""
+
+    def init(params: TensorDict) -> TensorDict:
+        return TensorDict({str(i): t.init(params) for i, t in enumerate(transforms)})
+
+    def update(grads: TensorDict, state: TensorDict, params: TensorDict) -> tuple[TensorDict, TensorDict]:
+        new_state = {}
+        for i, t in enumerate(transforms):
+            grads, new_state[str(i)] = t.update(grads, state[str(i)], params)
+        return grads, TensorDict(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def add_decayed_weights(weight_decay: float) -> GradientTransformation:
+    """g + weight_decay * p (L2 when before momentum/Adam, decoupled when after)."""
+
+    def update(grads, state, params):
+        return (grads if weight_decay == 0 else grads + weight_decay * params), state
+
+    return GradientTransformation(_empty, update)
+
+
+def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
+    """Heavy-ball momentum: m = momentum * m + g; emits m (or g + momentum * m with Nesterov)."""
+
+    def init(params):
+        return TensorDict(momentum=torch.zeros_like(params))
+
+    def update(grads, state, params):
+        m = momentum * state["momentum"] + grads
+        return (grads + momentum * m if nesterov else m), TensorDict(momentum=m)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    """Adam's bias-corrected m / (sqrt(v) + eps)."""
+
+    def init(params):
+        return TensorDict(mu=torch.zeros_like(params), nu=torch.zeros_like(params), count=_count(params))
+
+    def update(grads, state, params):
+        count = state["count"] + 1
+        mu = b1 * state["mu"] + (1 - b1) * grads
+        nu = b2 * state["nu"] + (1 - b2) * grads * grads
+        c = count.to(torch.float32)
+        mu_hat = mu / (1 - b1 ** c)
+        nu_hat = nu / (1 - b2 ** c)
+        return mu_hat / (nu_hat.sqrt() + eps), TensorDict(mu=mu, nu=nu, count=count)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransformation:
+    """u * -lr, where lr may be a schedule of the number of updates applied so far."""
+
+    def init(params):
+        return TensorDict(count=_count(params))
+
+    def update(grads, state, params):
+        lr = learning_rate(state["count"]) if callable(learning_rate) else learning_rate
+        return grads * (-lr), TensorDict(count=state["count"] + 1)
+
+    return GradientTransformation(init, update)
+
+
+def sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.9, nesterov: bool = False,
+        weight_decay: float = 0.0) -> GradientTransformation:
+    """SGD with (Nesterov) momentum and L2 weight decay, as torch.optim.SGD (dampening 0)."""
+    parts = [add_decayed_weights(weight_decay)]
+    if momentum:
+        parts.append(trace(momentum, nesterov))
+    return chain(*parts, scale_by_learning_rate(learning_rate))
+
+
+def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+         weight_decay: float = 0.0, decoupled: bool = True) -> GradientTransformation:
+    """Adam; with weight decay, AdamW (decoupled, default) or L2 Adam (decoupled=False)."""
+    if decoupled:
+        return chain(scale_by_adam(b1, b2, eps), add_decayed_weights(weight_decay),
+                     scale_by_learning_rate(learning_rate))
+    return chain(add_decayed_weights(weight_decay), scale_by_adam(b1, b2, eps),
+                 scale_by_learning_rate(learning_rate))
+
+
+def warmup_cosine(peak: float, total_steps: int, warmup_steps: int = 0, final: float = 0.0) -> Schedule:
+    """Linear warm-up to `peak` over `warmup_steps`, then cosine decay to `final` at `total_steps`."""
+    total_steps = max(1, int(total_steps))
+    warmup_steps = max(0, min(int(warmup_steps), total_steps - 1))
+
+    def schedule(count: Tensor) -> Tensor:
+        c = count.to(torch.float32)
+        warm = peak * (c + 1) / max(1, warmup_steps)
+        progress = ((c - warmup_steps) / max(1, total_steps - warmup_steps)).clamp(0.0, 1.0)
+        cosine = final + 0.5 * (peak - final) * (1 + torch.cos(math.pi * progress))
+        return torch.where(c < warmup_steps, warm, cosine)
+
+    return schedule

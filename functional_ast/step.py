@@ -1,0 +1,150 @@
+"""The training step: `state, metrics = step(state, batch)`, composed from pure pieces.
+
+state (one TensorDict): params, buffers, opt (optimiser state), selector (strategy
+state: gate, controller, ...), energy (work counters), rng (key), step (count).
+batch (TensorDict [B]): "image" float inputs, "label" int64 targets, optional "index".
+Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
+gather the selected samples into a compact sub-batch -> forward/backward on that
+sub-batch only -> optimiser update -> energy accounting. Nothing is mutated; the
+returned state shares unchanged leaves with the input.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from . import energy, random
+from .losses import (LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
+                     params_of, per_sample_grad_norms, per_sample_losses)
+from .optim import GradientTransformation, apply_updates
+from .strategies import Strategy
+
+Step = Callable[[TensorDict, TensorDict], tuple[TensorDict, TensorDict]]
+
+
+def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: Strategy, key: int = 0,
+               device: torch.device | str | None = None) -> TensorDict:
+    """The whole training state as one TensorDict, on `device` (default: the model's)."""
+    params = params_of(model)
+    if device is not None:
+        params = params.to(device)
+    device = next(iter(params.values())).device
+    return TensorDict(
+        params=params,
+        buffers=buffers_of(model).to(device),
+        opt=optimizer.init(params),
+        selector=strategy.init(device),
+        energy=energy.init(device),
+        rng=random.key(key, device),
+        step=torch.zeros((), dtype=torch.int64, device=device),
+    )
+
+
+def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransformation, strategy: Strategy,
+                    *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
+                    grad_norm_chunk_size: int | None = None) -> Step:
+    """Build `step(state, batch) -> (state, metrics)`; metrics is a TensorDict of 0-d tensors.
+
+    compile=True wraps the scoring pass and the update (forward/backward + optimiser)
+    in torch.compile; the update is compiled with dynamic shapes since the number of
+    selected samples varies per batch. grad_norm_keys: parameters whose per-sample
+    gradient norm a "grad_norm" significance uses ("last" = classifier head, "all").
+    """
+    apply = make_apply(model)
+    loss_and_grad = make_loss_and_grad(apply, loss_fn)
+    loss_fn = loss_fn or cross_entropy
+
+    def score(params, buffers, x, y) -> TensorDict:
+        out = {"loss": per_sample_losses(apply, loss_fn, params, buffers, x, y)}
+        if "grad_norm" in strategy.needs:
+            keys = None if grad_norm_keys == "all" else (
+                last_layer_keys(params) if grad_norm_keys == "last" else grad_norm_keys)
+            out["grad_norm"] = per_sample_grad_norms(apply, loss_fn, params, buffers, x, y, keys,
+                                                     grad_norm_chunk_size)
+        return TensorDict(out, batch_size=y.shape)
+
+    def update(params, buffers, opt_state, x, y, w):
+        grads, (loss, new_buffers, _) = loss_and_grad(params, buffers, x, y, w)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        return apply_updates(params, updates), new_buffers, new_opt_state, loss
+
+    run_score, run_update = score, update
+    if compile:
+        run_score = torch.compile(score)
+        run_update = torch.compile(update, dynamic=True)
+
+    costs_by_shape: dict[tuple, energy.WorkCosts] = {}  # memo of a pure function of the input shape
+
+    def work_costs(state: TensorDict, x: torch.Tensor) -> energy.WorkCosts:
+        shape_key = (tuple(x.shape[1:]), x.dtype)
+        if shape_key not in costs_by_shape:
+            costs_by_shape[shape_key] = measure_costs(score, loss_and_grad, state, x)
+        return costs_by_shape[shape_key]
+
+    def step(state: TensorDict, batch: TensorDict) -> tuple[TensorDict, TensorDict]:
+        x, y = batch["image"], batch["label"]
+        n = y.shape[0]
+        costs = work_costs(state, x)
+        rng, select_key = random.split(state["rng"])
+        params, buffers = state["params"], state["buffers"]
+        selection = strategy.select(state["selector"], batch, select_key,
+                                    lambda: run_score(params, buffers, x, y))
+        if strategy.trains_all:
+            sub_x, sub_y = x, y
+            sub_w = torch.ones(n, device=x.device) if selection.weight is None else selection.weight
+        else:
+            # The one host sync of the step: a compact sub-batch needs its size.
+            idx = selection.mask.nonzero().squeeze(1)
+            sub_x, sub_y = x[idx], y[idx]
+            sub_w = torch.ones(idx.shape[0], device=x.device) if selection.weight is None else selection.weight[idx]
+        new_params, new_buffers, new_opt, loss = run_update(params, buffers, state["opt"], sub_x, sub_y, sub_w)
+        n_trained = selection.mask.sum()
+        energy_state, energy_metrics = energy.account(state["energy"], costs, n, selection.info["n_scored"],
+                                                      n_trained)
+        new_state = state.copy()
+        for name, value in dict(params=new_params, buffers=new_buffers, opt=new_opt, selector=selection.state,
+                                energy=energy_state, rng=rng, step=state["step"] + 1).items():
+            new_state.set(name, value, inplace=False)
+        metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n,
+                             **energy_metrics, **selection.info)
+        return new_state, metrics
+
+    return step
+
+
+def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x: torch.Tensor
+                  ) -> energy.WorkCosts:
+    """Per-sample FLOPs of the scoring pass and of training, counted on the meta device."""
+    shape = tuple(x.shape[1:])
+    params, buffers = state["params"].to("meta"), state["buffers"].to("meta")
+
+    def inputs(n):
+        return (torch.empty((n, *shape), dtype=x.dtype, device="meta"),
+                torch.zeros(n, dtype=torch.int64, device="meta"))
+
+    def score_n(n):
+        return score(params, buffers, *inputs(n))
+
+    def train_n(n):
+        return loss_and_grad(params, buffers, *inputs(n), torch.ones(n, device="meta"))
+
+    return energy.WorkCosts(score_flops=energy.flops_per_sample(score_n),
+                            train_flops=energy.flops_per_sample(train_n))
+
+
+def make_eval_step(model: nn.Module, loss_fn: LossFn = cross_entropy) -> Callable[[TensorDict, TensorDict], TensorDict]:
+    """Pure `eval_step(state, batch) -> TensorDict(correct, loss_sum, count)` in eval mode."""
+    apply = make_apply(model)
+
+    def eval_step(state: TensorDict, batch: TensorDict) -> TensorDict:
+        with torch.no_grad():
+            logits = apply.eval(state["params"], state["buffers"], batch["image"])
+            losses = loss_fn(logits, batch["label"])
+        return TensorDict(correct=(logits.argmax(1) == batch["label"]).sum(), loss_sum=losses.sum(),
+                          count=torch.tensor(batch["label"].shape[0], device=logits.device))
+
+    return eval_step

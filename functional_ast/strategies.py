@@ -1,0 +1,133 @@
+"""Selection strategies: how a step picks the samples it trains on.
+
+A Strategy is a pair of pure functions plus two static facts:
+`init(device) -> selector_state` and
+`select(selector_state, batch, key, score) -> Selection`, where `score()` runs the
+scoring pass on the batch with the current parameters and returns a TensorDict of
+per-sample quantities ("loss", and "grad_norm" when `needs` asks for it).
+A strategy that never calls `score` does no scoring work; the ones that do say so
+in `info["n_scored"]`, which the energy accounting charges. Every strategy
+shares the step skeleton in `step.py`; they differ only here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+
+from . import controller as ctl
+from . import gate as gt
+from . import random
+from .config import ConfigError, check_range
+from .significance import loss_intensity
+
+Significance = Callable[[TensorDict, TensorDict], Tensor]
+
+
+class Selection(NamedTuple):
+    """What `select` returns: mask [B] bool, optional loss weights [B], new state, metrics."""
+
+    mask: Tensor
+    weight: Tensor | None
+    state: TensorDict
+    info: TensorDict
+
+
+class Strategy(NamedTuple):
+    """A named (init, select) pair; `needs` lists what `score()` must compute."""
+
+    name: str
+    init: Callable[..., TensorDict]
+    select: Callable[[TensorDict, TensorDict, Tensor, Callable[[], TensorDict]], Selection]
+    needs: tuple[str, ...] = ()
+    trains_all: bool = False
+
+
+def _zero(batch: TensorDict) -> Tensor:
+    return torch.zeros((), dtype=torch.int64, device=batch.device)
+
+
+def full() -> Strategy:
+    """Train on every sample; no scoring. Passes any selector state through unchanged."""
+
+    def select(state, batch, key, score):
+        mask = torch.ones(batch.batch_size[0], dtype=torch.bool, device=batch.device)
+        return Selection(mask, None, state, TensorDict(n_scored=_zero(batch)))
+
+    return Strategy("full", lambda device=None: TensorDict({}, device=device), select, trains_all=True)
+
+
+def random_subset(rate: float, min_selected: int = 1) -> Strategy:
+    """A fresh uniform random subset of round(rate * B) samples per batch (at least min_selected); no scoring."""
+    check_range("random_subset", "rate", rate, 0.0, 1.0, low_open=True)
+
+    def select(state, batch, key, score):
+        n = batch.batch_size[0]
+        k = max(min_selected, round(rate * n))
+        order = torch.argsort(random.uniform(key, n).to(batch.device))
+        mask = torch.zeros(n, dtype=torch.bool, device=batch.device).index_fill(0, order[:k], True)
+        return Selection(mask, None, state, TensorDict(n_scored=_zero(batch)))
+
+    return Strategy("random", lambda device=None: TensorDict({}, device=device), select)
+
+
+def default_gate(target_rate: float) -> gt.GateConfig:
+    """The seed's budget (100, cost 10, regen U(1, 3) at a 10% target) with regen scaled to the target.
+
+    The seed's constants cap the sustained rate at 20%; scaling keeps the cap at twice the
+    target (up to 100%), so every target is reachable and bursts stay bounded.
+    """
+    scale = target_rate / 0.1
+    return gt.GateConfig(regen_low=1.0 * scale, regen_high=3.0 * scale)
+
+
+def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig | None = None,
+           gate: gt.GateConfig | None = None, significance: Significance = loss_intensity,
+           needs: tuple[str, ...] = ("loss",)) -> Strategy:
+    """The seed's method with fresh scores: score every sample, gate on significance, PI-control the threshold."""
+    if controller is None:
+        controller = ctl.ControllerConfig(target_rate=0.1 if target_rate is None else target_rate)
+    elif target_rate is not None and target_rate != controller.target_rate:
+        raise ConfigError(f"sundew: target_rate={target_rate} disagrees with "
+                          f"controller.target_rate={controller.target_rate}; give one of them")
+    gate_cfg = default_gate(controller.target_rate) if gate is None else gate
+
+    def init(device=None) -> TensorDict:
+        return TensorDict(gate=gt.init(gate_cfg, device), controller=ctl.init(controller, device))
+
+    def select(state, batch, key, score):
+        scores = significance(score(), batch)
+        ctrl_state = state["controller"]
+        if controller.initial_threshold is None:
+            start = gt.threshold_for_rate(scores, controller.target_rate, gate_cfg.temperature,
+                                          controller.threshold_min, controller.threshold_max)
+            ctrl_state = ctl.calibrate(ctrl_state, start)
+        mask, gate_state, gate_info = gt.gate(scores, ctrl_state["threshold"], state["gate"], key, gate_cfg)
+        new_ctrl = ctl.update(ctrl_state, mask.float().mean(), controller)
+        info = TensorDict(
+            n_scored=torch.tensor(batch.batch_size[0], dtype=torch.int64, device=batch.device),
+            threshold=ctrl_state["threshold"],
+            rate_ema=new_ctrl["rate_ema"],
+            significance_mean=scores.mean(),
+            **gate_info,
+        )
+        return Selection(mask, None, TensorDict(gate=gate_state, controller=new_ctrl), info)
+
+    return Strategy("sundew", init, select, needs=tuple(needs))
+
+
+def by_name(name: str, target_rate: float) -> Strategy:
+    """Build a strategy from its CLI name ('full', 'random', 'sundew')."""
+    if name == "full":
+        return full()
+    if name == "random":
+        return random_subset(target_rate)
+    if name == "sundew":
+        return sundew(target_rate)
+    raise ConfigError(f"unknown strategy {name!r}; choose one of: full, random, sundew")
+
+
+STRATEGIES = ("full", "random", "sundew")

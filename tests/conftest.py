@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny models and batches, a sampler of realistic significance scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import os
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_archive() -> Path | None:
+    """The real CIFAR-10 JPEG archive beside the checkout, or None (a user's checkout has none)."""
+    env = os.environ.get("FUNCTIONAL_AST_CIFAR_ARCHIVE")
+    path = Path(env) if env else REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    return path if path.is_file() else None
+
+
+def tiny_bn_model(num_classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))
+
+
+def tiny_mlp(num_classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
+def make_batch(n: int = 32, seed: int = 0, num_classes: int = 4) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    # Learnable: the class shifts the mean of the image.
+    images = torch.randn(n, 3, 4, 4, generator=g) + labels.view(-1, 1, 1, 1).float() * 0.5
+    return TensorDict(image=images, label=labels, index=torch.arange(n), batch_size=[n])
+
+
+def significance_sample(kind: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Scores as the seed's rule produces them from a loss distribution of the given kind."""
+    from functional_ast.significance import normalise_by_mean
+
+    if kind == "lognormal":
+        loss = torch.randn(n, generator=generator).exp()
+    elif kind == "heavy":
+        loss = torch.rand(n, generator=generator).pow(-1 / 1.2)
+    elif kind == "uniform":
+        loss = torch.rand(n, generator=generator)
+    elif kind == "constant":
+        loss = torch.ones(n)
+    elif kind == "zero":
+        loss = torch.zeros(n)
+    else:
+        raise ValueError(kind)
+    std = (1 + 0.3 * torch.randn(n, generator=generator)).clamp_min(0.05)
+    return 0.7 * normalise_by_mean(loss) + 0.3 * normalise_by_mean(std)
+
+
+def assert_tree_equal(a: TensorDict, b: TensorDict) -> None:
+    assert set(a.keys(True, True)) == set(b.keys(True, True))
+    for key in a.keys(True, True):
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture
+def batch() -> TensorDict:
+    return make_batch()

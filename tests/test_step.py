@@ -1,0 +1,156 @@
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+import functional_ast as fa
+from functional_ast import strategies
+from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
+
+STRATEGIES = {
+    "full": lambda: fa.full(),
+    "random": lambda: fa.random_subset(0.25),
+    "sundew": lambda: fa.sundew(0.25),
+    "sundew-gradnorm": lambda: fa.sundew(0.25, significance=fa.significance.grad_norm,
+                                         needs=("loss", "grad_norm")),
+}
+
+
+def _setup(strategy, model=None, lr=0.05):
+    model = model or tiny_bn_model()
+    tx = fa.sgd(lr, momentum=0.9, weight_decay=1e-4)
+    return model, fa.init_state(model, tx, strategy, key=0), fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_step_is_pure_and_deterministic(name):
+    _, state, step = _setup(STRATEGIES[name]())
+    batch = make_batch()
+    state_copy, batch_copy = state.clone(), batch.clone()
+    a, ma = step(state, batch)
+    b, mb = step(state, batch)
+    assert_tree_equal(state, state_copy)  # nothing mutated, BatchNorm buffers included
+    assert_tree_equal(batch, batch_copy)
+    assert_tree_equal(a, b)
+    assert_tree_equal(ma, mb)
+    assert int(a["step"]) == 1 and not torch.equal(a["rng"], state["rng"])
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_trains_only_the_selected_samples_in_a_compact_batch(name):
+    model = tiny_bn_model()
+    seen = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]) if i[0].device.type != "meta" else None)
+    strategy = STRATEGIES[name]()
+    _, state, step = _setup(strategy, model)
+    new, metrics = step(state, make_batch(32))
+    n = int(metrics["n_trained"])
+    scored = int(metrics["n_scored"])
+    # Forwards actually executed: the scoring pass over the whole batch (if any; a vmapped
+    # per-sample grad-norm pass shows as one forward of batch 1), then the sub-batch only.
+    expected = ([scored] if scored else []) + ([1] if "grad_norm" in strategy.needs else []) + [n]
+    assert seen == expected
+    assert int(new["energy"]["samples_trained"]) == n and int(new["energy"]["samples_scored"]) == scored
+    if name == "full":
+        assert n == 32 and scored == 0
+    elif name == "random":
+        assert n == 8 and scored == 0
+    else:
+        assert scored == 32 and 2 <= n < 32
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_steps_lower_the_loss(name):
+    _, state, step = _setup(STRATEGIES[name](), tiny_mlp(), lr=0.05)
+    batch = make_batch(64)
+    eval_step = fa.make_eval_step(tiny_mlp())
+    first = float(eval_step(state, batch)["loss_sum"])
+    for _ in range(30):
+        state, _ = step(state, batch)
+    assert float(eval_step(state, batch)["loss_sum"]) < 0.8 * first
+
+
+def test_full_strategy_equals_plain_pytorch_training():
+    torch.manual_seed(0)
+    model = tiny_bn_model()
+    reference = tiny_bn_model()
+    _, state, step = _setup(fa.full(), model)
+    opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    reference.train()
+    for i in range(5):
+        batch = make_batch(16, seed=i)
+        state, metrics = step(state, batch)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(reference(batch["image"]), batch["label"])
+        loss.backward()
+        opt.step()
+        torch.testing.assert_close(metrics["loss"], loss.detach())
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(state["params"][name], p.detach(), rtol=1e-5, atol=1e-6)
+    for name, b in reference.named_buffers():
+        torch.testing.assert_close(state["buffers"][name], b)
+
+
+def test_warmup_step_passes_the_gate_state_through():
+    strategy = fa.sundew(0.2)
+    model, state, _ = _setup(strategy)
+    tx = fa.sgd(0.05)
+    warm = fa.make_train_step(model, fa.cross_entropy, tx, fa.full())
+    new, metrics = warm(state, make_batch())
+    assert_tree_equal(new["selector"], state["selector"])  # controller idle during warm-up
+    assert int(metrics["n_trained"]) == 32
+
+
+def test_sundew_rate_converges_in_training():
+    strategy = fa.sundew(0.25)
+    _, state, step = _setup(strategy, tiny_mlp())
+    rates = []
+    for i in range(120):
+        state, m = step(state, make_batch(64, seed=i))
+        rates.append(float(m["activation_rate"]))
+    assert sum(rates[-60:]) / 60 == pytest.approx(0.25, abs=0.04)
+
+
+def test_sundew_flops_include_the_scoring_forward():
+    model = tiny_mlp()
+    tx = fa.sgd(0.05)
+    results = {}
+    for strategy in (fa.random_subset(0.25), fa.sundew(0.25)):
+        state = fa.init_state(model, tx, strategy)
+        step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+        for i in range(20):
+            state, m = step(state, make_batch(64, seed=i))
+        results[strategy.name] = (int(state["energy"]["flops_spent"]), int(state["energy"]["samples_trained"]))
+    per_trained = {k: v[0] / v[1] for k, v in results.items()}
+    assert per_trained["sundew"] > per_trained["random"]
+
+
+def test_compiled_and_eager_steps_agree():
+    pytest.importorskip("torch._inductor")
+    torch._dynamo.reset()
+    model, tx, strategy = tiny_mlp(), fa.sgd(0.05, momentum=0.9), fa.sundew(0.25)
+    state = fa.init_state(model, tx, strategy)
+    eager = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+    compiled = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=True)
+    se = sc = state
+    for i in range(4):
+        batch = make_batch(32, seed=i)
+        se, me = eager(se, batch)
+        sc, mc = compiled(sc, batch)
+        assert int(me["n_trained"]) == int(mc["n_trained"])
+        torch.testing.assert_close(mc["loss"], me["loss"], rtol=1e-5, atol=1e-6)
+    for key in se["params"].keys():
+        torch.testing.assert_close(sc["params"][key], se["params"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_state_is_saveable_and_loads_back(tmp_path):
+    _, state, step = _setup(fa.sundew(0.25))
+    state, _ = step(state, make_batch())
+    state.memmap(tmp_path / "state")
+    loaded = TensorDict.load_memmap(tmp_path / "state")
+    assert_tree_equal(state, loaded.to_tensordict())
+
+
+def test_unknown_strategy_is_named():
+    with pytest.raises(fa.config.ConfigError, match="unknown strategy"):
+        strategies.by_name("bogus", 0.1)

@@ -460,7 +460,7 @@ def balanced_subset(ds: LabelledImages, n: int, seed: int) -> LabelledImages:
 def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel (mean, std) of uint8 images [N,C,H,W] in [0,1] units, each float32 of shape [C]."""
     scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
     squares = torch.zeros_like(total)
     for chunk in images.split(4096):
         x = chunk.to(torch.float64) / scale

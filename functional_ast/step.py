@@ -5,7 +5,8 @@ state: gate, controller, ...), energy (work counters), rng (key), step (count).
 batch (TensorDict [B]): "image" float inputs, "label" int64 targets, optional "index".
 Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
 gather the selected samples into a compact sub-batch -> forward/backward on that
-sub-batch only -> optimiser update -> energy accounting. Nothing is mutated; the
+sub-batch only -> optimiser update -> strategy.observe (the trained samples'
+losses) -> energy accounting. Nothing is mutated; the
 returned state shares unchanged leaves with the input.
 """
 
@@ -68,9 +69,9 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         return TensorDict(out, batch_size=y.shape)
 
     def update(params, buffers, opt_state, x, y, w):
-        grads, (loss, new_buffers, _) = loss_and_grad(params, buffers, x, y, w)
+        grads, (loss, new_buffers, losses) = loss_and_grad(params, buffers, x, y, w)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        return apply_updates(params, updates), new_buffers, new_opt_state, loss
+        return apply_updates(params, updates), new_buffers, new_opt_state, loss, losses
 
     run_score, run_update = score, update
     if compile:
@@ -101,12 +102,14 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
             idx = selection.mask.nonzero().squeeze(1)
             sub_x, sub_y = x[idx], y[idx]
             sub_w = torch.ones(idx.shape[0], device=x.device) if selection.weight is None else selection.weight[idx]
-        new_params, new_buffers, new_opt, loss = run_update(params, buffers, state["opt"], sub_x, sub_y, sub_w)
+        new_params, new_buffers, new_opt, loss, losses = run_update(params, buffers, state["opt"], sub_x, sub_y,
+                                                                     sub_w)
+        selector = strategy.observe(selection.state, batch, selection.mask, losses)
         n_trained = selection.mask.sum()
         energy_state, energy_metrics = energy.account(state["energy"], costs, n, selection.info["n_scored"],
                                                       n_trained)
         new_state = state.copy()
-        for name, value in dict(params=new_params, buffers=new_buffers, opt=new_opt, selector=selection.state,
+        for name, value in dict(params=new_params, buffers=new_buffers, opt=new_opt, selector=selector,
                                 energy=energy_state, rng=rng, step=state["step"] + 1).items():
             new_state.set(name, value, inplace=False)
         metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n,

@@ -1,10 +1,13 @@
 """Selection strategies: how a step picks the samples it trains on.
 
-A Strategy is a pair of pure functions plus two static facts:
-`init(device) -> selector_state` and
+A Strategy is three pure functions plus two static facts:
+`init(device) -> selector_state`;
 `select(selector_state, batch, key, score) -> Selection`, where `score()` runs the
 scoring pass on the batch with the current parameters and returns a TensorDict of
-per-sample quantities ("loss", and "grad_norm" when `needs` asks for it).
+per-sample quantities ("loss", and "grad_norm" when `needs` asks for it);
+`observe(selector_state, batch, mask, losses) -> selector_state`, called after the
+update with the per-sample losses the training forward produced for the selected
+samples (free information: no extra forward), e.g. to refresh a stale-score table.
 A strategy that never calls `score` does no scoring work; the ones that do say so
 in `info["n_scored"]`, which the energy accounting charges. Every strategy
 shares the step skeleton in `step.py`; they differ only here.
@@ -36,14 +39,19 @@ class Selection(NamedTuple):
     info: TensorDict
 
 
+def _unchanged(state: TensorDict, batch: TensorDict, mask: Tensor, losses: Tensor) -> TensorDict:
+    return state
+
+
 class Strategy(NamedTuple):
-    """A named (init, select) pair; `needs` lists what `score()` must compute."""
+    """A named (init, select, observe) triple; `needs` lists what `score()` must compute."""
 
     name: str
     init: Callable[..., TensorDict]
     select: Callable[[TensorDict, TensorDict, Tensor, Callable[[], TensorDict]], Selection]
     needs: tuple[str, ...] = ()
     trains_all: bool = False
+    observe: Callable[[TensorDict, TensorDict, Tensor, Tensor], TensorDict] = _unchanged
 
 
 def _zero(batch: TensorDict) -> Tensor:
@@ -72,6 +80,59 @@ def random_subset(rate: float, min_selected: int = 1) -> Strategy:
         return Selection(mask, None, state, TensorDict(n_scored=_zero(batch)))
 
     return Strategy("random", lambda device=None: TensorDict({}, device=device), select)
+
+
+def warmup(strategy: Strategy) -> Strategy:
+    """Train on every sample, leave the selector's controller idle, but let `strategy` observe the
+    losses (so a stale-score table is filled during warm-up epochs)."""
+    base = full()
+    return Strategy(f"warmup({strategy.name})", strategy.init, base.select, trains_all=True,
+                    observe=strategy.observe)
+
+
+def _gumbel_top_k(log_p: Tensor, k: int, key: Tensor) -> Tensor:
+    """Mask of k indices drawn without replacement with probabilities proportional to exp(log_p)."""
+    u = random.uniform(key, log_p.shape[0]).to(log_p.device).clamp(1e-7, 1 - 1e-7)
+    keys = log_p - torch.log(-torch.log(u))
+    top = torch.topk(keys, k).indices
+    return torch.zeros_like(log_p, dtype=torch.bool).index_fill(0, top, True)
+
+
+def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_weights: bool = True,
+          min_selected: int = 1) -> Strategy:
+    """No scoring forward: pick round(rate * B) samples per batch in proportion to each sample's loss
+    remembered from the last time it was trained (a per-sample table in state), mixed with a uniform
+    `explore` share; never-trained samples get the batch's top priority. With `importance_weights`,
+    the loss is weighted by 1 / (B * p_i) (self-normalised), which keeps the gradient close to
+    unbiased. The table is refreshed by `observe` with the losses of the trained samples."""
+    check_range("stale", "rate", rate, 0.0, 1.0, low_open=True)
+    check_range("stale", "explore", explore, 0.0, 1.0)
+    check_range("stale", "num_samples", num_samples, 1)
+
+    def init(device=None) -> TensorDict:
+        return TensorDict(loss=torch.zeros(num_samples, device=device),
+                          seen=torch.zeros(num_samples, dtype=torch.bool, device=device))
+
+    def select(state, batch, key, score):
+        idx = batch["index"]
+        n = idx.shape[0]
+        k = max(min_selected, round(rate * n))
+        loss, seen = state["loss"][idx], state["seen"][idx]
+        top = torch.where(seen, loss, torch.zeros_like(loss)).max().clamp_min(1e-6)
+        priority = torch.where(seen, loss.clamp_min(0), top)
+        p = (1 - explore) * priority / priority.sum().clamp_min(1e-12) + explore / n
+        mask = _gumbel_top_k(p.log(), k, key)
+        weight = 1.0 / (n * p) if importance_weights else None
+        info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
+                          stale_seen_frac=seen.float().mean())
+        return Selection(mask, weight, state, info)
+
+    def observe(state, batch, mask, losses):
+        trained = batch["index"][mask]
+        return TensorDict(loss=state["loss"].index_put((trained,), losses.detach().to(state["loss"].dtype)),
+                          seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
+
+    return Strategy("stale", init, select, observe=observe)
 
 
 def default_gate(target_rate: float) -> gt.GateConfig:
@@ -119,15 +180,19 @@ def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig
     return Strategy("sundew", init, select, needs=tuple(needs))
 
 
-def by_name(name: str, target_rate: float) -> Strategy:
-    """Build a strategy from its CLI name ('full', 'random', 'sundew')."""
+def by_name(name: str, target_rate: float, num_samples: int | None = None) -> Strategy:
+    """Build a strategy from its CLI name (one of STRATEGIES); `stale` needs the dataset size."""
     if name == "full":
         return full()
     if name == "random":
         return random_subset(target_rate)
     if name == "sundew":
         return sundew(target_rate)
-    raise ConfigError(f"unknown strategy {name!r}; choose one of: full, random, sundew")
+    if name == "stale":
+        if num_samples is None:
+            raise ConfigError("strategy 'stale' needs num_samples (the dataset size) for its score table")
+        return stale(num_samples, target_rate)
+    raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 
-STRATEGIES = ("full", "random", "sundew")
+STRATEGIES = ("full", "random", "sundew", "stale")

@@ -25,6 +25,14 @@ def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """For an sqlite store, artifacts go in `artifacts/` beside the database file; else MLflow's default."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix):]).parent / "artifacts").resolve().as_uri()
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> {"a.b": "value"} strings, as MLflow params want."""
     out: dict[str, str] = {}
@@ -46,8 +54,8 @@ class RunTracker:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
-        if self.tracking_uri == DEFAULT_TRACKING_URI:
-            DEFAULT_STORE_DIR.mkdir(parents=True, exist_ok=True)
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self._mlflow = mlflow
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         experiment_id = self._experiment_id(experiment)
@@ -60,10 +68,7 @@ class RunTracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = None
-        if self.tracking_uri == DEFAULT_TRACKING_URI:
-            location = (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=artifact_location(self.tracking_uri))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a (nested) config as flat string params."""

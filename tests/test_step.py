@@ -13,6 +13,7 @@ STRATEGIES = {
     "sundew": lambda: fa.sundew(0.25),
     "sundew-gradnorm": lambda: fa.sundew(0.25, significance=fa.significance.grad_norm,
                                          needs=("loss", "grad_norm")),
+    "stale": lambda: strategies.stale(num_samples=64, rate=0.25),
 }
 
 
@@ -53,7 +54,7 @@ def test_trains_only_the_selected_samples_in_a_compact_batch(name):
     assert int(new["energy"]["samples_trained"]) == n and int(new["energy"]["samples_scored"]) == scored
     if name == "full":
         assert n == 32 and scored == 0
-    elif name == "random":
+    elif name in ("random", "stale"):
         assert n == 8 and scored == 0
     else:
         assert scored == 32 and 2 <= n < 32
@@ -154,3 +155,36 @@ def test_state_is_saveable_and_loads_back(tmp_path):
 def test_unknown_strategy_is_named():
     with pytest.raises(fa.config.ConfigError, match="unknown strategy"):
         strategies.by_name("bogus", 0.1)
+
+
+def test_stale_does_no_scoring_forward_and_refreshes_its_table():
+    model = tiny_mlp()
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]) if i[0].device.type != "meta" else None)
+    strategy = strategies.stale(num_samples=64, rate=0.25)
+    tx = fa.sgd(0.05)
+    state = fa.init_state(model, tx, strategy)
+    warm = fa.make_train_step(model, fa.cross_entropy, tx, strategies.warmup(strategy))
+    step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+    batch = make_batch(64)
+    state, _ = warm(state, batch)  # warm-up trains all and fills the table
+    assert bool(state["selector"]["seen"].all()) and float(state["selector"]["loss"].min()) > 0
+    seen.clear()
+    before = state["selector"]["loss"].clone()
+    state, m = step(state, batch)
+    assert seen == [16] and int(m["n_scored"]) == 0  # one forward, of the 16 trained samples only
+    changed = (state["selector"]["loss"] != before).sum()
+    assert 0 < changed <= 16
+
+
+def test_stale_prefers_high_remembered_loss():
+    strategy = strategies.stale(num_samples=100, rate=0.1, explore=0.0, importance_weights=False)
+    state = strategy.init()
+    state = TensorDict(loss=torch.cat([torch.full((10,), 5.0), torch.full((90,), 0.01)]),
+                       seen=torch.ones(100, dtype=torch.bool))
+    batch = TensorDict(index=torch.arange(100), batch_size=[100])
+    hits = 0
+    for i in range(20):
+        sel = strategy.select(state, batch, fa.random.key(i), None)
+        hits += int(sel.mask[:10].sum())
+    assert hits > 0.8 * 20 * 10

@@ -1,0 +1,145 @@
+"""The program end to end: tiny synthetic data through the CLI into an MLflow run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from experiments import cifar10
+from conftest import REPO, real_archive
+
+CLASSES = ("ant", "bee", "cat", "dog")
+
+
+def _image_folder(root, per_class_train=24, per_class_test=6, size=8):
+    g = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class_train), ("test", per_class_test)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                img = (torch.rand(3, size, size, generator=g) * 80 + 40 * c).clamp(0, 255).to(torch.uint8)
+                write_png(img, str(folder / f"{i}.png"))
+    return root
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ./data and ./mlruns of the run land in the temp dir
+    return _image_folder(tmp_path / "images"), f"sqlite:///{tmp_path}/store/mlflow.db"
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_cli_creates_an_mlflow_run_with_params_curves_and_plots(synthetic, capsys):
+    data, uri = synthetic
+    code = cifar10.main(["--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "16",
+                         "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "t", "--no-progress",
+                         "--log-every", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "summary" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    client = _client(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["target_rate"] == "0.25" and params["strategy"] == "sundew" and params["warmup_epochs"] == "1"
+    assert params["train_samples"] == "96" and params["classes"] == "4"
+    steps_per_epoch = 96 // 16
+    for key in ("loss", "activation_rate", "saved_pct", "n_trained"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 3 * steps_per_epoch, key
+    # Gate metrics exist only after warm-up.
+    assert len(client.get_metric_history(run.info.run_id, "threshold")) == 2 * steps_per_epoch
+    warm = [m.value for m in client.get_metric_history(run.info.run_id, "activation_rate")][:steps_per_epoch]
+    assert warm == [1.0] * steps_per_epoch
+    assert len(client.get_metric_history(run.info.run_id, "epoch/test_accuracy")) == 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"rate_threshold.png", "energy_saved.png", "accuracy_vs_time.png", "config.json",
+            "summary.json"} <= artifacts
+    assert run.data.metrics["final/flops_saved_pct"] > 0  # 25% trained after warm-up saves FLOPs
+
+
+def test_cli_full_strategy_has_no_warmup_and_saves_nothing(synthetic):
+    data, uri = synthetic
+    assert cifar10.main(["--data", str(data), "--epochs", "1", "--strategy", "full", "--batch-size", "32",
+                         "--tracking-uri", uri, "--no-progress"]) == 0
+    client = _client(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    assert run.data.metrics["final/flops_saved_pct"] == 0.0
+    assert run.data.metrics["final/mean_activation_rate_after_warmup"] == 1.0
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--epochs", "-1"], "--epochs"),
+    (["--epochs", "zero"], "--epochs"),
+    (["--target-rate", "1.5"], "--target-rate"),
+    (["--target-rate", "0"], "--target-rate"),
+    (["--model", "alexnet"], "--model"),
+    (["--strategy", "magic"], "--strategy"),
+    (["--batch-size", "1"], "--batch-size"),
+])
+def test_bad_flag_values_are_one_line_errors_with_exit_2(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar10.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and "Traceback" not in err
+
+
+def test_missing_data_path_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = cifar10.main(["--data", str(tmp_path / "nope"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "does not exist" in err
+
+
+def test_offline_without_data_says_how_to_provide_it(tmp_path, monkeypatch, capsys):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading cifar-10-python.tar.gz: <urlopen error [Errno -3] no network>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.chdir(tmp_path)
+    assert cifar10.main(["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--data" in err and "Traceback" not in err
+
+
+def test_batch_larger_than_data_is_named(synthetic, capsys):
+    data, uri = synthetic
+    assert cifar10.main(["--data", str(data), "--batch-size", "512", "--tracking-uri", uri, "--no-progress"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def test_help_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "experiments.cifar10", "--help"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    for flag in ("--data", "--epochs", "--warmup-epochs", "--batch-size", "--lr", "--target-rate", "--strategy",
+                 "--model", "--device", "--compile", "--seed", "--limit-train", "--limit-test", "--tracking-uri",
+                 "--experiment"):
+        assert flag in out
+
+
+def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
+    archive = real_archive()
+    if archive is None:
+        pytest.skip("real CIFAR-10 archive not present (../shared/data/cifar10-jpeg.tar.gz)")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = cifar10.train(cifar10.build_parser().parse_args([
+        "--data", str(archive), "--limit-train", "640", "--limit-test", "200", "--epochs", "2",
+        "--warmup-epochs", "1", "--batch-size", "64", "--target-rate", "0.3", "--tracking-uri", uri,
+        "--no-progress"]))
+    assert summary["samples_seen"] == 2 * 640
+    assert summary["samples_trained"] < 2 * 640 and summary["samples_scored"] == 640
+    assert summary["mean_activation_rate_after_warmup"] == pytest.approx(0.3, abs=0.1)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0

@@ -537,16 +537,27 @@ def _batches(ds, batch_size, seed, epoch, shuffle, drop_last, augment, mean, std
     order = torch.randperm(n, generator=_generator(seed, epoch)) if shuffle else torch.arange(n)
     for k in range(start_batch, num_batches(n, batch_size, drop_last)):
         index = order[k * batch_size:(k + 1) * batch_size]
-        batch = ds.data[index]
-        images = batch["image"].to(device, non_blocking=True).float().div_(255)
-        if augment:
-            images = _augment(images, _generator(seed, epoch, k))
-        if mean is not None:
-            images = images - mean
-        if std is not None:
-            images = images / std
-        yield TensorDict(
-            {"image": images, "label": batch["label"].to(device), "index": index.to(device)},
-            batch_size=[len(index)],
-            device=device,
-        )
+        yield batch_at(ds, index, generator=_generator(seed, epoch, k) if augment else None,
+                       mean=mean, std=std, device=device)
+
+
+def batch_at(ds: LabelledImages, index: Tensor, *, generator: torch.Generator | None = None,
+             mean: Tensor | None = None, std: Tensor | None = None, device="cpu") -> TensorDict:
+    """The samples at `index` as a batch TensorDict ("image" float normalised, "label", "index");
+    augmented (crop + flip) with `generator` when one is given. mean/std broadcast as [1,C,1,1]."""
+    device = torch.device(device)
+    batch = ds.data[index]
+    images = batch["image"].to(device, non_blocking=True).float().div_(255)
+    if generator is not None:
+        images = _augment(images, generator)
+    if mean is not None:
+        images = images - mean.to(device).reshape(1, -1, 1, 1)
+    if std is not None:
+        images = images / std.to(device).reshape(1, -1, 1, 1)
+    return TensorDict({"image": images, "label": batch["label"].to(device), "index": index.to(device)},
+                      batch_size=[len(index)], device=device)
+
+
+def epoch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The augmentation generator of batch `batch` of `epoch` (for batches built outside iterate_batches)."""
+    return _generator(seed, epoch, batch)

@@ -51,3 +51,32 @@ def accuracy_vs_time(wall_clock: Sequence[float], accuracy: Sequence[float], lab
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def compare_curves(curves: dict[str, list[dict]], x_key: str, x_label: str):
+    """Test accuracy after each epoch vs `x_key` (train_time_s or flops_spent), one line per strategy."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, epochs in curves.items():
+        ax.plot([e[x_key] for e in epochs], [e["test_accuracy"] for e in epochs], marker="o", ms=3, label=name)
+    if x_key == "flops_spent":
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("test accuracy")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def compare_rates(rates: dict[str, tuple[tuple[list, list], tuple[list, list]]]):
+    """Activation rate (and threshold, where a gate has one) vs step, one line per strategy."""
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for name, ((steps, rate), (thr_steps, threshold)) in rates.items():
+        ax1.plot(steps, rate, lw=0.6, label=name)
+        if threshold:
+            ax2.plot(thr_steps, threshold, lw=0.8, label=name)
+    ax1.set_ylabel("fraction trained")
+    ax1.legend(loc="upper right")
+    ax2.set_ylabel("gate threshold")
+    ax2.set_xlabel("step")
+    fig.tight_layout()
+    return fig

@@ -43,8 +43,17 @@ def _unchanged(state: TensorDict, batch: TensorDict, mask: Tensor, losses: Tenso
     return state
 
 
+class PrioritySampling(NamedTuple):
+    """Batches are drawn by a prioritised sampler (see `sampling.PrioritizedBatches`), not by the epoch order."""
+
+    rate: float
+    alpha: float
+    beta: float
+
+
 class Strategy(NamedTuple):
-    """A named (init, select, observe) triple; `needs` lists what `score()` must compute."""
+    """A named (init, select, observe) triple; `needs` lists what `score()` must compute;
+    `sampling` is set when the batches themselves must come from a prioritised sampler."""
 
     name: str
     init: Callable[..., TensorDict]
@@ -52,6 +61,7 @@ class Strategy(NamedTuple):
     needs: tuple[str, ...] = ()
     trains_all: bool = False
     observe: Callable[[TensorDict, TensorDict, Tensor, Tensor], TensorDict] = _unchanged
+    sampling: PrioritySampling | None = None
 
 
 def _zero(batch: TensorDict) -> Tensor:
@@ -135,6 +145,36 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_wei
     return Strategy("stale", init, select, observe=observe)
 
 
+def prioritized(num_samples: int, rate: float, *, alpha: float = 0.6, beta: float = 0.4) -> Strategy:
+    """Prioritised replay over the whole dataset: each step trains on round(rate * B) samples drawn
+    by torchrl's PrioritizedSampler (sum tree) with P(i) ~ priority_i ** alpha, weighted by the
+    sampler's importance weights (p_i / p_min) ** -beta. Priorities are the per-sample losses
+    of the last time a sample was trained (state table `priority`), updated by `observe`; no
+    scoring forward. The loop draws the batches (`Strategy.sampling`); the step trains them all."""
+    check_range("prioritized", "rate", rate, 0.0, 1.0, low_open=True)
+    check_range("prioritized", "alpha", alpha, 0.0)
+    check_range("prioritized", "beta", beta, 0.0)
+
+    def init(device=None) -> TensorDict:
+        return TensorDict(priority=torch.ones(num_samples, device=device),
+                          seen=torch.zeros(num_samples, dtype=torch.bool, device=device))
+
+    def select(state, batch, key, score):
+        n = batch.batch_size[0]
+        mask = torch.ones(n, dtype=torch.bool, device=batch.device)
+        weight = batch.get("weight", None)
+        return Selection(mask, weight, state, TensorDict(n_scored=_zero(batch)))
+
+    def observe(state, batch, mask, losses):
+        trained = batch["index"][mask]
+        return TensorDict(
+            priority=state["priority"].index_put((trained,), losses.detach().to(state["priority"].dtype)),
+            seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
+
+    return Strategy("prioritized", init, select, trains_all=True, observe=observe,
+                    sampling=PrioritySampling(rate, alpha, beta))
+
+
 def default_gate(target_rate: float) -> gt.GateConfig:
     """The seed's budget (100, cost 10, regen U(1, 3) at a 10% target) with regen scaled to the target.
 
@@ -192,7 +232,11 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None) -> St
         if num_samples is None:
             raise ConfigError("strategy 'stale' needs num_samples (the dataset size) for its score table")
         return stale(num_samples, target_rate)
+    if name == "prioritized":
+        if num_samples is None:
+            raise ConfigError("strategy 'prioritized' needs num_samples (the dataset size) for its priorities")
+        return prioritized(num_samples, target_rate)
     raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 
-STRATEGIES = ("full", "random", "sundew", "stale")
+STRATEGIES = ("full", "random", "sundew", "stale", "prioritized")

@@ -143,3 +143,42 @@ def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
     assert summary["samples_trained"] < 2 * 640 and summary["samples_scored"] == 640
     assert summary["mean_activation_rate_after_warmup"] == pytest.approx(0.3, abs=0.1)
     assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, capsys):
+    data, uri = synthetic
+    names = ["full", "random", "sundew", "stale", "prioritized"]
+    code = cifar10.main(["--data", str(data), "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16",
+                         "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "cmp", "--no-progress",
+                         "--compare", ",".join(names)])
+    assert code == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| strategy")]
+    assert [line.split("|")[1].strip() for line in table] == names
+    client = _client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("cmp").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and sorted(r.data.params["strategy"] for r in children) == sorted(names)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"comparison.md", "comparison.json", "compare_accuracy_vs_time.png", "compare_accuracy_vs_flops.png",
+            "compare_rate_threshold.png"} <= artifacts
+    metrics = parents[0].data.metrics
+    assert metrics["full/flops_ratio_vs_full"] == 1.0
+    assert metrics["random/flops_ratio_vs_full"] < metrics["sundew/flops_ratio_vs_full"] < 1.0
+    assert metrics["stale/samples_scored"] == 0 and metrics["prioritized/samples_scored"] == 0
+    # Every gated strategy trains exactly warm-up (all 96) + its rate of the second epoch (6 steps x 4).
+    for name in ("random", "stale", "prioritized"):
+        assert metrics[f"{name}/samples_trained"] == 96 + 6 * 4, name
+
+
+def test_time_budget_stops_every_strategy_at_the_budget(synthetic):
+    data, uri = synthetic
+    budget = 1.5
+    results = cifar10.compare(cifar10.build_parser().parse_args([
+        "--data", str(data), "--epochs", "3", "--batch-size", "16", "--target-rate", "0.25", "--tracking-uri", uri,
+        "--no-progress", "--compare", "full,sundew", "--time-budget", str(budget)]))
+    for r in results:
+        # Training stops at the first step boundary past the budget: at most one step over.
+        assert r.summary["train_time_s"] < budget + 1.0
+        assert r.summary["epochs"] >= 1

@@ -188,3 +188,29 @@ def test_stale_prefers_high_remembered_loss():
         sel = strategy.select(state, batch, fa.random.key(i), None)
         hits += int(sel.mask[:10].sum())
     assert hits > 0.8 * 20 * 10
+
+
+def test_prioritized_updates_priorities_of_trained_indices():
+    from functional_ast.sampling import PrioritizedBatches
+
+    model, tx = tiny_mlp(), fa.sgd(0.05)
+    strategy = strategies.prioritized(num_samples=64, rate=0.25)
+    state = fa.init_state(model, tx, strategy)
+    step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+    sampler = PrioritizedBatches(64, strategy.sampling, seed=0)
+    sampler.sync(state["selector"]["priority"])
+    data = make_batch(64)
+    index, weight = sampler.draw(16)
+    batch = data[index]
+    batch["weight"] = weight
+    new, metrics = step(state, batch)
+    assert int(metrics["n_trained"]) == 16 and int(metrics["n_scored"]) == 0
+    changed = (new["selector"]["priority"] != state["selector"]["priority"]).nonzero().squeeze(1)
+    assert set(changed.tolist()) <= set(index.tolist()) and len(changed) > 0
+    assert bool(new["selector"]["seen"][index].all())
+    # The sampler follows the state: a sample given a huge priority is drawn far more often.
+    table = torch.full((64,), 1e-3)
+    table[7] = 100.0
+    sampler.sync(table)
+    drawn, _ = sampler.draw(200)
+    assert (drawn == 7).float().mean() > 0.5

@@ -25,7 +25,7 @@ from functional_ast import data as fdata
 from functional_ast import meter as fmeter
 from functional_ast import optim, plots, strategies, tracking
 from functional_ast.config import ConfigError
-from functional_ast.loop import NonFiniteLossError, evaluate, run_steps
+from functional_ast.loop import NonFiniteLossError, SkipGuard, evaluate, run_steps
 from functional_ast.losses import cross_entropy
 from functional_ast.models import MODELS, build_model
 from functional_ast.sampling import PrioritizedBatches
@@ -194,7 +194,8 @@ class _Job:
             self.optimizer = optim.sgd(schedule, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
         else:
             self.optimizer = optim.adam(schedule, weight_decay=args.weight_decay)
-        self.strategy = strategies.by_name(name, args.target_rate, num_samples=len(data.train))
+        self.strategy = strategies.by_name(name, args.target_rate, num_samples=len(data.train),
+                                           batch_size=args.batch_size)
         gated = self.strategy.name != "full"
         self.warmup_epochs = min(args.warmup_epochs, epochs) if gated else 0
         self.target = args.target_rate if gated else None
@@ -215,7 +216,7 @@ class _Job:
             return fdata.iterate_batches(d.train, a.batch_size, seed=a.seed, epoch=epoch, shuffle=True,
                                          drop_last=True, augment=not a.no_augment, mean=d.mean, std=d.std,
                                          device=d.device)
-        k = max(1, round(self.strategy.sampling.rate * a.batch_size))
+        k = self.strategy.sampling.k
 
         def draws():
             for b in range(self.steps_per_epoch):
@@ -288,6 +289,7 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, parent_run_
                   threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version())
     config.pop("compare")
     history = History()
+    guard = SkipGuard()
     train_time = eval_time = joules = 0.0
     run_name = run_name or args.run_name or f"{name}-{args.model}" + (f"-{args.target_rate:g}" if job.target else "")
 
@@ -316,7 +318,8 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, parent_run_
             start = time.perf_counter()
             energy_start = meter.read() if meter else 0.0
             state = run_steps(job.step_for(in_warmup), state, _until(bar, args.time_budget, train_time, start),
-                              first_step=int(state["step"]), log_every=args.log_every, on_metrics=on_metrics)
+                              first_step=int(state["step"]), log_every=args.log_every, on_metrics=on_metrics,
+                              guard=guard)
             float(state["step"])  # wait for queued device work before reading the clock
             train_time += time.perf_counter() - start
             if meter:
@@ -343,7 +346,7 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, parent_run_
                   f"{record['epoch_activation_rate']:.3f} of samples, FLOPs saved {record['epoch_saved_pct']:.1f}% "
                   f"(cumulative {record['saved_pct']:.1f}%), train {train_time:.1f}s", flush=True)
 
-        summary = _summary(name, args, job, history, state, train_time, eval_time, n_params, meter, joules)
+        summary = _summary(name, args, job, history, state, train_time, eval_time, n_params, meter, joules, guard)
         _log_plots(tracker, history, job.target)
         tracker.log_dict(config, "config.json")
         tracker.log_dict(summary, "summary.json")
@@ -445,7 +448,7 @@ def _saved(after: dict[str, int], before: dict[str, int] | None = None) -> float
 
 
 def _summary(name, args, job: _Job, history: History, state, train_time: float, eval_time: float, n_params: int,
-             meter, joules: float) -> dict:
+             meter, joules: float, guard: SkipGuard) -> dict:
     final = history.epochs[-1]
     counters = _counters(state)
     post = history.epochs[job.warmup_epochs:] or history.epochs
@@ -463,7 +466,7 @@ def _summary(name, args, job: _Job, history: History, state, train_time: float, 
                 flops_spent=counters["flops_spent"], flops_full=counters["flops_full"],
                 samples_seen=counters["samples_seen"], samples_scored=counters["samples_scored"],
                 samples_trained=counters["samples_trained"], model_params=n_params,
-                energy_j=energy_j, energy_kind=energy_kind)
+                skipped_nonfinite_updates=guard.total, energy_j=energy_j, energy_kind=energy_kind)
 
 
 def _print_summary(summary: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -18,27 +19,46 @@ def gather_metrics(pending: list[TensorDict]) -> dict[str, list[float]]:
     return {k: v.double().tolist() for k, v in stacked.items()}
 
 
-def check_finite(losses: list[float], first_step: int) -> None:
-    """Raise NonFiniteLossError at the first NaN/inf loss in a gathered chunk."""
-    for i, value in enumerate(losses):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise NonFiniteLossError(
-                f"training loss became {value} at step {first_step + i}; lower the learning rate (--lr), "
-                "check the data for corrupt values, or use a smaller --batch-size")
+class SkipGuard:
+    """Watches `skipped_nonfinite` in gathered metrics: warns once, stops after `max_in_a_row` skips in a row."""
+
+    def __init__(self, max_in_a_row: int = 10):
+        self.max_in_a_row = max_in_a_row
+        self.in_a_row = 0
+        self.total = 0
+        self.warned = False
+
+    def check(self, chunk: dict[str, list[float]], first_step: int) -> None:
+        for i, skipped in enumerate(chunk.get("skipped_nonfinite", [])):
+            if not skipped:
+                self.in_a_row = 0
+                continue
+            self.in_a_row += 1
+            self.total += 1
+            if not self.warned:
+                warnings.warn(f"non-finite loss or gradient at step {first_step + i}: update skipped "
+                              f"(state unchanged); the run stops after {self.max_in_a_row} in a row", stacklevel=2)
+                self.warned = True
+            if self.in_a_row >= self.max_in_a_row:
+                raise NonFiniteLossError(
+                    f"{self.in_a_row} non-finite updates in a row up to step {first_step + i} (all skipped); "
+                    "lower the learning rate (--lr), check the data for corrupt values, or use a smaller --batch-size")
 
 
 def run_steps(step: Callable, state: TensorDict, batches: Iterable[TensorDict], *, first_step: int,
-              log_every: int, on_metrics: Callable[[int, dict[str, list[float]]], None]) -> TensorDict:
+              log_every: int, on_metrics: Callable[[int, dict[str, list[float]]], None],
+              guard: SkipGuard | None = None) -> TensorDict:
     """Fold `step` over `batches` and return the last state. Every `log_every` steps (and at
-    the end) the metrics gathered so far are checked for a finite loss and passed to
+    the end) the metrics gathered so far go through the skip guard and to
     on_metrics(first_step_of_chunk, metrics); no per-step host transfer happens in between."""
     pending: list[TensorDict] = []
     chunk_start = first_step
+    guard = guard or SkipGuard()
 
     def flush() -> None:
         nonlocal pending, chunk_start
         chunk = gather_metrics(pending)
-        check_finite(chunk["loss"], chunk_start)
+        guard.check(chunk, chunk_start)
         on_metrics(chunk_start, chunk)
         chunk_start += len(pending)
         pending = []

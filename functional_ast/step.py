@@ -6,8 +6,9 @@ batch (TensorDict [B]): "image" float inputs, "label" int64 targets, optional "i
 Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
 gather the selected samples into a compact sub-batch -> forward/backward on that
 sub-batch only -> optimiser update -> strategy.observe (the trained samples'
-losses) -> energy accounting. Nothing is mutated; the
-returned state shares unchanged leaves with the input.
+losses) -> energy accounting. A non-finite loss or gradient skips the update: params,
+buffers, optimiser and selector state are kept and `metrics["skipped_nonfinite"]` is 1.
+Nothing is mutated; the returned state shares unchanged leaves with the input.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 import torch
 from tensordict import TensorDict
 from torch import nn
+from torch.profiler import record_function
 
 from . import energy, random
 from .losses import (LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
@@ -55,9 +57,9 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
     selected samples varies per batch. grad_norm_keys: parameters whose per-sample
     gradient norm a "grad_norm" significance uses ("last" = classifier head, "all").
     """
+    loss_fn = loss_fn or cross_entropy
     apply = make_apply(model)
     loss_and_grad = make_loss_and_grad(apply, loss_fn)
-    loss_fn = loss_fn or cross_entropy
 
     def score(params, buffers, x, y) -> TensorDict:
         out = {"loss": per_sample_losses(apply, loss_fn, params, buffers, x, y)}
@@ -71,7 +73,11 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
     def update(params, buffers, opt_state, x, y, w):
         grads, (loss, new_buffers, losses) = loss_and_grad(params, buffers, x, y, w)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        return apply_updates(params, updates), new_buffers, new_opt_state, loss, losses
+        new_params = apply_updates(params, updates)
+        # Non-finite guard: a NaN/inf loss or gradient keeps the old params, buffers and optimiser state.
+        finite = torch.isfinite(loss) & torch.stack([g.isfinite().all() for g in grads.values()]).all()
+        return (keep_if(finite, new_params, params), keep_if(finite, new_buffers, buffers),
+                keep_if(finite, new_opt_state, opt_state), loss, losses, finite)
 
     run_score, run_update = score, update
     if compile:
@@ -92,31 +98,49 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         costs = work_costs(state, x)
         rng, select_key = random.split(state["rng"])
         params, buffers = state["params"], state["buffers"]
-        selection = strategy.select(state["selector"], batch, select_key,
-                                    lambda: run_score(params, buffers, x, y))
-        if strategy.trains_all:
-            sub_x, sub_y = x, y
-            sub_w = torch.ones(n, device=x.device) if selection.weight is None else selection.weight
-        else:
-            # The one host sync of the step: a compact sub-batch needs its size.
-            idx = selection.mask.nonzero().squeeze(1)
-            sub_x, sub_y = x[idx], y[idx]
-            sub_w = torch.ones(idx.shape[0], device=x.device) if selection.weight is None else selection.weight[idx]
-        new_params, new_buffers, new_opt, loss, losses = run_update(params, buffers, state["opt"], sub_x, sub_y,
-                                                                     sub_w)
-        selector = strategy.observe(selection.state, batch, selection.mask, losses)
-        n_trained = selection.mask.sum()
-        energy_state, energy_metrics = energy.account(state["energy"], costs, n, selection.info["n_scored"],
-                                                      n_trained)
+
+        def score_batch() -> TensorDict:
+            with record_function("fa::score"):
+                return run_score(params, buffers, x, y)
+
+        with record_function("fa::select"):
+            selection = strategy.select(state["selector"], batch, select_key, score_batch)
+        with record_function("fa::gather"):
+            if strategy.trains_all:
+                sub_x, sub_y = x, y
+                sub_w = torch.ones(n, device=x.device) if selection.weight is None else selection.weight
+            else:
+                # The one host sync of the step: a compact sub-batch needs its size.
+                idx = selection.mask.nonzero().squeeze(1)
+                sub_x, sub_y = x[idx], y[idx]
+                sub_w = (torch.ones(idx.shape[0], device=x.device) if selection.weight is None
+                         else selection.weight[idx])
+        with record_function("fa::update"):
+            new_params, new_buffers, new_opt, loss, losses, finite = run_update(params, buffers, state["opt"], sub_x,
+                                                                                 sub_y, sub_w)
+        with record_function("fa::observe"):
+            selector = keep_if(finite, strategy.observe(selection.state, batch, selection.mask, losses),
+                               selection.state)
+        with record_function("fa::energy"):
+            n_trained = selection.mask.sum()
+            # A sampling strategy's batch stands for a larger nominal batch of the epoch.
+            n_seen = strategy.sampling.batch_size if strategy.sampling is not None else n
+            energy_state, energy_metrics = energy.account(state["energy"], costs, n_seen,
+                                                          selection.info["n_scored"], n_trained)
         new_state = state.copy()
         for name, value in dict(params=new_params, buffers=new_buffers, opt=new_opt, selector=selector,
                                 energy=energy_state, rng=rng, step=state["step"] + 1).items():
             new_state.set(name, value, inplace=False)
-        metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n,
-                             **energy_metrics, **selection.info)
+        metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
+                             skipped_nonfinite=(~finite).to(torch.int64), **energy_metrics, **selection.info)
         return new_state, metrics
 
     return step
+
+
+def keep_if(condition: torch.Tensor, new: TensorDict, old: TensorDict) -> TensorDict:
+    """Leaf-wise torch.where(condition, new, old): a pure, sync-free 'apply this update only if ...'."""
+    return new.apply(lambda n, o: torch.where(condition, n, o), old)
 
 
 def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x: torch.Tensor

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 import torch
 from tensordict import TensorDict
 from torch import Tensor
+from torch.profiler import record_function
 
 from . import controller as ctl
 from . import gate as gt
@@ -44,11 +45,17 @@ def _unchanged(state: TensorDict, batch: TensorDict, mask: Tensor, losses: Tenso
 
 
 class PrioritySampling(NamedTuple):
-    """Batches are drawn by a prioritised sampler (see `sampling.PrioritizedBatches`), not by the epoch order."""
+    """Batches are drawn by a prioritised sampler (see `sampling.PrioritizedBatches`), not by the epoch order:
+    each step draws `k` samples standing for a nominal batch of `batch_size` of the epoch."""
 
     rate: float
     alpha: float
     beta: float
+    batch_size: int
+
+    @property
+    def k(self) -> int:
+        return max(1, round(self.rate * self.batch_size))
 
 
 class Strategy(NamedTuple):
@@ -145,13 +152,17 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_wei
     return Strategy("stale", init, select, observe=observe)
 
 
-def prioritized(num_samples: int, rate: float, *, alpha: float = 0.6, beta: float = 0.4) -> Strategy:
-    """Prioritised replay over the whole dataset: each step trains on round(rate * B) samples drawn
+def prioritized(num_samples: int, rate: float, *, batch_size: int = 128, alpha: float = 0.6,
+                beta: float = 0.4) -> Strategy:
+    """Prioritised replay over the whole dataset: each step trains on round(rate * batch_size) samples drawn
     by torchrl's PrioritizedSampler (sum tree) with P(i) ~ priority_i ** alpha, weighted by the
     sampler's importance weights (p_i / p_min) ** -beta. Priorities are the per-sample losses
     of the last time a sample was trained (state table `priority`), updated by `observe`; no
-    scoring forward. The loop draws the batches (`Strategy.sampling`); the step trains them all."""
+    scoring forward. The loop draws the batches (`Strategy.sampling`); the step trains them all and
+    accounts each step as `batch_size` samples seen (`sampling.batch_size`), so savings are against
+    full training of the same epoch."""
     check_range("prioritized", "rate", rate, 0.0, 1.0, low_open=True)
+    check_range("prioritized", "batch_size", batch_size, 1)
     check_range("prioritized", "alpha", alpha, 0.0)
     check_range("prioritized", "beta", beta, 0.0)
 
@@ -172,7 +183,7 @@ def prioritized(num_samples: int, rate: float, *, alpha: float = 0.6, beta: floa
             seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
 
     return Strategy("prioritized", init, select, trains_all=True, observe=observe,
-                    sampling=PrioritySampling(rate, alpha, beta))
+                    sampling=PrioritySampling(rate, alpha, beta, batch_size))
 
 
 def default_gate(target_rate: float) -> gt.GateConfig:
@@ -200,14 +211,18 @@ def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig
         return TensorDict(gate=gt.init(gate_cfg, device), controller=ctl.init(controller, device))
 
     def select(state, batch, key, score):
-        scores = significance(score(), batch)
+        scored = score()
+        with record_function("fa::significance"):
+            scores = significance(scored, batch)
         ctrl_state = state["controller"]
-        if controller.initial_threshold is None:
-            start = gt.threshold_for_rate(scores, controller.target_rate, gate_cfg.temperature,
-                                          controller.threshold_min, controller.threshold_max)
-            ctrl_state = ctl.calibrate(ctrl_state, start)
-        mask, gate_state, gate_info = gt.gate(scores, ctrl_state["threshold"], state["gate"], key, gate_cfg)
-        new_ctrl = ctl.update(ctrl_state, mask.float().mean(), controller)
+        with record_function("fa::gate"):
+            if controller.initial_threshold is None:
+                start = gt.threshold_for_rate(scores, controller.target_rate, gate_cfg.temperature,
+                                              controller.threshold_min, controller.threshold_max)
+                ctrl_state = ctl.calibrate(ctrl_state, start)
+            mask, gate_state, gate_info = gt.gate(scores, ctrl_state["threshold"], state["gate"], key, gate_cfg)
+        with record_function("fa::controller"):
+            new_ctrl = ctl.update(ctrl_state, mask.float().mean(), controller)
         info = TensorDict(
             n_scored=torch.tensor(batch.batch_size[0], dtype=torch.int64, device=batch.device),
             threshold=ctrl_state["threshold"],
@@ -220,8 +235,8 @@ def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig
     return Strategy("sundew", init, select, needs=tuple(needs))
 
 
-def by_name(name: str, target_rate: float, num_samples: int | None = None) -> Strategy:
-    """Build a strategy from its CLI name (one of STRATEGIES); `stale` needs the dataset size."""
+def by_name(name: str, target_rate: float, num_samples: int | None = None, batch_size: int = 128) -> Strategy:
+    """Build a strategy from its CLI name (one of STRATEGIES); `stale` and `prioritized` need the dataset size."""
     if name == "full":
         return full()
     if name == "random":
@@ -235,7 +250,7 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None) -> St
     if name == "prioritized":
         if num_samples is None:
             raise ConfigError("strategy 'prioritized' needs num_samples (the dataset size) for its priorities")
-        return prioritized(num_samples, target_rate)
+        return prioritized(num_samples, target_rate, batch_size=batch_size)
     raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 

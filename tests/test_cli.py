@@ -182,3 +182,16 @@ def test_time_budget_stops_every_strategy_at_the_budget(synthetic):
         # Training stops at the first step boundary past the budget: at most one step over.
         assert r.summary["train_time_s"] < budget + 1.0
         assert r.summary["epochs"] >= 1
+
+
+def test_diverging_run_stops_with_a_clear_error(synthetic, capsys):
+    data, uri = synthetic
+    with pytest.warns(UserWarning, match="non-finite"):
+        code = cifar10.main(["--data", str(data), "--epochs", "3", "--strategy", "full", "--batch-size", "8",
+                             "--lr", "1e30", "--tracking-uri", uri, "--no-progress", "--log-every", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "non-finite updates in a row" in err and "--lr" in err
+    client = _client(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    assert run.info.status == "FAILED"

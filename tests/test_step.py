@@ -194,7 +194,7 @@ def test_prioritized_updates_priorities_of_trained_indices():
     from functional_ast.sampling import PrioritizedBatches
 
     model, tx = tiny_mlp(), fa.sgd(0.05)
-    strategy = strategies.prioritized(num_samples=64, rate=0.25)
+    strategy = strategies.prioritized(num_samples=64, rate=0.25, batch_size=64)
     state = fa.init_state(model, tx, strategy)
     step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
     sampler = PrioritizedBatches(64, strategy.sampling, seed=0)
@@ -214,3 +214,40 @@ def test_prioritized_updates_priorities_of_trained_indices():
     sampler.sync(table)
     drawn, _ = sampler.draw(200)
     assert (drawn == 7).float().mean() > 0.5
+
+
+def test_nonfinite_batch_skips_the_update_and_keeps_the_state():
+    strategy = strategies.stale(num_samples=32, rate=0.5)
+    _, state, step = _setup(strategy)
+    state, _ = step(state, make_batch(32))  # a good step first: the table holds finite losses
+    poisoned = make_batch(32, seed=1)
+    poisoned["image"][:] = float("nan")
+    new, metrics = step(state, poisoned)
+    assert int(metrics["skipped_nonfinite"]) == 1
+    for key in ("params", "buffers", "opt", "selector"):
+        assert_tree_equal(new[key], state[key])
+    assert int(new["step"]) == int(state["step"]) + 1
+
+
+def test_skip_guard_warns_once_then_stops():
+    from functional_ast.loop import NonFiniteLossError, SkipGuard
+
+    guard = SkipGuard(max_in_a_row=3)
+    with pytest.warns(UserWarning, match="step 10"):
+        guard.check({"skipped_nonfinite": [0, 1, 1, 0]}, first_step=9)
+    guard.check({"skipped_nonfinite": [1, 1]}, first_step=13)
+    with pytest.raises(NonFiniteLossError, match="3 non-finite updates in a row up to step 15"):
+        guard.check({"skipped_nonfinite": [1]}, first_step=15)
+    assert guard.total == 5
+
+
+def test_prioritized_accounts_the_nominal_batch():
+    model, tx = tiny_mlp(), fa.sgd(0.05)
+    strategy = strategies.prioritized(num_samples=64, rate=0.25, batch_size=32)
+    assert strategy.sampling.k == 8
+    state = fa.init_state(model, tx, strategy)
+    step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+    batch = make_batch(64)[:8]
+    new, m = step(state, batch)
+    assert float(m["activation_rate"]) == 0.25 and float(m["step_saved_pct"]) > 0
+    assert int(new["energy"]["samples_seen"]) == 32 and int(new["energy"]["samples_trained"]) == 8

@@ -1,0 +1,259 @@
+"""Step speed: the functional step against a plain PyTorch loop, measured in one run.
+
+    python -m benchmarks.step_speed [--quick] [--device cpu|cuda] [--json PATH]
+
+Variants run interleaved (round-robin, repeated) on the same in-memory data so that
+machine noise hits them alike; each reports median images/s and its spread. Prints one
+line per ratio (e.g. `functional_eager/plain_eager = 0.97`), the share of a gated
+step spent outside the model's forward/backward (from torch.profiler scopes), the
+number of compiled graphs, and peak memory per variant (each in its own process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from tensordict import TensorDict
+
+import functional_ast as fa
+from functional_ast import strategies
+from functional_ast.models import build_model
+from functional_ast.sampling import PrioritizedBatches
+
+RATE = 0.1
+VARIANTS = ("plain_eager", "functional_eager", "functional_compiled", "sundew", "stale", "prioritized")
+
+
+def make_data(n: int, batch: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Runner:
+    """One variant: `run(steps)` performs that many training steps and returns seconds."""
+
+    def __init__(self, name: str, args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor):
+        self.name, self.args, self.images, self.labels = name, args, images, labels
+        self.device = images.device
+        self.n = images.shape[0]
+        self.cursor = 0
+        model = build_model(args.model, num_classes=10).to(self.device)
+        if name == "plain_eager":
+            self.model = model.train()
+            self.opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+            return
+        tx = fa.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        strategy = {"sundew": lambda: fa.sundew(RATE), "stale": lambda: strategies.stale(self.n, RATE),
+                    "prioritized": lambda: strategies.prioritized(self.n, RATE, batch_size=args.batch_size)}.get(name, fa.full)()
+        self.strategy = strategy
+        self.state = fa.init_state(model, tx, strategy, key=0, device=self.device)
+        self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled")
+        self.sampler = PrioritizedBatches(self.n, strategy.sampling, seed=0) if strategy.sampling else None
+        if self.sampler:
+            self.sampler.sync(self.state["selector"]["priority"])
+
+    def _batch(self) -> TensorDict:
+        b = self.args.batch_size
+        if self.cursor + b > self.n:
+            self.cursor = 0
+        index = torch.arange(self.cursor, self.cursor + b, device=self.device)
+        self.cursor += b
+        if self.sampler is not None:
+            index, weight = self.sampler.draw(self.strategy.sampling.k)
+            index = index.to(self.device)
+            return TensorDict(image=self.images[index], label=self.labels[index], index=index,
+                              weight=weight.to(self.device), batch_size=[index.shape[0]])
+        return TensorDict(image=self.images[index], label=self.labels[index], index=index, batch_size=[b])
+
+    def one_step(self) -> None:
+        batch = self._batch()
+        if self.name == "plain_eager":
+            self.opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.model(batch["image"]), batch["label"])
+            loss.backward()
+            self.opt.step()
+            return
+        self.state, metrics = self.step(self.state, batch)
+        if self.sampler is not None:
+            self.sampler.update(batch["index"], self.state["selector"]["priority"][batch["index"]])
+
+    def run(self, steps: int) -> float:
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.one_step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def breakdown(runner: Runner, steps: int) -> dict[str, float]:
+    """Share of step time per profiler scope (fa::*), plus the rest ('bookkeeping')."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runner.device.type == "cuda" else [])
+    _sync(runner.device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            runner.one_step()
+        _sync(runner.device)
+    total_us = (time.perf_counter() - start) * 1e6
+    scopes = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key.startswith("fa::")}
+    get = scopes.get
+    parts = {
+        "scoring_forward": get("fa::score", 0.0),
+        "significance": get("fa::significance", 0.0),
+        "gate": get("fa::gate", 0.0),
+        "controller": get("fa::controller", 0.0),
+        "gather": get("fa::gather", 0.0),
+        "model_update": get("fa::update", 0.0),
+        "observe": get("fa::observe", 0.0),
+        "energy_accounting": get("fa::energy", 0.0),
+    }
+    inside = get("fa::select", 0.0) + get("fa::gather", 0.0) + get("fa::update", 0.0) + get("fa::observe", 0.0) \
+        + get("fa::energy", 0.0)
+    select_rest = get("fa::select", 0.0) - parts["scoring_forward"] - parts["significance"] - parts["gate"] \
+        - parts["controller"]
+    parts["bookkeeping"] = max(0.0, total_us - inside) + max(0.0, select_rest)
+    return {k: v / total_us for k, v in parts.items()}
+
+
+def peak_memory(variant: str, args: argparse.Namespace) -> dict:
+    """Run `variant` in a fresh process; returns its peak memory growth over the set-up state."""
+    cmd = [sys.executable, "-m", "benchmarks.step_speed", "--memory-of", variant, "--device", args.device,
+           "--model", args.model, "--batch-size", str(args.batch_size), "--samples", str(args.samples)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    images, labels = make_data(args.samples, args.batch_size, device)
+    if args.memory_of.startswith("grad_norm"):
+        chunk = None if args.memory_of == "grad_norm_all" else int(args.memory_of.rsplit("_", 1)[1])
+        runner = Runner("functional_eager", args, images, labels)
+        model = build_model(args.model, num_classes=10).to(device)
+        strategy = fa.sundew(RATE, significance=fa.significance.grad_norm, needs=("loss", "grad_norm"))
+        tx = fa.sgd(0.05, momentum=0.9)
+        runner.state = fa.init_state(model, tx, strategy, device=device)
+        runner.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, grad_norm_keys="all",
+                                         grad_norm_chunk_size=chunk)
+    else:
+        runner = Runner(args.memory_of, args, images, labels)
+    runner.one_step()  # first step: FLOP measurement, lazy allocations
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    base_rss = _rss_mb()
+    runner.run(3)
+    if device.type == "cuda":
+        result = {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20, "kind": "cuda allocated"}
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = {"peak_mb": max(0.0, peak - base_rss), "kind": "resident set growth over set-up"}
+    print(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.step_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats and steps (about a minute on 2 CPU cores)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="cnn")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--samples", type=int, default=4096, help="in-memory synthetic samples")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="steps per timed block")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--json", default="step_speed.json")
+    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_of:
+        memory_child(args)
+        return 0
+    repeats = args.repeats or (3 if args.quick else 7)
+    steps = args.steps or (5 if args.quick else 20)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    images, labels = make_data(args.samples, args.batch_size, device)
+    names = [v for v in VARIANTS if not (args.no_compile and v == "functional_compiled")]
+    runners = {name: Runner(name, args, images, labels) for name in names}
+
+    graphs_after_warmup = None
+    for name, runner in runners.items():  # warm-up: FLOP measurement, compilation, allocator
+        runner.run(3 if name != "functional_compiled" else 6)
+    if "functional_compiled" in runners:
+        graphs_after_warmup = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            times[name].append(args.batch_size * steps / runners[name].run(steps))
+    graphs_end = torch._dynamo.utils.counters["stats"]["unique_graphs"] if graphs_after_warmup is not None else None
+
+    result = {"device": str(device), "machine": platform.processor() or platform.machine(),
+              "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "model": args.model,
+              "batch_size": args.batch_size, "rate": RATE, "repeats": repeats, "steps_per_block": steps,
+              "images_per_s": {n: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+                               for n, v in times.items()}}
+    if device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(device)
+    med = {n: v["median"] for n, v in result["images_per_s"].items()}
+    ratios = {"functional_eager/plain_eager": med["functional_eager"] / med["plain_eager"]}
+    if "functional_compiled" in med:
+        ratios["functional_compiled/functional_eager"] = med["functional_compiled"] / med["functional_eager"]
+        ratios["functional_compiled/plain_eager"] = med["functional_compiled"] / med["plain_eager"]
+    for name in ("sundew", "stale", "prioritized"):
+        ratios[f"{name}/functional_eager"] = med[name] / med["functional_eager"]
+    result["ratios"] = ratios
+    result["compiled_graphs"] = {"after_warmup": graphs_after_warmup, "at_end": graphs_end}
+    result["breakdown"] = {name: breakdown(runners[name], steps) for name in ("sundew", "stale", "prioritized")}
+    memory_variants = ["plain_eager", "functional_eager", "sundew", "stale", "prioritized", "grad_norm_all",
+                       "grad_norm_chunk_16"]
+    result["peak_memory"] = {v: peak_memory(v, args) for v in memory_variants}
+    base_mem = max(result["peak_memory"]["plain_eager"]["peak_mb"], 1e-9)
+    for v in ("functional_eager", "sundew", "stale", "prioritized"):
+        ratios[f"memory {v}/plain_eager"] = result["peak_memory"][v]["peak_mb"] / base_mem
+
+    print(f"device {result['device']} ({result.get('gpu', result['machine'])}), model {args.model}, batch "
+          f"{args.batch_size}, {repeats} interleaved repeats x {steps} steps")
+    for name, v in result["images_per_s"].items():
+        print(f"  {name:<22} {v['median']:8.1f} images/s  (min {v['min']:.1f}, max {v['max']:.1f})")
+    for key, value in ratios.items():
+        print(f"{key} = {value:.2f}")
+    for name, parts in result["breakdown"].items():
+        outside = 1 - parts["model_update"] - parts["scoring_forward"]
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in parts.items())
+        print(f"{name} selection overhead (outside model fwd/bwd) = {100 * outside:.1f}%  [{shares}]")
+    if graphs_end is not None:
+        print(f"compiled graphs: {graphs_after_warmup} after warm-up, {graphs_end} at end "
+              f"({graphs_end - graphs_after_warmup} recompiles during timing)")
+    for v, m in result["peak_memory"].items():
+        print(f"peak memory {v:<20} {m['peak_mb']:8.1f} MB ({m['kind']})")
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,6 +28,7 @@ import functional_ast as fa
 from functional_ast import strategies
 from functional_ast.models import build_model
 from functional_ast.sampling import PrioritizedBatches
+from torch.profiler import record_function
 
 RATE = 0.1
 VARIANTS = ("plain_eager", "functional_eager", "functional_compiled", "sundew", "stale", "prioritized")
@@ -51,6 +52,7 @@ class Runner:
         self.device = images.device
         self.n = images.shape[0]
         self.cursor = 0
+        self.sampler = None
         model = build_model(args.model, num_classes=10).to(self.device)
         if name == "plain_eager":
             self.model = model.train()
@@ -62,8 +64,8 @@ class Runner:
         self.strategy = strategy
         self.state = fa.init_state(model, tx, strategy, key=0, device=self.device)
         self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled")
-        self.sampler = PrioritizedBatches(self.n, strategy.sampling, seed=0) if strategy.sampling else None
-        if self.sampler:
+        if strategy.sampling:
+            self.sampler = PrioritizedBatches(self.n, strategy.sampling, seed=0)
             self.sampler.sync(self.state["selector"]["priority"])
 
     def _batch(self) -> TensorDict:
@@ -81,6 +83,10 @@ class Runner:
 
     def one_step(self) -> None:
         batch = self._batch()
+        with record_function("bench::step"):
+            self._train(batch)
+
+    def _train(self, batch: TensorDict) -> None:
         if self.name == "plain_eager":
             self.opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(self.model(batch["image"]), batch["label"])
@@ -101,18 +107,18 @@ class Runner:
 
 
 def breakdown(runner: Runner, steps: int) -> dict[str, float]:
-    """Share of step time per profiler scope (fa::*), plus the rest ('bookkeeping')."""
+    """Share of the step's time (batch preparation excluded) per profiler scope (fa::*), plus the
+    rest of the step ('bookkeeping': key split, state assembly, metrics, the sampler update)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runner.device.type == "cuda" else [])
     _sync(runner.device)
-    start = time.perf_counter()
     with profile(activities=activities) as prof:
         for _ in range(steps):
             runner.one_step()
         _sync(runner.device)
-    total_us = (time.perf_counter() - start) * 1e6
-    scopes = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key.startswith("fa::")}
+    scopes = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key.startswith(("fa::", "bench::"))}
+    total_us = scopes["bench::step"]
     get = scopes.get
     parts = {
         "scoring_forward": get("fa::score", 0.0),

@@ -1,11 +1,16 @@
 """PI control of the gate threshold toward a target activation rate (pure functions).
 
-error = EMA(observed rate) - target; threshold = clamp(base + kp*error + ki*integral).
+error = logit(EMA(observed rate)) - logit(target), the rate's error in log-odds;
+threshold = clamp(base + kp*error + ki*integral). For a sigmoid gate a threshold shift
+moves the rate's log-odds about linearly (slope 1/temperature), so working in
+log-odds gives the loop the same gain at a 5% target as at 50% (an absolute rate
+error is tiny at low targets and made the loop lag there on real data).
 `base` is `initial_threshold`, or, when that is None, calibrated once from the first
 gated batch (`calibrate`) so the loop starts near its operating point instead of
-spending hundreds of steps winding the integral up. Anti-windup: the integral is
-clamped to +-integral_limit, and while the threshold is held at a bound by an error
-pushing further out, it is not accumulated but decays by `integral_decay` per step.
+spending hundreds of steps winding the integral up. Anti-windup by back-calculation:
+the integral is clamped to +-integral_limit and, while the threshold is held at a
+bound, to the value that holds it exactly there, so it never winds up past the bound
+and the threshold leaves it as soon as the error changes sign.
 Controller state: TensorDict(threshold, base, rate_ema, integral, calibrated).
 """
 
@@ -26,10 +31,9 @@ class ControllerConfig:
 
     target_rate: float = 0.1
     ema_alpha: float = 0.1
-    kp: float = 1.0
-    ki: float = 0.05
+    kp: float = 0.05
+    ki: float = 0.04
     integral_limit: float = 50.0
-    integral_decay: float = 0.9
     initial_threshold: float | None = None
     threshold_min: float = 0.0
     threshold_max: float = 1.5
@@ -40,11 +44,17 @@ class ControllerConfig:
         check_range("ControllerConfig", "kp", self.kp, 0.0)
         check_range("ControllerConfig", "ki", self.ki, 0.0)
         check_range("ControllerConfig", "integral_limit", self.integral_limit, 0.0)
-        check_range("ControllerConfig", "integral_decay", self.integral_decay, 0.0, 1.0)
         check_range("ControllerConfig", "threshold_max", self.threshold_max, self.threshold_min)
         if self.initial_threshold is not None:
             check_range("ControllerConfig", "initial_threshold", self.initial_threshold,
                         self.threshold_min, self.threshold_max)
+
+
+_RATE_EPS = 1e-3
+
+
+def _logit(rate: Tensor) -> Tensor:
+    return torch.logit(rate.clamp(_RATE_EPS, 1.0 - _RATE_EPS))
 
 
 def init(cfg: ControllerConfig, device: torch.device | str | None = None) -> TensorDict:
@@ -70,12 +80,13 @@ def calibrate(state: TensorDict, threshold: Tensor) -> TensorDict:
 def update(state: TensorDict, observed_rate: Tensor, cfg: ControllerConfig) -> TensorDict:
     """One control step from the rate observed this step; returns the new controller state."""
     rate_ema = (1.0 - cfg.ema_alpha) * state["rate_ema"] + cfg.ema_alpha * observed_rate.float()
-    error = rate_ema - cfg.target_rate
+    error = _logit(rate_ema) - _logit(torch.tensor(cfg.target_rate, device=rate_ema.device))
+    base = state["base"]
     integral = (state["integral"] + error).clamp(-cfg.integral_limit, cfg.integral_limit)
-    raw = state["base"] + cfg.kp * error + cfg.ki * integral
-    # Saturated and pushed further out: do not integrate, let the integral decay instead.
-    winding_up = ((raw > cfg.threshold_max) & (error > 0)) | ((raw < cfg.threshold_min) & (error < 0))
-    integral = torch.where(winding_up, state["integral"] * cfg.integral_decay, integral)
-    threshold = (state["base"] + cfg.kp * error + cfg.ki * integral).clamp(cfg.threshold_min, cfg.threshold_max)
-    return TensorDict(threshold=threshold, base=state["base"], rate_ema=rate_ema, integral=integral,
+    if cfg.ki > 0:  # back-calculation: no more integral than holds the threshold at its bounds
+        hold_max = (cfg.threshold_max - base - cfg.kp * error) / cfg.ki
+        hold_min = (cfg.threshold_min - base - cfg.kp * error) / cfg.ki
+        integral = torch.minimum(torch.maximum(integral, hold_min), hold_max)
+    threshold = (base + cfg.kp * error + cfg.ki * integral).clamp(cfg.threshold_min, cfg.threshold_max)
+    return TensorDict(threshold=threshold, base=base, rate_ema=rate_ema, integral=integral,
                       calibrated=state["calibrated"])

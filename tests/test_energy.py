@@ -39,6 +39,11 @@ def test_costs_are_measured_with_the_flop_counter():
     assert int(m["step_flops"]) == 8 * 128 + n * 256
 
 
-def test_flops_per_sample_rejects_nonlinear_counts():
+def test_flops_per_sample_rejects_counts_that_do_not_grow_with_the_batch():
     with pytest.raises(ValueError, match="not linear"):
-        energy.flops_per_sample(lambda n: torch.ones(n, n) @ torch.ones(n, n))
+        energy.flops_per_sample(lambda n: torch.ones(4, 4) @ torch.ones(4, 4))
+
+
+def test_flops_per_sample_falls_back_to_one_sample_for_superlinear_counts():
+    with pytest.warns(UserWarning, match="single-sample"):
+        assert energy.flops_per_sample(lambda n: torch.ones(n, 3) @ torch.ones(3, n)) == 2 * 3

@@ -16,6 +16,7 @@ Controller state: TensorDict(threshold, base, rate_ema, integral, calibrated).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,8 @@ def calibrate(state: TensorDict, threshold: Tensor) -> TensorDict:
 def update(state: TensorDict, observed_rate: Tensor, cfg: ControllerConfig) -> TensorDict:
     """One control step from the rate observed this step; returns the new controller state."""
     rate_ema = (1.0 - cfg.ema_alpha) * state["rate_ema"] + cfg.ema_alpha * observed_rate.float()
-    error = _logit(rate_ema) - _logit(torch.tensor(cfg.target_rate, device=rate_ema.device))
+    target = min(max(cfg.target_rate, _RATE_EPS), 1.0 - _RATE_EPS)
+    error = _logit(rate_ema) - math.log(target / (1.0 - target))
     base = state["base"]
     integral = (state["integral"] + error).clamp(-cfg.integral_limit, cfg.integral_limit)
     if cfg.ki > 0:  # back-calculation: no more integral than holds the threshold at its bounds

@@ -13,14 +13,22 @@ parent and writes a side-by-side table and plots.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
+import os
 import platform
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from tensordict import TensorDict
 
+from functional_ast import checkpoint
 from functional_ast import data as fdata
 from functional_ast import meter as fmeter
 from functional_ast import optim, plots, strategies, tracking
@@ -112,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=_bounded(int, 1), default=25,
                    help="gather step metrics (one host transfer) every N steps")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    k = p.add_argument_group("checkpoints")
+    k.add_argument("--checkpoint-dir", default=None,
+                   help="where runs keep their checkpoints (default: checkpoints/<experiment> beside the run store, "
+                        "i.e. ./mlruns/checkpoints/<experiment>)")
+    k.add_argument("--checkpoint-every", type=_bounded(int, 0), default=200,
+                   help="also checkpoint every N steps (0: only at epoch ends)")
+    k.add_argument("--keep-checkpoints", type=_bounded(int, 1), default=2, help="keep the newest K checkpoints")
+    k.add_argument("--resume", action="store_true",
+                   help="continue the newest run of the same name from its newest checkpoint, in the same MLflow "
+                        "run; refused if a result-changing flag differs")
     return p
 
 
@@ -169,6 +187,13 @@ class History:
         pairs = self.steps.get(key, [])
         return [s for s, _ in pairs], [v for _, v in pairs]
 
+    def to_json(self) -> dict:
+        return {"steps": {k: [list(p) for p in v] for k, v in self.steps.items()}, "epochs": self.epochs}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "History":
+        return cls({k: [tuple(p) for p in v] for k, v in data["steps"].items()}, list(data["epochs"]))
+
 
 @dataclass
 class Result:
@@ -209,18 +234,19 @@ class _Job:
         if self.strategy.sampling is not None:
             self.sampler = PrioritizedBatches(len(data.train), self.strategy.sampling, seed=args.seed)
 
-    def batches(self, epoch: int, in_warmup: bool):
-        """This epoch's batches: the shuffled order, or prioritised draws for a sampling strategy."""
+    def batches(self, epoch: int, in_warmup: bool, start_batch: int = 0):
+        """This epoch's batches from `start_batch` on: the shuffled order, or prioritised draws for a
+        sampling strategy. Both depend only on (seed, epoch, batch) and the state, so a resume replays them."""
         d, a = self.data, self.args
         if in_warmup or self.sampler is None:
             return fdata.iterate_batches(d.train, a.batch_size, seed=a.seed, epoch=epoch, shuffle=True,
                                          drop_last=True, augment=not a.no_augment, mean=d.mean, std=d.std,
-                                         device=d.device)
+                                         device=d.device, start_batch=start_batch)
         k = self.strategy.sampling.k
 
         def draws():
-            for b in range(self.steps_per_epoch):
-                index, weight = self.sampler.draw(k)
+            for b in range(start_batch, self.steps_per_epoch):
+                index, weight = self.sampler.draw(k, fdata.epoch_generator(a.seed, epoch, b, stream=1))
                 gen = None if a.no_augment else fdata.epoch_generator(a.seed, epoch, b)
                 batch = fdata.batch_at(d.train, index, generator=gen, mean=d.mean, std=d.std, device=d.device)
                 batch["weight"] = weight.to(d.device)
@@ -267,111 +293,306 @@ def plan_epochs(args: argparse.Namespace, name: str, data: Data) -> int:
     return probe.warmup_epochs + max(0, int(left // main_epoch)) if left > 0 else probe.warmup_epochs
 
 
-def _until(batches, deadline: float | None, spent_before: float, start: float):
+class _Clock:
+    """Train wall-clock: runs between start() and stop(), excluding pauses (checkpoint writes)."""
+
+    def __init__(self, spent: float = 0.0):
+        self.spent, self._start = spent, None
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        self.spent, self._start = self.now(), None
+
+    def now(self) -> float:
+        return self.spent + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    @contextmanager
+    def paused(self):
+        running = self._start is not None
+        if running:
+            self.stop()
+        try:
+            yield
+        finally:
+            if running:
+                self.start()
+
+
+def _until(batches, deadline: float | None, clock: _Clock):
     for batch in batches:
-        if deadline is not None and spent_before + (time.perf_counter() - start) >= deadline:
+        if deadline is not None and clock.now() >= deadline:
             return
         yield batch
 
 
-def run_strategy(args: argparse.Namespace, name: str, data: Data, *, parent_run_id: str | None = None,
-                 run_name: str | None = None) -> Result:
-    """Train one strategy on `data` as configured; returns its summary and history."""
-    epochs = plan_epochs(args, name, data) if args.time_budget else args.epochs
+# Flags that do not change what is computed; every other flag must match for --resume.
+_NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_progress", "checkpoint_every",
+                     "checkpoint_dir", "keep_checkpoints", "resume", "data_root", "joules_per_gflop"}
+
+
+def result_config(args: argparse.Namespace, **extra) -> dict:
+    """The flags that determine a run's results (what --resume compares)."""
+    config = {k: v for k, v in vars(args).items() if k not in _NOT_RESULT_FLAGS}
+    if config.get("compare"):
+        config["compare"] = ",".join(config["compare"])
+    return dict(config, **extra)
+
+
+def checkpoint_root(args: argparse.Namespace) -> Path:
+    """--checkpoint-dir, or checkpoints/<experiment> beside the run store (./mlruns by default)."""
+    if args.checkpoint_dir:
+        return Path(args.checkpoint_dir)
+    return tracking.store_dir(args.tracking_uri) / "checkpoints" / args.experiment
+
+
+def _newest_run_folder(base: Path) -> Path | None:
+    folders = [f for f in base.glob("*/run.json")] if base.is_dir() else []
+    return max(folders, key=lambda f: (f.stat().st_mtime, f.parent.name)).parent if folders else None
+
+
+def run_folder(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
+    """(folder, resuming): the newest run folder of `name` with --resume, else a new one (checked writable)."""
+    base = checkpoint_root(args) / name
+    if args.resume:
+        found = _newest_run_folder(base)
+        if found is None:
+            raise ConfigError(f"--resume: no run named {name!r} to resume under {base}; run the same command "
+                              "without --resume to start it (or pass the --checkpoint-dir it used)")
+        return found, True
+    folder = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write checkpoints to {folder} ({error.strerror or error}); pass a writable "
+                          "--checkpoint-dir (or a writable --tracking-uri location)") from None
+    return folder, False
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _read_run_info(folder: Path, config: dict) -> dict:
+    """run.json of a folder being resumed; refuses a different result-changing config."""
+    info = json.loads((folder / "run.json").read_text())
+    old = info["config"]
+    diffs = [f"{k}: {old.get(k)!r} then, {config.get(k)!r} now" for k in sorted(set(old) | set(config))
+             if old.get(k) != config.get(k)]
+    if diffs:
+        raise ConfigError(f"--resume: the run in {folder} was started with other settings ({'; '.join(diffs)}); "
+                          "resume with the original flags, or drop --resume to start a new run")
+    return info
+
+
+@dataclass
+class Progress:
+    """The loop's position and measurements: saved in each checkpoint's meta, restored on resume."""
+
+    epoch: int = 0  # the epoch being run (or next to run)
+    batch: int = 0  # the next batch within it
+    train_time: float = 0.0
+    eval_time: float = 0.0
+    joules: float = 0.0
+    epoch_start_counters: dict = field(default_factory=dict)
+    guard: dict = field(default_factory=dict)
+    history: History = field(default_factory=History)
+
+    def to_meta(self) -> dict:
+        return dict(epoch=self.epoch, batch=self.batch, train_time=self.train_time, eval_time=self.eval_time,
+                    joules=self.joules, epoch_start_counters=self.epoch_start_counters, guard=self.guard,
+                    history=self.history.to_json())
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Progress":
+        fields_ = {k: meta[k] for k in ("epoch", "batch", "train_time", "eval_time", "joules",
+                                        "epoch_start_counters", "guard")}
+        return cls(**fields_, history=History.from_json(meta["history"]))
+
+
+def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Path, resume: bool = False,
+                 parent_run_id: str | None = None, run_name: str | None = None) -> Result:
+    """Train one strategy on `data` as configured, checkpointing into `folder`; with `resume`, continue
+    the run saved there (same MLflow run, from its newest checkpoint). Returns summary and history."""
+    config_key = result_config(args, strategy=name)
+    info = _read_run_info(folder, config_key) if resume and (folder / "run.json").is_file() else None
+    if info is not None and (folder / "result.json").is_file():
+        done = json.loads((folder / "result.json").read_text())
+        print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
+        return Result(done["summary"], History.from_json(done["history"]))
+    epochs = info["epochs"] if info else (plan_epochs(args, name, data) if args.time_budget else args.epochs)
     job = _Job(args, name, data, epochs)
-    state = job.state
+    state, progress = job.state, Progress()
+    newest = checkpoint.latest(folder) if info else None
+    if newest is not None:
+        state, meta = checkpoint.load(newest, device=data.device)
+        checkpoint.check_compatible(state, job.state, str(newest))
+        progress = Progress.from_meta(meta["progress"])
+        print(f"{name}: resuming from {newest.name} (epoch {progress.epoch + 1}, batch {progress.batch})", flush=True)
     meter = fmeter.open_meter(data.device)
     n_params = sum(p.numel() for p in state["params"].values())
     config = dict(vars(args), strategy=name, epochs=epochs, lr=job.peak_lr, device=str(data.device),
                   warmup_epochs=job.warmup_epochs, train_samples=len(data.train), test_samples=len(data.test),
                   classes=len(data.train.classes), steps_per_epoch=job.steps_per_epoch, model_params=n_params,
                   energy_meter=meter.name if meter else "none", torch=torch.__version__,
-                  threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version())
+                  threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version(),
+                  checkpoint_folder=str(folder))
     config.pop("compare")
-    history = History()
+    history = progress.history
     guard = SkipGuard()
-    train_time = eval_time = joules = 0.0
+    guard.__dict__.update(progress.guard)
+    clock = _Clock(progress.train_time)
     run_name = run_name or args.run_name or f"{name}-{args.model}" + (f"-{args.target_rate:g}" if job.target else "")
 
-    with tracking.RunTracker(args.tracking_uri, args.experiment, run_name, parent_run_id=parent_run_id) as tracker:
-        tracker.log_params(config)
-        print(f"MLflow run {tracker.run_id} ({run_name}); browse: {tracking.ui_command(args.tracking_uri)}",
-              flush=True)
-        for epoch in range(epochs):
-            if args.time_budget and train_time >= args.time_budget:
-                break
-            in_warmup = epoch < job.warmup_epochs
-            if job.sampler is not None and not in_warmup:
-                job.sampler.sync(state["selector"]["priority"])
-            before = _counters(state)
-            bar = _progress(job.batches(epoch, in_warmup), job.steps_per_epoch,
-                            f"{name} epoch {epoch + 1}/{epochs}" + (" (warm-up)" if in_warmup else ""),
-                            args.no_progress)
+    with tracking.RunTracker(args.tracking_uri, args.experiment, run_name, parent_run_id=parent_run_id,
+                             run_id=info["run_id"] if info else None, fallback_dir=folder) as tracker:
+        tracker.adopt(folder / "tracking-unsent")
+        if info is None:
+            tracker.log_params(config)
 
-            def on_metrics(first_step: int, chunk: dict[str, list[float]]) -> None:
-                history.add_steps(first_step, chunk)
-                for i in range(len(chunk["loss"])):
-                    tracker.log_metrics({k: v[i] for k, v in chunk.items()}, step=first_step + i)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(_postfix(chunk), refresh=False)
+        def save_checkpoint(current_state) -> Path:
+            """Flush tracking (or save its buffer beside the checkpoint), then write the checkpoint."""
+            with clock.paused():
+                progress.train_time, progress.guard = clock.now(), dict(guard.__dict__)
+                if not tracker.flush():
+                    tracker.save_fallback()
+                _write_json(folder / "run.json", dict(config=config_key, run_id=tracker.run_id, epochs=epochs,
+                                                      run_name=run_name))
+                return checkpoint.save(folder, current_state, {"progress": progress.to_meta()},
+                                       keep=args.keep_checkpoints)
 
-            start = time.perf_counter()
-            energy_start = meter.read() if meter else 0.0
-            state = run_steps(job.step_for(in_warmup), state, _until(bar, args.time_budget, train_time, start),
-                              first_step=int(state["step"]), log_every=args.log_every, on_metrics=on_metrics,
-                              guard=guard)
-            float(state["step"])  # wait for queued device work before reading the clock
-            train_time += time.perf_counter() - start
-            if meter:
-                joules += meter.joules(energy_start, meter.read())
-            if hasattr(bar, "close"):
-                bar.close()
+        if info is None:
+            _write_json(folder / "run.json", dict(config=config_key, run_id=tracker.run_id, epochs=epochs,
+                                                  run_name=run_name))
+        print(f"MLflow run {tracker.run_id or '(not created yet: store unreachable)'} ({run_name}); browse: "
+              f"{tracking.ui_command(args.tracking_uri)}; checkpoints: {folder}", flush=True)
+        state = _train_epochs(args, name, job, state, progress, tracker, clock, guard, meter, save_checkpoint)
 
-            start = time.perf_counter()
-            test = evaluate(job.eval_step, state, fdata.iterate_batches(
-                data.test, 512, seed=0, epoch=0, shuffle=False, drop_last=False, mean=data.mean, std=data.std,
-                device=data.device))
-            eval_time += time.perf_counter() - start
-            after = _counters(state)
-            seen = after["samples_seen"] - before["samples_seen"]
-            record = dict(epoch=epoch + 1, warmup=float(in_warmup), test_accuracy=test["accuracy"],
-                          test_loss=test["loss"], train_time_s=train_time, eval_time_s=eval_time,
-                          epoch_activation_rate=(after["samples_trained"] - before["samples_trained"]) / max(1, seen),
-                          epoch_saved_pct=_saved(after, before), saved_pct=_saved(after),
-                          flops_spent=after["flops_spent"], flops_full=after["flops_full"])
-            history.epochs.append(record)
-            tracker.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=int(state["step"]))
-            tracker.flush()
-            print(f"{name} epoch {epoch + 1}: test acc {test['accuracy']:.4f}, trained "
-                  f"{record['epoch_activation_rate']:.3f} of samples, FLOPs saved {record['epoch_saved_pct']:.1f}% "
-                  f"(cumulative {record['saved_pct']:.1f}%), train {train_time:.1f}s", flush=True)
-
-        summary = _summary(name, args, job, history, state, train_time, eval_time, n_params, meter, joules, guard)
+        summary = _summary(name, args, job, history, state, progress.train_time, progress.eval_time, n_params,
+                           meter, progress.joules, guard)
         _log_plots(tracker, history, job.target)
         tracker.log_dict(config, "config.json")
         tracker.log_dict(summary, "summary.json")
         tracker.log_metrics({f"final/{k}": v for k, v in summary.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=int(state["step"]))
+        summary["mlflow_run_id"] = tracker.run_id
+    _write_json(folder / "result.json", dict(summary=summary, history=history.to_json()))
     return Result(summary, history)
 
 
+def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clock: _Clock, guard: SkipGuard,
+                  meter, save_checkpoint) -> TensorDict:
+    """The epoch loop from `progress` on; checkpoints every --checkpoint-every steps and at each epoch end."""
+    data, history, epochs = job.data, progress.history, job.epochs
+    while progress.epoch < epochs:
+        epoch = progress.epoch
+        if args.time_budget and clock.now() >= args.time_budget:
+            break
+        in_warmup = epoch < job.warmup_epochs
+        if job.sampler is not None and not in_warmup:
+            job.sampler.sync(state["selector"]["priority"])
+        if progress.batch == 0:
+            progress.epoch_start_counters = _counters(state)
+        before = progress.epoch_start_counters
+        start_batch = progress.batch
+        bar = _progress(job.batches(epoch, in_warmup, start_batch), job.steps_per_epoch - start_batch,
+                        f"{name} epoch {epoch + 1}/{epochs}" + (" (warm-up)" if in_warmup else ""),
+                        args.no_progress)
+
+        def on_metrics(first_step: int, chunk: dict[str, list[float]]) -> None:
+            history.add_steps(first_step, chunk)
+            for i in range(len(chunk["loss"])):
+                tracker.log_metrics({k: v[i] for k, v in chunk.items()}, step=first_step + i)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(_postfix(chunk), refresh=False)
+
+        def on_checkpoint(current_state, steps_done: int) -> None:
+            progress.batch = start_batch + steps_done
+            save_checkpoint(current_state)
+
+        energy_start = meter.read() if meter else 0.0
+        clock.start()
+        try:
+            state = run_steps(job.step_for(in_warmup), state, _until(bar, args.time_budget, clock),
+                              first_step=int(state["step"]), log_every=args.log_every, on_metrics=on_metrics,
+                              guard=guard, checkpoint_every=args.checkpoint_every, on_checkpoint=on_checkpoint)
+            float(state["step"])  # wait for queued device work before reading the clock
+        except NonFiniteLossError as error:
+            clock.stop()
+            progress.batch = start_batch + error.steps_done
+            saved = save_checkpoint(error.state)
+            raise NonFiniteLossError(f"{error}. The last good parameters are saved in {saved}") from None
+        finally:
+            clock.stop()
+        progress.train_time = clock.spent
+        if meter:
+            progress.joules += meter.joules(energy_start, meter.read())
+        if hasattr(bar, "close"):
+            bar.close()
+
+        start = time.perf_counter()
+        test = evaluate(job.eval_step, state, fdata.iterate_batches(
+            data.test, 512, seed=0, epoch=0, shuffle=False, drop_last=False, mean=data.mean, std=data.std,
+            device=data.device))
+        progress.eval_time += time.perf_counter() - start
+        after = _counters(state)
+        seen = after["samples_seen"] - before["samples_seen"]
+        record = dict(epoch=epoch + 1, warmup=float(in_warmup), test_accuracy=test["accuracy"],
+                      test_loss=test["loss"], train_time_s=progress.train_time, eval_time_s=progress.eval_time,
+                      epoch_activation_rate=(after["samples_trained"] - before["samples_trained"]) / max(1, seen),
+                      epoch_saved_pct=_saved(after, before), saved_pct=_saved(after),
+                      flops_spent=after["flops_spent"], flops_full=after["flops_full"])
+        history.epochs.append(record)
+        tracker.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=int(state["step"]))
+        print(f"{name} epoch {epoch + 1}: test acc {test['accuracy']:.4f}, trained "
+              f"{record['epoch_activation_rate']:.3f} of samples, FLOPs saved {record['epoch_saved_pct']:.1f}% "
+              f"(cumulative {record['saved_pct']:.1f}%), train {progress.train_time:.1f}s", flush=True)
+        progress.epoch, progress.batch = epoch + 1, 0
+        save_checkpoint(state)
+    return state
+
+
 def train(args: argparse.Namespace) -> dict:
-    """Run the configured strategy; print and return its summary."""
-    result = run_strategy(args, args.strategy, load_data(args))
+    """Run the configured strategy (or resume it); print and return its summary."""
+    data = load_data(args)
+    name = args.run_name or f"{args.strategy}-{args.model}" + (
+        f"-{args.target_rate:g}" if args.strategy != "full" else "")
+    folder, resuming = run_folder(args, name)
+    result = run_strategy(args, args.strategy, data, folder=folder, resume=resuming, run_name=name)
     _print_summary(result.summary)
     print(f"Browse the run: {tracking.ui_command(args.tracking_uri)}")
     return result.summary
 
 
 def compare(args: argparse.Namespace) -> list[Result]:
-    """Run each strategy of --compare as a nested run; log the table and plots on the parent run."""
+    """Run each strategy of --compare as a nested run; log the table and plots on the parent run.
+    With --resume, finished strategies are read back and the unfinished one continues."""
     data = load_data(args)
     names = args.compare
     parent_name = args.run_name or f"compare-{args.model}-{args.target_rate:g}"
-    with tracking.RunTracker(args.tracking_uri, args.experiment, parent_name) as parent:
-        parent.log_params(dict(vars(args), compare=",".join(names)))
-        results = [run_strategy(args, name, data, parent_run_id=parent.run_id,
-                                run_name=f"{name}-{args.model}") for name in names]
+    folder, resuming = run_folder(args, parent_name)
+    config_key = result_config(args)
+    info = _read_run_info(folder, config_key) if resuming else None
+    with tracking.RunTracker(args.tracking_uri, args.experiment, parent_name, fallback_dir=folder,
+                             run_id=info["run_id"] if info else None) as parent:
+        parent.adopt(folder / "tracking-unsent")
+        if info is None:
+            parent.log_params(dict(vars(args), compare=",".join(names)))
+            _write_json(folder / "run.json", dict(config=config_key, run_id=parent.run_id, epochs=args.epochs,
+                                                  run_name=parent_name))
+        results = []
+        for name in names:
+            sub = folder / name
+            sub.mkdir(exist_ok=True)
+            results.append(run_strategy(args, name, data, folder=sub, resume=resuming,
+                                        parent_run_id=parent.run_id, run_name=f"{name}-{args.model}"))
         rows = comparison_table(results)
         markdown = comparison_markdown(rows)
         print("\n" + markdown)
@@ -518,14 +739,20 @@ def _progress(batches, total: int, desc: str, disabled: bool):
     return tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
     try:
         if args.compare:
             compare(args)
         else:
             train(args)
-    except (fdata.DataError, ConfigError) as error:
+    except (fdata.DataError, ConfigError, checkpoint.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except NonFiniteLossError as error:

@@ -558,6 +558,7 @@ def batch_at(ds: LabelledImages, index: Tensor, *, generator: torch.Generator | 
                       batch_size=[len(index)], device=device)
 
 
-def epoch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
-    """The augmentation generator of batch `batch` of `epoch` (for batches built outside iterate_batches)."""
-    return _generator(seed, epoch, batch)
+def epoch_generator(seed: int, epoch: int, batch: int, stream: int = 0) -> torch.Generator:
+    """The generator of batch `batch` of `epoch`: stream 0 is the augmentation's (as iterate_batches uses),
+    other streams are independent ones for other per-batch draws (e.g. prioritised sampling)."""
+    return _generator(seed, epoch, batch) if stream == 0 else _generator(seed, epoch, batch, stream)

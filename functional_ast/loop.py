@@ -47,10 +47,13 @@ class SkipGuard:
 
 def run_steps(step: Callable, state: TensorDict, batches: Iterable[TensorDict], *, first_step: int,
               log_every: int, on_metrics: Callable[[int, dict[str, list[float]]], None],
-              guard: SkipGuard | None = None) -> TensorDict:
+              guard: SkipGuard | None = None, checkpoint_every: int = 0,
+              on_checkpoint: Callable[[TensorDict, int], None] | None = None) -> TensorDict:
     """Fold `step` over `batches` and return the last state. Every `log_every` steps (and at
     the end) the metrics gathered so far go through the skip guard and to
-    on_metrics(first_step_of_chunk, metrics); no per-step host transfer happens in between."""
+    on_metrics(first_step_of_chunk, metrics); no per-step host transfer happens in between.
+    With `checkpoint_every` N > 0, after each global step that is a multiple of N the pending
+    metrics are flushed first, then on_checkpoint(state, steps_done_in_this_call) is called."""
     pending: list[TensorDict] = []
     chunk_start = first_step
     guard = guard or SkipGuard()
@@ -63,13 +66,24 @@ def run_steps(step: Callable, state: TensorDict, batches: Iterable[TensorDict], 
         chunk_start += len(pending)
         pending = []
 
-    for batch in batches:
-        state, metrics = step(state, batch)
-        pending.append(metrics)
-        if len(pending) >= log_every:
+    done = 0
+    try:
+        for batch in batches:
+            state, metrics = step(state, batch)
+            pending.append(metrics)
+            done += 1
+            if len(pending) >= log_every:
+                flush()
+            if checkpoint_every and on_checkpoint is not None and (first_step + done) % checkpoint_every == 0:
+                if pending:
+                    flush()
+                on_checkpoint(state, done)
+        if pending:
             flush()
-    if pending:
-        flush()
+    except NonFiniteLossError as error:
+        # Skipped updates leave params/optimiser untouched: this state holds the last good ones.
+        error.state, error.steps_done = state, done
+        raise
     return state
 
 

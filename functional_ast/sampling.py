@@ -34,7 +34,11 @@ class PrioritizedBatches:
         """Set the priorities of `index` (after they were trained)."""
         self.buffer.update_priority(index.detach().cpu(), priority.detach().cpu().clamp_min(1e-6))
 
-    def draw(self, k: int) -> tuple[Tensor, Tensor]:
-        """k dataset indices (with replacement) and their importance weights (max 1)."""
+    def draw(self, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """k dataset indices (with replacement) and their importance weights (max 1). With a
+        `generator` (e.g. one per (seed, epoch, batch)) the draw depends only on it and the priorities,
+        so a resumed run draws the same batches."""
+        if generator is not None:
+            self.buffer.set_rng(generator)
         sample, info = self.buffer.sample(k, return_info=True)
         return sample["index"], torch.as_tensor(info["priority_weight"], dtype=torch.float32)

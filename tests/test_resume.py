@@ -1,0 +1,155 @@
+"""Checkpoints and exact resume: atomic files, kept count, a SIGKILLed run resumed to identical results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from experiments import cifar10
+from functional_ast import checkpoint, optim, strategies
+from functional_ast.step import init_state
+from conftest import REPO, assert_tree_equal, tiny_bn_model
+from test_cli import _image_folder
+
+
+def _state(num_samples=10):
+    model = tiny_bn_model()
+    return init_state(model, optim.adam(1e-3), strategies.by_name("stale", 0.3, num_samples=num_samples), key=3)
+
+
+def test_checkpoint_round_trip_keeps_every_leaf_and_batch_size(tmp_path):
+    state = _state()
+    path = checkpoint.save(tmp_path, state, {"note": "x"})
+    loaded, meta = checkpoint.load(path)
+    assert meta == {"note": "x"}
+    assert_tree_equal(loaded, state)
+    for key in state.keys(True):
+        if hasattr(state[key], "batch_size"):
+            assert loaded[key].batch_size == state[key].batch_size, key
+    # Parameter names contain dots; they survive as keys.
+    assert set(loaded["params"].keys()) == set(state["params"].keys())
+    checkpoint.check_compatible(loaded, state, "x")
+
+
+def test_save_keeps_the_newest_k_and_never_lists_temporary_files(tmp_path):
+    state = _state()
+    for step in range(5):
+        checkpoint.save(tmp_path, state.set("step", torch.tensor(step)), {}, keep=2)
+    (tmp_path / ".step-000000009.pt.tmp-123").write_bytes(b"half a checkpoint")  # a write cut by SIGKILL
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-000000003.pt", "step-000000004.pt"]
+    assert checkpoint.latest(tmp_path).name == "step-000000004.pt"
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused_with_a_clear_error(tmp_path):
+    bad = tmp_path / "step-000000001.pt"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
+        checkpoint.load(bad)
+    torch.save({"something": torch.zeros(1)}, bad)
+    with pytest.raises(checkpoint.CheckpointError, match="not a functional_ast checkpoint"):
+        checkpoint.load(bad)
+
+
+def test_a_state_of_another_configuration_is_refused(tmp_path):
+    loaded, _ = checkpoint.load(checkpoint.save(tmp_path, _state(num_samples=10), {}))
+    with pytest.raises(checkpoint.CheckpointError, match="shape/dtype differs"):
+        checkpoint.check_compatible(loaded, _state(num_samples=12), "ckpt")
+
+
+def test_unwritable_checkpoint_dir_is_a_clear_error_before_training(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = cifar10.main(["--data", str(data), "--epochs", "1", "--batch-size", "16", "--no-progress",
+                         "--tracking-uri", f"sqlite:///{tmp_path}/store/mlflow.db",
+                         "--checkpoint-dir", str(blocker / "ckpts")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write checkpoints" in err and "--checkpoint-dir" in err
+    assert "Traceback" not in err
+
+
+def _flags(data, uri, strategy, epochs):
+    return ["--data", str(data), "--epochs", str(epochs), "--warmup-epochs", "1", "--batch-size", "16",
+            "--strategy", strategy, "--target-rate", "0.25", "--checkpoint-every", "5", "--log-every", "3",
+            "--no-progress", "--tracking-uri", uri, "--experiment", "resume", "--run-name", f"r-{strategy}"]
+
+
+def _final(folder):
+    state, _ = checkpoint.load(checkpoint.latest(folder))
+    return state, json.loads((folder / "result.json").read_text())
+
+
+def _loss_by_step(client, run_id):
+    return {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+
+
+@pytest.mark.parametrize("strategy", ["sundew", "prioritized"])
+def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_result(tmp_path, monkeypatch, strategy):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    epochs = 16  # 6 steps per epoch: 96 steps, long enough to be killed part-way
+    flags = _flags(data, uri, strategy, epochs)
+    runs = tmp_path / "store" / "checkpoints" / "resume" / f"r-{strategy}"
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cifar10", *flags], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list(runs.glob("*/step-*.pt"))
+        if any(int(p.stem.split("-")[1]) >= 30 for p in found):
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed part-way, not finished
+    (folder,) = runs.iterdir()
+    assert not (folder / "result.json").exists()
+    killed_at = int(checkpoint.latest(folder).stem.split("-")[1])
+    assert killed_at < epochs * 6
+    run_id = json.loads((folder / "run.json").read_text())["run_id"]
+
+    # A resume that would change results is refused, and touches nothing.
+    before = sorted(p.name for p in folder.iterdir())
+    code = cifar10.main(flags + ["--resume", "--lr", "0.01"])
+    assert code == 2 and sorted(p.name for p in folder.iterdir()) == before
+
+    assert cifar10.main(flags + ["--resume"]) == 0
+    assert cifar10.main(flags + ["--checkpoint-dir", str(tmp_path / "reference")]) == 0
+    (reference,) = (tmp_path / "reference" / f"r-{strategy}").iterdir()
+
+    resumed_state, resumed = _final(folder)
+    reference_state, uninterrupted = _final(reference)
+    assert_tree_equal(resumed_state, reference_state)  # params, optimiser, selector, energy, rng: exact
+    assert resumed["summary"]["test_accuracy"] == uninterrupted["summary"]["test_accuracy"]
+    assert [e["test_accuracy"] for e in resumed["history"]["epochs"]] == \
+        [e["test_accuracy"] for e in uninterrupted["history"]["epochs"]]
+
+    # The same MLflow run continued: finished, every step logged once with the uninterrupted values.
+    client = MlflowClient(tracking_uri=uri)
+    assert resumed["summary"]["mlflow_run_id"] == run_id
+    assert client.get_run(run_id).info.status == "FINISHED"
+    losses = _loss_by_step(client, run_id)
+    assert sorted(losses) == list(range(epochs * 6))
+    assert losses == _loss_by_step(client, uninterrupted["summary"]["mlflow_run_id"])
+
+
+def test_resume_without_a_run_and_resume_of_a_finished_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    flags = _flags(data, f"sqlite:///{tmp_path}/store/mlflow.db", "random", 2)
+    assert cifar10.main(flags + ["--resume"]) == 2
+    assert "no run named 'r-random' to resume" in capsys.readouterr().err
+    assert cifar10.main(flags) == 0
+    assert cifar10.main(flags + ["--resume"]) == 0
+    assert "already finished; nothing to resume" in capsys.readouterr().out

@@ -9,7 +9,10 @@ import pytest
 import torch
 from torchvision.io import write_png
 
+from pathlib import Path
+
 from experiments import cifar10
+from functional_ast import checkpoint
 from conftest import REPO, real_archive
 
 CLASSES = ("ant", "bee", "cat", "dog")
@@ -114,6 +117,28 @@ def test_offline_without_data_says_how_to_provide_it(tmp_path, monkeypatch, caps
     assert "--data" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("case", ["empty", "corrupt", "mismatched"])
+def test_bad_data_is_one_message_exit_2_and_nothing_written(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "images"
+    if case == "empty":
+        root.mkdir()
+        expected = "no images"
+    else:
+        _image_folder(root)
+        if case == "corrupt":
+            (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+            expected = "broken.jpg"
+        else:
+            (root / "test" / "cat").rename(root / "test" / "emu")
+            expected = "emu"
+    code = cifar10.main(["--data", str(root), "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path}/s/db"])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()  # no run, no checkpoint folder for a run that never started
+
+
 def test_batch_larger_than_data_is_named(synthetic, capsys):
     data, uri = synthetic
     assert cifar10.main(["--data", str(data), "--batch-size", "512", "--tracking-uri", uri, "--no-progress"]) == 2
@@ -192,6 +217,9 @@ def test_diverging_run_stops_with_a_clear_error(synthetic, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "non-finite updates in a row" in err and "--lr" in err
+    saved = Path(err.split("The last good parameters are saved in ")[1].split()[0])
+    state, _ = checkpoint.load(saved)
+    assert all(bool(v.isfinite().all()) for v in state["params"].values())
     client = _client(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
     assert run.info.status == "FAILED"

@@ -153,3 +153,30 @@ def test_resume_without_a_run_and_resume_of_a_finished_run(tmp_path, monkeypatch
     assert cifar10.main(flags) == 0
     assert cifar10.main(flags + ["--resume"]) == 0
     assert "already finished; nothing to resume" in capsys.readouterr().out
+
+
+def test_compare_killed_in_its_second_strategy_resumes_to_the_uninterrupted_table(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    flags = _flags(data, uri, "sundew", 12)[:-2] + ["--compare", "random,stale", "--run-name", "cmp"]
+    runs = tmp_path / "store" / "checkpoints" / "resume" / "cmp"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cifar10", *flags], cwd=tmp_path,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/stale/step-*.pt")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    (folder,) = runs.iterdir()
+    assert (folder / "random" / "result.json").exists() and not (folder / "stale" / "result.json").exists()
+
+    resumed = cifar10.compare(cifar10.build_parser().parse_args(flags + ["--resume"]))
+    reference = cifar10.compare(cifar10.build_parser().parse_args(flags + ["--checkpoint-dir", str(tmp_path / "r")]))
+    for a, b in zip(resumed, reference):
+        assert a.summary["strategy"] == b.summary["strategy"]
+        assert a.summary["test_accuracy"] == b.summary["test_accuracy"]
+        assert a.summary["samples_trained"] == b.summary["samples_trained"]
+    assert resumed[0].summary["mlflow_run_id"] != reference[0].summary["mlflow_run_id"]

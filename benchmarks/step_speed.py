@@ -1,17 +1,26 @@
 """Step speed: the functional step against a plain PyTorch loop, measured in one run.
 
-    python -m benchmarks.step_speed [--quick] [--device cpu|cuda] [--json PATH]
+    python -m benchmarks.step_speed [--quick] [--device cpu|cuda] [--malloc-fixed] [--json PATH]
 
 Variants run interleaved (round-robin, repeated) on the same in-memory data so that
-machine noise hits them alike; each reports median images/s and its spread. Prints one
+machine noise hits them alike; each reports median images/s and its spread, and the
+page faults per step (minor faults of the process while that variant ran). Prints one
 line per ratio (e.g. `functional_eager/plain_eager = 0.97`), the share of a gated
 step spent outside the model's forward/backward (from torch.profiler scopes), the
 number of compiled graphs, and peak memory per variant (each in its own process).
+
+On CPU the variants share one glibc heap, whose dynamic mmap/trim thresholds follow
+the allocations of every variant: one variant's pattern can make the next fault in
+fresh pages for its activations every step (measured here: up to 20,000 faults and
+a quarter of a cnn step). `--malloc-fixed` fixes both thresholds (mallopt) for the
+whole run, so that no variant pays for another's allocations; the default leaves the
+allocator as a user's process has it. Compare ratios only between runs alike in this.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -39,6 +48,21 @@ def make_data(n: int, batch: int, device: torch.device, seed: int = 0) -> tuple[
     return (torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device))
 
 
+def fix_malloc() -> bool:
+    """glibc only: fixed mmap (32 MiB) and trim (1 GiB) thresholds, which turns off their dynamic
+    adjustment; freed memory then stays in the heap instead of being returned and faulted in again."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -53,6 +77,7 @@ class Runner:
         self.n = images.shape[0]
         self.cursor = 0
         self.sampler = None
+        self.faults_per_step: list[float] = []
         model = build_model(args.model, num_classes=10).to(self.device)
         if name == "plain_eager":
             self.model = model.train()
@@ -99,11 +124,14 @@ class Runner:
 
     def run(self, steps: int) -> float:
         _sync(self.device)
+        faults = _minor_faults()
         start = time.perf_counter()
         for _ in range(steps):
             self.one_step()
         _sync(self.device)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.faults_per_step.append((_minor_faults() - faults) / steps)
+        return elapsed
 
 
 def breakdown(runner: Runner, steps: int) -> dict[str, float]:
@@ -135,13 +163,17 @@ def breakdown(runner: Runner, steps: int) -> dict[str, float]:
     select_rest = get("fa::select", 0.0) - parts["scoring_forward"] - parts["significance"] - parts["gate"] \
         - parts["controller"]
     parts["bookkeeping"] = max(0.0, total_us - inside) + max(0.0, select_rest)
-    return {k: v / total_us for k, v in parts.items()}
+    shares = {k: v / total_us for k, v in parts.items()}
+    # Inside model_update (eager step only): the optimiser and the non-finite guard.
+    shares["of_update"] = {k: get(f"fa::{k}", 0.0) / total_us for k in ("optimizer", "guard")}
+    return shares
 
 
 def peak_memory(variant: str, args: argparse.Namespace) -> dict:
     """Run `variant` in a fresh process; returns its peak memory growth over the set-up state."""
     cmd = [sys.executable, "-m", "benchmarks.step_speed", "--memory-of", variant, "--device", args.device,
            "--model", args.model, "--batch-size", str(args.batch_size), "--samples", str(args.samples)]
+    cmd += ["--malloc-fixed"] if args.malloc_fixed else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -189,9 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="steps per timed block")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--malloc-fixed", action="store_true",
+                   help="fix glibc's mmap/trim thresholds for the run, so that variants do not page-fault for each "
+                        "other's allocations (see the module docstring)")
     p.add_argument("--json", default="step_speed.json")
     p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    malloc_fixed = fix_malloc() if args.malloc_fixed else False
+    if args.malloc_fixed and not malloc_fixed:
+        print("--malloc-fixed: mallopt is not available here (not glibc); allocator left as it is", file=sys.stderr)
     if args.memory_of:
         memory_child(args)
         return 0
@@ -208,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.run(3 if name != "functional_compiled" else 6)
     if "functional_compiled" in runners:
         graphs_after_warmup = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for runner in runners.values():
+        runner.faults_per_step.clear()
 
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
@@ -219,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"device": str(device), "machine": platform.processor() or platform.machine(),
               "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "model": args.model,
               "batch_size": args.batch_size, "rate": RATE, "repeats": repeats, "steps_per_block": steps,
+              "malloc_fixed": malloc_fixed,
               "images_per_s": {n: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-                               for n, v in times.items()}}
+                               for n, v in times.items()},
+              "page_faults_per_step": {n: statistics.median(runners[n].faults_per_step) for n in names}}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     med = {n: v["median"] for n, v in result["images_per_s"].items()}
@@ -241,15 +283,19 @@ def main(argv: list[str] | None = None) -> int:
         ratios[f"memory {v}/plain_eager"] = result["peak_memory"][v]["peak_mb"] / base_mem
 
     print(f"device {result['device']} ({result.get('gpu', result['machine'])}), model {args.model}, batch "
-          f"{args.batch_size}, {repeats} interleaved repeats x {steps} steps")
+          f"{args.batch_size}, {repeats} interleaved repeats x {steps} steps, allocator "
+          f"{'thresholds fixed (--malloc-fixed)' if malloc_fixed else 'as is'}")
     for name, v in result["images_per_s"].items():
-        print(f"  {name:<22} {v['median']:8.1f} images/s  (min {v['min']:.1f}, max {v['max']:.1f})")
+        print(f"  {name:<22} {v['median']:8.1f} images/s  (min {v['min']:.1f}, max {v['max']:.1f})  "
+              f"{result['page_faults_per_step'][name]:8.0f} page faults/step")
     for key, value in ratios.items():
         print(f"{key} = {value:.2f}")
     for name, parts in result["breakdown"].items():
         outside = 1 - parts["model_update"] - parts["scoring_forward"]
-        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in parts.items())
-        print(f"{name} selection overhead (outside model fwd/bwd) = {100 * outside:.1f}%  [{shares}]")
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in parts.items() if k != "of_update")
+        within = ", ".join(f"{k} {100 * v:.1f}%" for k, v in parts["of_update"].items())
+        print(f"{name} selection overhead (outside model fwd/bwd) = {100 * outside:.1f}%  [{shares}; "
+              f"model_update includes {within}]")
     if graphs_end is not None:
         print(f"compiled graphs: {graphs_after_warmup} after warm-up, {graphs_end} at end "
               f"({graphs_end - graphs_after_warmup} recompiles during timing)")

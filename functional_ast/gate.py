@@ -69,7 +69,7 @@ def threshold_for_rate(scores: Tensor, target: float, temperature: float, low: f
     """The threshold in [low, high] whose expected rate on `scores` is closest to `target`."""
     thresholds = torch.linspace(low, high, grid, device=scores.device)
     gap = (expected_rate(scores.float(), thresholds, temperature) - target).abs()
-    return thresholds[torch.argmin(gap)]
+    return thresholds.gather(0, torch.argmin(gap).unsqueeze(0)).squeeze(0)  # no host read (not thresholds[i])
 
 
 def gate(scores: Tensor, threshold: Tensor, state: TensorDict, key: Tensor, cfg: GateConfig

@@ -5,12 +5,19 @@ A `GradientTransformation` is a pair of pure functions:
 Transformations compose with `chain`; `apply_updates(params, updates)` adds them.
 `sgd` and `adam` are chains of the primitives below and match torch.optim.SGD
 and torch.optim.Adam/AdamW step for step (see tests).
+
+Speed: each transform works on the flat list of leaves with `torch._foreach_*` ops, one
+call per arithmetic operation whatever the number of parameters (a multi-tensor kernel on
+CUDA; a C++ loop on CPU, still without per-tensor Python). SGD with Nesterov momentum and
+weight decay is 4 such calls plus one in `apply_updates`, Adam 8. In-place foreach calls
+only ever write into tensors the same transform has just allocated; inputs (grads, state,
+params) are never mutated.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 from tensordict import TensorDict
@@ -40,9 +47,36 @@ def _device_of(params: TensorDict) -> torch.device | None:
     return None if leaf is None else leaf.device
 
 
+# --- leaves <-> TensorDict ------------------------------------------------------------------
+
+def _leaves(tree: TensorDict) -> tuple[list, list[Tensor]]:
+    """(keys, values) of every leaf, in the tree's own order (nested keys as tuples)."""
+    items = list(tree.items(include_nested=True, leaves_only=True))
+    return [k for k, _ in items], [v for _, v in items]
+
+
+def _leaves_at(tree: TensorDict, keys: list) -> list[Tensor]:
+    """The leaves of `tree` at `keys`, in that order (one pass when the orders already agree)."""
+    own_keys, values = _leaves(tree)
+    return values if own_keys == keys else [tree.get(k) for k in keys]
+
+
+def _tree(keys: Sequence, values: Sequence[Tensor], like: TensorDict) -> TensorDict:
+    """A new TensorDict with `values` at `keys`, batch size and device of `like`."""
+    if all(isinstance(k, str) for k in keys):
+        return TensorDict(dict(zip(keys, values)), batch_size=like.batch_size, device=like.device)
+    out = TensorDict({}, batch_size=like.batch_size, device=like.device)
+    for k, v in zip(keys, values):
+        out.set(k, v)
+    return out
+
+
+# --- transforms -------------------------------------------------------------------------------
+
 def apply_updates(params: TensorDict, updates: TensorDict) -> TensorDict:
-    """params + updates, leaf by leaf (a new TensorDict)."""
-    return params + updates
+    """params + updates, leaf by leaf (a new TensorDict; one foreach add)."""
+    keys, p = _leaves(params)
+    return _tree(keys, torch._foreach_add(p, _leaves_at(updates, keys)), params)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -64,7 +98,10 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     """g + weight_decay * p (L2 when before momentum/Adam, decoupled when after)."""
 
     def update(grads, state, params):
-        return (grads if weight_decay == 0 else grads + weight_decay * params), state
+        if weight_decay == 0:
+            return grads, state
+        keys, g = _leaves(grads)
+        return _tree(keys, torch._foreach_add(g, _leaves_at(params, keys), alpha=weight_decay), grads), state
 
     return GradientTransformation(_empty, update)
 
@@ -76,8 +113,10 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         return TensorDict(momentum=torch.zeros_like(params))
 
     def update(grads, state, params):
-        m = momentum * state["momentum"] + grads
-        return (grads + momentum * m if nesterov else m), TensorDict(momentum=m)
+        keys, g = _leaves(grads)
+        m = torch._foreach_add(g, _leaves_at(state["momentum"], keys), alpha=momentum)
+        out = torch._foreach_add(g, m, alpha=momentum) if nesterov else m
+        return _tree(keys, out, grads), TensorDict(momentum=_tree(keys, m, grads))
 
     return GradientTransformation(init, update)
 
@@ -89,13 +128,20 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         return TensorDict(mu=torch.zeros_like(params), nu=torch.zeros_like(params), count=_count(params))
 
     def update(grads, state, params):
+        keys, g = _leaves(grads)
         count = state["count"] + 1
-        mu = b1 * state["mu"] + (1 - b1) * grads
-        nu = b2 * state["nu"] + (1 - b2) * grads * grads
         c = count.to(torch.float32)
-        mu_hat = mu / (1 - b1 ** c)
-        nu_hat = nu / (1 - b2 ** c)
-        return mu_hat / (nu_hat.sqrt() + eps), TensorDict(mu=mu, nu=nu, count=count)
+        mu = torch._foreach_lerp(_leaves_at(state["mu"], keys), g, 1 - b1)
+        nu = torch._foreach_mul(_leaves_at(state["nu"], keys), b2)
+        torch._foreach_addcmul_(nu, g, g, value=1 - b2)
+        # mu_hat / (sqrt(nu_hat) + eps) = (mu / (1 - b1^c)) / (sqrt(nu) / sqrt(1 - b2^c) + eps)
+        denom = torch._foreach_sqrt(nu)
+        torch._foreach_div_(denom, (1 - b2 ** c).sqrt())
+        torch._foreach_add_(denom, eps)
+        out = torch._foreach_div(mu, denom)
+        torch._foreach_div_(out, 1 - b1 ** c)
+        new_state = TensorDict(mu=_tree(keys, mu, grads), nu=_tree(keys, nu, grads), count=count)
+        return _tree(keys, out, grads), new_state
 
     return GradientTransformation(init, update)
 
@@ -108,7 +154,8 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
 
     def update(grads, state, params):
         lr = learning_rate(state["count"]) if callable(learning_rate) else learning_rate
-        return grads * (-lr), TensorDict(count=state["count"] + 1)
+        keys, g = _leaves(grads)
+        return _tree(keys, torch._foreach_mul(g, -lr), grads), TensorDict(count=state["count"] + 1)
 
     return GradientTransformation(init, update)
 

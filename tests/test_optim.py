@@ -74,3 +74,72 @@ def test_update_is_pure():
     tx.update(grads, state, params)
     for a, b in zip((params, state, grads), copies):
         assert_tree_equal(a, b)
+
+
+def _optimisers():
+    sched = optim.warmup_cosine(0.1, total_steps=10, warmup_steps=2)
+    return {"sgd": optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+            "sgd-schedule": optim.sgd(sched, momentum=0.9, weight_decay=0.01),
+            "adamw": optim.adam(0.01, weight_decay=0.1),
+            "adam-l2-schedule": optim.adam(sched, weight_decay=0.1, decoupled=False)}
+
+
+@pytest.mark.parametrize("name", list(_optimisers()))
+def test_every_update_is_pure(name):
+    tx = _optimisers()[name]
+    params = TensorDict(w=torch.randn(3), b=torch.randn(2, 2))
+    state = tx.init(params)
+    grads = TensorDict(w=torch.randn(3), b=torch.randn(2, 2))
+    for _ in range(2):  # the second update starts from non-zero moments
+        copies = params.clone(), state.clone(), grads.clone()
+        updates, new_state = tx.update(grads, state, params)
+        new_params = optim.apply_updates(params, updates)
+        for a, b in zip((params, state, grads), copies):
+            assert_tree_equal(a, b)
+        assert set(new_state.keys(True, True)) == set(state.keys(True, True))
+        params, state = new_params, new_state
+
+
+@pytest.mark.parametrize("name", list(_optimisers()))
+def test_nested_and_flat_params_give_the_same_updates(name):
+    tx = _optimisers()[name]
+    torch.manual_seed(1)
+    flat = TensorDict({"a.w": torch.randn(4), "a.b": torch.randn(2), "c": torch.randn(3, 2)})
+    nested = TensorDict(a=TensorDict(w=flat["a.w"], b=flat["a.b"]), c=flat["c"])
+    grads_flat = flat.apply(torch.randn_like)
+    grads_nested = TensorDict(a=TensorDict(w=grads_flat["a.w"], b=grads_flat["a.b"]), c=grads_flat["c"])
+    sf, sn = tx.init(flat), tx.init(nested)
+    for _ in range(3):
+        uf, sf = tx.update(grads_flat, sf, flat)
+        un, sn = tx.update(grads_nested, sn, nested)
+        flat, nested = optim.apply_updates(flat, uf), optim.apply_updates(nested, un)
+    assert isinstance(nested["a"], TensorDict)
+    for fk, nk in (("a.w", ("a", "w")), ("a.b", ("a", "b")), ("c", "c")):
+        assert torch.equal(flat[fk], nested[nk])
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_per_step(tx, n_leaves):
+    params = TensorDict({f"p{i}": torch.randn(5) for i in range(n_leaves)})
+    state = tx.init(params)
+    grads = params.apply(torch.randn_like)
+    with _CountOps() as count:
+        updates, _ = tx.update(grads, state, params)
+        optim.apply_updates(params, updates)
+    return count.n
+
+
+@pytest.mark.parametrize("name", list(_optimisers()))
+def test_op_count_does_not_grow_with_the_number_of_parameters(name):
+    tx = _optimisers()[name]
+    few, many = _ops_per_step(tx, 2), _ops_per_step(tx, 40)
+    assert few == many <= 40, (few, many)  # multi-tensor (foreach) ops and 0-d schedule maths, not per leaf

@@ -251,3 +251,47 @@ def test_prioritized_accounts_the_nominal_batch():
     new, m = step(state, batch)
     assert float(m["activation_rate"]) == 0.25 and float(m["step_saved_pct"]) > 0
     assert int(new["energy"]["samples_seen"]) == 32 and int(new["energy"]["samples_trained"]) == 8
+
+
+def test_autograd_loss_and_grad_matches_torch_func():
+    from functional_ast.losses import make_apply, make_loss_and_grad
+    from functional_ast.step import autograd_loss_and_grad
+
+    model = tiny_bn_model()
+    apply = make_apply(model)
+    params, buffers = fa.losses.params_of(model), fa.losses.buffers_of(model)
+    batch = make_batch(16)
+    w = torch.linspace(0.5, 2.0, 16)
+    copies = params.clone(), buffers.clone()
+    ours = autograd_loss_and_grad(apply, fa.cross_entropy)(params, buffers, batch["image"], batch["label"], w)
+    ref = make_loss_and_grad(apply, fa.cross_entropy)(params, buffers, batch["image"], batch["label"], w)
+    assert_tree_equal(params, copies[0])  # nothing mutated
+    assert_tree_equal(buffers, copies[1])
+    for a, b in zip((ours[0], *ours[1]), (ref[0], *ref[1])):
+        if isinstance(a, TensorDict):
+            assert set(a.keys()) == set(b.keys())
+            for key in b.keys():
+                torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+            assert not a.requires_grad
+    assert all(not g.requires_grad for g in ours[0].values())
+
+
+def test_all_finite_and_keep_if():
+    from functional_ast.step import all_finite, keep_if
+
+    ok = TensorDict(a=torch.ones(3), b=TensorDict(c=torch.zeros(2, 2)))
+    assert bool(all_finite(torch.tensor(1.0), ok))
+    assert not bool(all_finite(torch.tensor(float("nan")), ok))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        grads = ok.clone()
+        grads["b", "c"][1, 0] = bad
+        assert not bool(all_finite(torch.tensor(1.0), grads))
+    # keep_if keeps the structure of `new`, empty sub-TensorDicts included (an optimiser's stateless transform).
+    new = TensorDict({"0": TensorDict({}), "1": TensorDict(m=torch.ones(2)), "count": torch.tensor(3)})
+    old = TensorDict({"0": TensorDict({}), "1": TensorDict(m=torch.zeros(2)), "count": torch.tensor(2)})
+    assert_tree_equal(keep_if(torch.tensor(True), new, old), new)
+    kept = keep_if(torch.tensor(False), new, old)
+    assert_tree_equal(kept, old)
+    assert "0" in kept.keys() and kept["0"].is_empty()

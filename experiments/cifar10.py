@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
-from functional_ast import checkpoint
+from functional_ast import checkpoint, distributed
 from functional_ast import data as fdata
 from functional_ast import meter as fmeter
 from functional_ast import optim, plots, strategies, tracking
@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_device(name: str) -> torch.device:
+    """--device as a torch.device; under torchrun, `auto`/`cuda` mean this process's GPU (LOCAL_RANK)."""
+    if distributed.launched_by_torchrun() and name in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        return device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -154,9 +159,10 @@ class Data:
     mean: torch.Tensor
     std: torch.Tensor
     device: torch.device
+    collective: distributed.Collective = distributed.LOCAL  # every rank holds the whole data set
 
 
-def load_data(args: argparse.Namespace) -> Data:
+def load_data(args: argparse.Namespace, collective: distributed.Collective = distributed.LOCAL) -> Data:
     device = resolve_device(args.device)
     train_set, test_set = fdata.load_dataset(args.data, root=args.data_root)
     if args.limit_train:
@@ -169,7 +175,7 @@ def load_data(args: argparse.Namespace) -> Data:
     mean, std = fdata.channel_stats(train_set.data["image"])
     return Data(fdata.LabelledImages(train_set.data.to(device), train_set.classes),
                 fdata.LabelledImages(test_set.data.to(device), test_set.classes), mean.to(device), std.to(device),
-                device)
+                device, collective)
 
 
 @dataclass
@@ -226,9 +232,10 @@ class _Job:
         self.target = args.target_rate if gated else None
         self.state = init_state(self.model, self.optimizer, self.strategy, key=args.seed, device=data.device)
         self.main_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
-                                         compile=args.compile)
+                                         compile=args.compile, collective=data.collective)
         self.warmup_step = make_train_step(self.model, cross_entropy, self.optimizer,
-                                           strategies.warmup(self.strategy), compile=args.compile)
+                                           strategies.warmup(self.strategy), compile=args.compile,
+                                           collective=data.collective)
         self.eval_step = make_eval_step(self.model)
         self.sampler = None
         if self.strategy.sampling is not None:
@@ -352,8 +359,25 @@ def _newest_run_folder(base: Path) -> Path | None:
     return max(folders, key=lambda f: (f.stat().st_mtime, f.parent.name)).parent if folders else None
 
 
-def run_folder(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
-    """(folder, resuming): the newest run folder of `name` with --resume, else a new one (checked writable)."""
+def run_folder(args: argparse.Namespace, name: str,
+               collective: distributed.Collective = distributed.LOCAL) -> tuple[Path, bool]:
+    """(folder, resuming): the newest run folder of `name` with --resume, else a new one (checked writable).
+    Under torch.distributed rank 0 decides and every rank gets its answer (or its error)."""
+    if collective.world > 1:
+        answer = None
+        if collective.is_main:
+            try:
+                answer = _run_folder(args, name)
+            except ConfigError as error:
+                answer = str(error)
+        answer = distributed.broadcast_object(answer, collective)
+        if isinstance(answer, str):
+            raise ConfigError(answer)
+        return answer
+    return _run_folder(args, name)
+
+
+def _run_folder(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     base = checkpoint_root(args) / name
     if args.resume:
         found = _newest_run_folder(base)
@@ -421,11 +445,13 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Pat
                  parent_run_id: str | None = None, run_name: str | None = None) -> Result:
     """Train one strategy on `data` as configured, checkpointing into `folder`; with `resume`, continue
     the run saved there (same MLflow run, from its newest checkpoint). Returns summary and history."""
+    main = data.collective.is_main
+    say = print if main else _silent
     config_key = result_config(args, strategy=name)
     info = _read_run_info(folder, config_key) if resume and (folder / "run.json").is_file() else None
     if info is not None and (folder / "result.json").is_file():
         done = json.loads((folder / "result.json").read_text())
-        print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
+        say(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
         return Result(done["summary"], History.from_json(done["history"]))
     epochs = info["epochs"] if info else (plan_epochs(args, name, data) if args.time_budget else args.epochs)
     job = _Job(args, name, data, epochs)
@@ -435,7 +461,7 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Pat
         state, meta = checkpoint.load(newest, device=data.device)
         checkpoint.check_compatible(state, job.state, str(newest))
         progress = Progress.from_meta(meta["progress"])
-        print(f"{name}: resuming from {newest.name} (epoch {progress.epoch + 1}, batch {progress.batch})", flush=True)
+        say(f"{name}: resuming from {newest.name} (epoch {progress.epoch + 1}, batch {progress.batch})", flush=True)
     meter = fmeter.open_meter(data.device)
     n_params = sum(p.numel() for p in state["params"].values())
     config = dict(vars(args), strategy=name, epochs=epochs, lr=job.peak_lr, device=str(data.device),
@@ -451,14 +477,17 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Pat
     clock = _Clock(progress.train_time)
     run_name = run_name or args.run_name or f"{name}-{args.model}" + (f"-{args.target_rate:g}" if job.target else "")
 
-    with tracking.RunTracker(args.tracking_uri, args.experiment, run_name, parent_run_id=parent_run_id,
-                             run_id=info["run_id"] if info else None, fallback_dir=folder) as tracker:
+    tracker_type = tracking.RunTracker if main else tracking.NullTracker  # only rank 0 writes
+    with tracker_type(args.tracking_uri, args.experiment, run_name, parent_run_id=parent_run_id,
+                      run_id=info["run_id"] if info else None, fallback_dir=folder) as tracker:
         tracker.adopt(folder / "tracking-unsent")
         if info is None:
             tracker.log_params(config)
 
-        def save_checkpoint(current_state) -> Path:
-            """Flush tracking (or save its buffer beside the checkpoint), then write the checkpoint."""
+        def save_checkpoint(current_state) -> Path | None:
+            """Flush tracking (or save its buffer beside the checkpoint), then write the checkpoint (rank 0)."""
+            if not main:
+                return None
             with clock.paused():
                 progress.train_time, progress.guard = clock.now(), dict(guard.__dict__)
                 if not tracker.flush():
@@ -468,12 +497,14 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Pat
                 return checkpoint.save(folder, current_state, {"progress": progress.to_meta()},
                                        keep=args.keep_checkpoints)
 
-        if info is None:
+        if info is None and main:
             _write_json(folder / "run.json", dict(config=config_key, run_id=tracker.run_id, epochs=epochs,
                                                   run_name=run_name))
-        print(f"MLflow run {tracker.run_id or '(not created yet: store unreachable)'} ({run_name}); browse: "
-              f"{tracking.ui_command(args.tracking_uri)}; checkpoints: {folder}", flush=True)
+        say(f"MLflow run {tracker.run_id or '(not created yet: store unreachable)'} ({run_name}); browse: "
+            f"{tracking.ui_command(args.tracking_uri)}; checkpoints: {folder}", flush=True)
         state = _train_epochs(args, name, job, state, progress, tracker, clock, guard, meter, save_checkpoint)
+        if not main:
+            return Result({}, history)
 
         summary = _summary(name, args, job, history, state, progress.train_time, progress.eval_time, n_params,
                            meter, progress.joules, guard)
@@ -527,8 +558,9 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
         except NonFiniteLossError as error:
             clock.stop()
             progress.batch = start_batch + error.steps_done
-            saved = save_checkpoint(error.state)
-            raise NonFiniteLossError(f"{error}. The last good parameters are saved in {saved}") from None
+            saved = save_checkpoint(error.state)  # None on ranks other than 0, which write nothing
+            raise NonFiniteLossError(f"{error}." + (f" The last good parameters are saved in {saved}" if saved
+                                                    else "")) from None
         finally:
             clock.stop()
         progress.train_time = clock.spent
@@ -537,6 +569,9 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
         if hasattr(bar, "close"):
             bar.close()
 
+        if not data.collective.is_main:  # rank 0 evaluates, records and checkpoints
+            progress.epoch, progress.batch = epoch + 1, 0
+            continue
         start = time.perf_counter()
         test = evaluate(job.eval_step, state, fdata.iterate_batches(
             data.test, 512, seed=0, epoch=0, shuffle=False, drop_last=False, mean=data.mean, std=data.std,
@@ -559,40 +594,47 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
     return state
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: argparse.Namespace, collective: distributed.Collective = distributed.LOCAL) -> dict:
     """Run the configured strategy (or resume it); print and return its summary."""
-    data = load_data(args)
+    data = load_data(args, collective)
     name = args.run_name or f"{args.strategy}-{args.model}" + (
         f"-{args.target_rate:g}" if args.strategy != "full" else "")
-    folder, resuming = run_folder(args, name)
+    folder, resuming = run_folder(args, name, collective)
     result = run_strategy(args, args.strategy, data, folder=folder, resume=resuming, run_name=name)
+    if not collective.is_main:
+        return result.summary
     _print_summary(result.summary)
     print(f"Browse the run: {tracking.ui_command(args.tracking_uri)}")
     return result.summary
 
 
-def compare(args: argparse.Namespace) -> list[Result]:
+def compare(args: argparse.Namespace, collective: distributed.Collective = distributed.LOCAL) -> list[Result]:
     """Run each strategy of --compare as a nested run; log the table and plots on the parent run.
     With --resume, finished strategies are read back and the unfinished one continues."""
-    data = load_data(args)
+    data = load_data(args, collective)
+    main = collective.is_main
     names = args.compare
     parent_name = args.run_name or f"compare-{args.model}-{args.target_rate:g}"
-    folder, resuming = run_folder(args, parent_name)
+    folder, resuming = run_folder(args, parent_name, collective)
     config_key = result_config(args)
     info = _read_run_info(folder, config_key) if resuming else None
-    with tracking.RunTracker(args.tracking_uri, args.experiment, parent_name, fallback_dir=folder,
-                             run_id=info["run_id"] if info else None) as parent:
+    tracker_type = tracking.RunTracker if main else tracking.NullTracker  # only rank 0 writes
+    with tracker_type(args.tracking_uri, args.experiment, parent_name, fallback_dir=folder,
+                      run_id=info["run_id"] if info else None) as parent:
         parent.adopt(folder / "tracking-unsent")
-        if info is None:
+        if info is None and main:
             parent.log_params(dict(vars(args), compare=",".join(names)))
             _write_json(folder / "run.json", dict(config=config_key, run_id=parent.run_id, epochs=args.epochs,
                                                   run_name=parent_name))
         results = []
         for name in names:
             sub = folder / name
-            sub.mkdir(exist_ok=True)
+            if main:
+                sub.mkdir(exist_ok=True)
             results.append(run_strategy(args, name, data, folder=sub, resume=resuming,
                                         parent_run_id=parent.run_id, run_name=f"{name}-{args.model}"))
+        if not main:
+            return results
         rows = comparison_table(results)
         markdown = comparison_markdown(rows)
         print("\n" + markdown)
@@ -739,6 +781,10 @@ def _progress(batches, total: int, desc: str, disabled: bool):
     return tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
+def _silent(*args, **kwargs) -> None:
+    return None
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
@@ -748,10 +794,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     try:
+        if distributed.launched_by_torchrun() and args.time_budget:
+            raise ConfigError("--time-budget needs one process (each rank's clock would stop it at a different "
+                              "step); drop it under torchrun, or use --epochs")
+        collective = distributed.setup(resolve_device(args.device))
         if args.compare:
-            compare(args)
+            compare(args, collective)
         else:
-            train(args)
+            train(args, collective)
     except (fdata.DataError, ConfigError, checkpoint.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -761,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the MLflow run is marked KILLED", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
     return 0
 
 

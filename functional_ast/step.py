@@ -21,7 +21,8 @@ from tensordict import TensorDict
 from torch import nn
 from torch.profiler import record_function
 
-from . import energy, random
+from . import distributed, energy, random
+from .distributed import LOCAL, Collective
 from .losses import (Apply, LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
                      params_of, per_sample_grad_norms, per_sample_losses)
 from .optim import GradientTransformation, _leaves, _tree, apply_updates
@@ -50,13 +51,16 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
 
 def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransformation, strategy: Strategy,
                     *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
-                    grad_norm_chunk_size: int | None = None) -> Step:
+                    grad_norm_chunk_size: int | None = None, collective: Collective = LOCAL) -> Step:
     """Build `step(state, batch) -> (state, metrics)`; metrics is a TensorDict of 0-d tensors.
 
     compile=True wraps the scoring pass and the update (forward/backward + optimiser)
     in torch.compile; the update is compiled with dynamic shapes since the number of
     selected samples varies per batch. grad_norm_keys: parameters whose per-sample
     gradient norm a "grad_norm" significance uses ("last" = classifier head, "all").
+    collective: under torch.distributed every rank passes the same global batch; the step scores its
+    shard of the rows, trains its share of the selected samples and all-reduces the gradient (see
+    `distributed`), so every rank returns the state one process would.
     """
     loss_fn = loss_fn or cross_entropy
     apply = make_apply(model)
@@ -75,6 +79,10 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         def update(params, buffers, opt_state, x, y, w):
             with scope("fa::grad"):
                 grads, (loss, new_buffers, losses) = loss_and_grad(params, buffers, x, y, w)
+            if sharded:
+                with scope("fa::all_reduce"):
+                    grads, loss, new_buffers = distributed.reduce_update(collective, grads, loss, w.sum(),
+                                                                         new_buffers, buffers)
             with scope("fa::optimizer"):
                 updates, new_opt_state = optimizer.update(grads, opt_state, params)
                 new_params = apply_updates(params, updates)
@@ -87,6 +95,7 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
 
         return update
 
+    sharded = collective.world > 1
     run_score = score
     if compile:
         run_score = torch.compile(score)
@@ -97,6 +106,10 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         # fresh pages to fault in every step: about 12% of a cnn step).
         run_update = make_update(autograd_loss_and_grad(apply, loss_fn), record_function)
 
+    def no_samples(params, buffers, x, y, w):  # loss_and_grad's contract for an empty sub-batch (weight 0)
+        return params.apply(torch.zeros_like), (x.new_zeros(()), buffers, x.new_zeros((0,)))
+
+    run_empty_update = make_update(no_samples, record_function)
     costs_by_shape: dict[tuple, energy.WorkCosts] = {}  # memo of a pure function of the input shape
 
     def work_costs(state: TensorDict, x: torch.Tensor) -> energy.WorkCosts:
@@ -114,23 +127,38 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
 
         def score_batch() -> TensorDict:
             with record_function("fa::score"):
-                return run_score(params, buffers, x, y)
+                if not sharded:
+                    return run_score(params, buffers, x, y)
+                lo, hi = distributed.shard_bounds(n, collective.rank, collective.world)  # this rank's rows
+                return distributed.gather_rows(collective, run_score(params, buffers, x[lo:hi], y[lo:hi]), n)
 
         with record_function("fa::select"):
             selection = strategy.select(state["selector"], batch, select_key, score_batch)
         with record_function("fa::gather"):
-            if strategy.trains_all:
-                sub_x, sub_y = x, y
-                sub_w = torch.ones(n, device=x.device) if selection.weight is None else selection.weight
+            n_part = n  # samples trained this step, over all ranks
+            if strategy.trains_all and not sharded:
+                part, sub_x, sub_y = None, x, y
             else:
-                # The one host sync of the step: a compact sub-batch needs its size.
-                idx = selection.mask.nonzero().squeeze(1)
-                sub_x, sub_y = x[idx], y[idx]
-                sub_w = (torch.ones(idx.shape[0], device=x.device) if selection.weight is None
-                         else selection.weight[idx])
+                # Positions trained, in batch order (the one host sync of the step: a compact sub-batch needs
+                # its size); under torch.distributed this rank trains its even share of them.
+                part = torch.arange(n, device=x.device) if strategy.trains_all else selection.mask.nonzero()[:, 0]
+                n_part = part.shape[0]
+                if sharded:
+                    lo, hi = distributed.shard_bounds(n_part, collective.rank, collective.world)
+                    part = part[lo:hi]
+                sub_x, sub_y = x[part], y[part]
+            if selection.weight is None:
+                sub_w = torch.ones(sub_y.shape[0], device=x.device)
+            else:
+                sub_w = selection.weight if part is None else selection.weight[part]
         with record_function("fa::update"):
-            new_params, new_buffers, new_opt, loss, losses, finite = run_update(params, buffers, state["opt"], sub_x,
-                                                                                 sub_y, sub_w)
+            # Under torch.distributed a rank may have no sample to train: it still joins the global update.
+            update = run_empty_update if sharded and not sub_y.shape[0] else run_update
+            new_params, new_buffers, new_opt, loss, losses, finite = update(params, buffers, state["opt"], sub_x,
+                                                                            sub_y, sub_w)
+        if sharded:  # every rank's trained losses, in batch order (what observe expects)
+            losses = distributed.gather_rows(collective, TensorDict(loss=losses, batch_size=losses.shape),
+                                             n_part)["loss"]
         with record_function("fa::observe"):
             selector = keep_if(finite, strategy.observe(selection.state, batch, selection.mask, losses),
                                selection.state)

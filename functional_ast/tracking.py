@@ -287,3 +287,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class NullTracker:
+    """RunTracker's interface doing nothing: for the processes of a distributed run other than rank 0."""
+
+    run_id = None
+    online = True
+    buffered = 0
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def _nothing(self, *args, **kwargs):
+        return None
+
+    log_params = log_metrics = log_figure = log_text = log_dict = adopt = save_fallback = finish = _nothing
+
+    def flush(self) -> bool:
+        return True
+
+    def __enter__(self) -> "NullTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None

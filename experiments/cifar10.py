@@ -13,6 +13,7 @@ parent and writes a side-by-side table and plots.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--strategy", choices=strategies.STRATEGIES, default="sundew")
     t.add_argument("--target-rate", type=_bounded(float, 0.0, 1.0, low_open=True), default=0.1,
                    help="fraction of samples to train on after warm-up, in (0, 1]")
+    t.add_argument("--pool-size", type=_bounded(int, 1), default=None,
+                   help="samples each step selects from after warm-up (default: batch size / target rate, so a "
+                        "step trains about one --batch-size; give --batch-size to select within each batch)")
     t.add_argument("--epochs", type=_bounded(int, 1), default=10)
     t.add_argument("--warmup-epochs", type=_bounded(int, 0), default=1,
                    help="epochs on all data before selection starts (controller idle)")
@@ -207,6 +211,15 @@ class Result:
     history: History
 
 
+def pool_size(args: argparse.Namespace, name: str, num_samples: int) -> int:
+    """Samples a step selects from after warm-up: --pool-size, or --batch-size / --target-rate (a step then trains
+    about one batch, as a fresh random subset per epoch (RS2) does); --batch-size for `full`."""
+    if name == "full":
+        return args.batch_size
+    size = args.pool_size if args.pool_size is not None else round(args.batch_size / args.target_rate)
+    return max(1, min(size, num_samples))
+
+
 class _Job:
     """Everything one strategy's run needs: steps, state, schedule; built once from the config."""
 
@@ -216,20 +229,23 @@ class _Job:
         _, channels, height, _ = data.train.data["image"].shape
         self.model = build_model(args.model, num_classes=len(data.train.classes), in_channels=channels,
                                  image_size=height)
-        self.steps_per_epoch = fdata.num_batches(len(data.train), args.batch_size, drop_last=True)
-        total_steps = self.steps_per_epoch * epochs
+        gated = name != "full"
+        self.warmup_epochs = min(args.warmup_epochs, epochs) if gated else 0
+        self.target = args.target_rate if gated else None
+        self.pool_size = pool_size(args, name, len(data.train))
+        self.warmup_steps_per_epoch = fdata.num_batches(len(data.train), args.batch_size, drop_last=True)
+        self.steps_per_epoch = fdata.num_batches(len(data.train), self.pool_size, drop_last=True)  # after warm-up
+        # The learning-rate schedule runs over the steps this strategy actually takes.
+        total_steps = sum(self.steps_in(epoch) for epoch in range(epochs))
         self.peak_lr = args.lr if args.lr is not None else (0.05 if args.optimizer == "sgd" else 1e-3)
         schedule = optim.warmup_cosine(self.peak_lr, total_steps,
-                                       warmup_steps=min(self.steps_per_epoch, total_steps // 5))
+                                       warmup_steps=min(self.steps_in(0), total_steps // 5))
         if args.optimizer == "sgd":
             self.optimizer = optim.sgd(schedule, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
         else:
             self.optimizer = optim.adam(schedule, weight_decay=args.weight_decay)
         self.strategy = strategies.by_name(name, args.target_rate, num_samples=len(data.train),
-                                           batch_size=args.batch_size)
-        gated = self.strategy.name != "full"
-        self.warmup_epochs = min(args.warmup_epochs, epochs) if gated else 0
-        self.target = args.target_rate if gated else None
+                                           batch_size=self.pool_size)
         self.state = init_state(self.model, self.optimizer, self.strategy, key=args.seed, device=data.device)
         self.main_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
                                          compile=args.compile, collective=data.collective)
@@ -241,12 +257,18 @@ class _Job:
         if self.strategy.sampling is not None:
             self.sampler = PrioritizedBatches(len(data.train), self.strategy.sampling, seed=args.seed)
 
+    def steps_in(self, epoch: int) -> int:
+        """Steps of `epoch`: batches of --batch-size in warm-up epochs, pools after them."""
+        return self.warmup_steps_per_epoch if epoch < self.warmup_epochs else self.steps_per_epoch
+
     def batches(self, epoch: int, in_warmup: bool, start_batch: int = 0):
-        """This epoch's batches from `start_batch` on: the shuffled order, or prioritised draws for a
-        sampling strategy. Both depend only on (seed, epoch, batch) and the state, so a resume replays them."""
+        """This epoch's batches from `start_batch` on: the shuffled order in batches (warm-up) or pools, or
+        prioritised draws for a sampling strategy. All depend only on (seed, epoch, batch) and the state, so a
+        resume replays them."""
         d, a = self.data, self.args
         if in_warmup or self.sampler is None:
-            return fdata.iterate_batches(d.train, a.batch_size, seed=a.seed, epoch=epoch, shuffle=True,
+            size = a.batch_size if in_warmup else self.pool_size
+            return fdata.iterate_batches(d.train, size, seed=a.seed, epoch=epoch, shuffle=True,
                                          drop_last=True, augment=not a.no_augment, mean=d.mean, std=d.std,
                                          device=d.device, start_batch=start_batch)
         k = self.strategy.sampling.k
@@ -278,7 +300,8 @@ class _Job:
         if self.sampler is not None and not in_warmup:
             self.sampler.sync(self.state["selector"]["priority"])
         step, state, times = self.step_for(in_warmup), self.state, []
-        for i, batch in zip(range(steps + 1), self.batches(0, in_warmup)):
+        batches = itertools.chain.from_iterable(self.batches(e, in_warmup) for e in itertools.count())  # epochs
+        for i, batch in zip(range(steps + 1), batches):  # may hold fewer pools than `steps`
             start = time.perf_counter()
             state, metrics = step(state, batch)
             float(metrics["loss"])
@@ -292,9 +315,9 @@ class _Job:
 def plan_epochs(args: argparse.Namespace, name: str, data: Data) -> int:
     """Epochs that fit --time-budget for this strategy, from measured step times."""
     probe = _Job(args, name, data, epochs=max(args.epochs, 1))
-    full_epoch = probe.seconds_per_step(True) * probe.steps_per_epoch
+    full_epoch = probe.seconds_per_step(True) * probe.warmup_steps_per_epoch
     if probe.warmup_epochs == 0:
-        return max(1, int(args.time_budget // full_epoch))
+        return max(1, int(args.time_budget // (probe.seconds_per_step(False) * probe.steps_per_epoch)))
     main_epoch = probe.seconds_per_step(False) * probe.steps_per_epoch
     left = args.time_budget - probe.warmup_epochs * full_epoch
     return probe.warmup_epochs + max(0, int(left // main_epoch)) if left > 0 else probe.warmup_epochs
@@ -466,7 +489,9 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Pat
     n_params = sum(p.numel() for p in state["params"].values())
     config = dict(vars(args), strategy=name, epochs=epochs, lr=job.peak_lr, device=str(data.device),
                   warmup_epochs=job.warmup_epochs, train_samples=len(data.train), test_samples=len(data.test),
-                  classes=len(data.train.classes), steps_per_epoch=job.steps_per_epoch, model_params=n_params,
+                  classes=len(data.train.classes), pool_size=job.pool_size,
+                  steps_per_epoch=job.steps_per_epoch, warmup_steps_per_epoch=job.warmup_steps_per_epoch,
+                  model_params=n_params,
                   energy_meter=meter.name if meter else "none", torch=torch.__version__,
                   threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version(),
                   checkpoint_folder=str(folder))
@@ -533,7 +558,7 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
             progress.epoch_start_counters = _counters(state)
         before = progress.epoch_start_counters
         start_batch = progress.batch
-        bar = _progress(job.batches(epoch, in_warmup, start_batch), job.steps_per_epoch - start_batch,
+        bar = _progress(job.batches(epoch, in_warmup, start_batch), job.steps_in(epoch) - start_batch,
                         f"{name} epoch {epoch + 1}/{epochs}" + (" (warm-up)" if in_warmup else ""),
                         args.no_progress)
 

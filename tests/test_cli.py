@@ -55,13 +55,17 @@ def test_cli_creates_an_mlflow_run_with_params_curves_and_plots(synthetic, capsy
     params = run.data.params
     assert params["target_rate"] == "0.25" and params["strategy"] == "sundew" and params["warmup_epochs"] == "1"
     assert params["train_samples"] == "96" and params["classes"] == "4"
-    steps_per_epoch = 96 // 16
+    # Warm-up: batches of 16 (6 steps); after it each step selects from a pool of 16 / 0.25 = 64 (1 step/epoch).
+    steps_per_epoch, pools_per_epoch = 96 // 16, 96 // 64
+    assert params["pool_size"] == "64"
     for key in ("loss", "activation_rate", "saved_pct", "n_trained"):
-        assert len(client.get_metric_history(run.info.run_id, key)) == 3 * steps_per_epoch, key
+        assert len(client.get_metric_history(run.info.run_id, key)) == steps_per_epoch + 2 * pools_per_epoch, key
     # Gate metrics exist only after warm-up.
-    assert len(client.get_metric_history(run.info.run_id, "threshold")) == 2 * steps_per_epoch
+    assert len(client.get_metric_history(run.info.run_id, "threshold")) == 2 * pools_per_epoch
     warm = [m.value for m in client.get_metric_history(run.info.run_id, "activation_rate")][:steps_per_epoch]
     assert warm == [1.0] * steps_per_epoch
+    trained = [m.value for m in client.get_metric_history(run.info.run_id, "n_trained")][steps_per_epoch:]
+    assert all(4 <= n <= 32 for n in trained), trained  # about one batch (16) of the pool of 64
     assert len(client.get_metric_history(run.info.run_id, "epoch/test_accuracy")) == 3
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"rate_threshold.png", "energy_saved.png", "accuracy_vs_time.png", "config.json",
@@ -164,8 +168,9 @@ def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
         "--data", str(archive), "--limit-train", "640", "--limit-test", "200", "--epochs", "2",
         "--warmup-epochs", "1", "--batch-size", "64", "--target-rate", "0.3", "--tracking-uri", uri,
         "--no-progress"]))
-    assert summary["samples_seen"] == 2 * 640
-    assert summary["samples_trained"] < 2 * 640 and summary["samples_scored"] == 640
+    pooled = (640 // round(64 / 0.3)) * round(64 / 0.3)  # epoch 2: whole pools of 213 (the rest dropped)
+    assert summary["samples_seen"] == 640 + pooled
+    assert summary["samples_trained"] < 640 + pooled and summary["samples_scored"] == pooled
     assert summary["mean_activation_rate_after_warmup"] == pytest.approx(0.3, abs=0.1)
     assert 0.0 <= summary["test_accuracy"] <= 1.0
 
@@ -192,9 +197,9 @@ def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, c
     assert metrics["full/flops_ratio_vs_full"] == 1.0
     assert metrics["random/flops_ratio_vs_full"] < metrics["sundew/flops_ratio_vs_full"] < 1.0
     assert metrics["stale/samples_scored"] == 0 and metrics["prioritized/samples_scored"] == 0
-    # Every gated strategy trains exactly warm-up (all 96) + its rate of the second epoch (6 steps x 4).
+    # Every gated strategy trains exactly warm-up (all 96) + its rate of the second epoch's pool (0.25 x 64).
     for name in ("random", "stale", "prioritized"):
-        assert metrics[f"{name}/samples_trained"] == 96 + 6 * 4, name
+        assert metrics[f"{name}/samples_trained"] == 96 + 16, name
 
 
 def test_time_budget_stops_every_strategy_at_the_budget(synthetic):

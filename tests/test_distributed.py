@@ -102,7 +102,7 @@ def test_shard_bounds_cover_the_batch_once():
             assert max(s - t for t, s in bounds) - min(s - t for t, s in bounds) <= 1
 
 
-def _torchrun(flags, cwd, **popen):
+def _torchrun(flags, cwd):
     import os
     import subprocess
     import sys
@@ -112,7 +112,9 @@ def _torchrun(flags, cwd, **popen):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
            "-m", "experiments.cifar10", *flags]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+    # Its own session, so that a kill reaches the launcher and its workers (never left behind).
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
 
 
 def test_torchrun_cli_killed_and_resumed_ends_as_an_uninterrupted_torchrun_run(tmp_path):
@@ -128,24 +130,30 @@ def test_torchrun_cli_killed_and_resumed_ends_as_an_uninterrupted_torchrun_run(t
     # 16x16 images: 2x2 maps at the cnn's last BatchNorm, so a rank's share of one gated sample normalises
     data = _image_folder(tmp_path / "images", size=16)
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    flags = ["--data", str(data), "--epochs", "8", "--warmup-epochs", "1", "--batch-size", "16", "--strategy",
-             "sundew", "--target-rate", "0.25", "--checkpoint-every", "5", "--no-progress", "--tracking-uri", uri,
+    flags = ["--data", str(data), "--epochs", "10", "--warmup-epochs", "1", "--batch-size", "16", "--pool-size", "32",
+             "--strategy", "sundew", "--target-rate", "0.25", "--checkpoint-every", "5", "--no-progress", "--tracking-uri", uri,
              "--experiment", "dist", "--run-name", "d", "--device", "cpu"]
     runs = tmp_path / "store" / "checkpoints" / "dist" / "d"
-    proc = _torchrun(flags, tmp_path, start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not any(int(p.stem.split("-")[1]) >= 20 for p in runs.glob("*/step-*.pt")):
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = _torchrun(flags, tmp_path)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(int(p.stem.split("-")[1]) >= 20 for p in runs.glob("*/step-*.pt")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # launcher and workers: the kill under test, or clean-up on failure
+        proc.wait()
     (folder,) = runs.iterdir()
     assert not (folder / "result.json").exists()
     run_id = json.loads((folder / "run.json").read_text())["run_id"]
 
     for extra in (["--resume"], ["--checkpoint-dir", str(tmp_path / "reference")]):
         done = _torchrun(flags + extra, tmp_path)
-        assert done.wait(timeout=300) == 0, done.stderr.read().decode()[-3000:]
+        try:
+            assert done.wait(timeout=300) == 0, done.stderr.read().decode()[-3000:]
+        finally:
+            if done.poll() is None:
+                os.killpg(done.pid, signal.SIGKILL)
     (reference,) = (tmp_path / "reference" / "d").iterdir()
     resumed_state, _ = checkpoint.load(checkpoint.latest(folder))
     reference_state, _ = checkpoint.load(checkpoint.latest(reference))

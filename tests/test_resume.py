@@ -76,9 +76,15 @@ def test_unwritable_checkpoint_dir_is_a_clear_error_before_training(tmp_path, ca
 
 
 def _flags(data, uri, strategy, epochs):
+    # Warm-up epochs: 96 / 16 = 6 steps; then pools of 32 (3 steps, 8 samples trained each).
     return ["--data", str(data), "--epochs", str(epochs), "--warmup-epochs", "1", "--batch-size", "16",
-            "--strategy", strategy, "--target-rate", "0.25", "--checkpoint-every", "5", "--log-every", "3",
+            "--pool-size", "32", "--strategy", strategy, "--target-rate", "0.25", "--checkpoint-every", "5",
+            "--log-every", "3",
             "--no-progress", "--tracking-uri", uri, "--experiment", "resume", "--run-name", f"r-{strategy}"]
+
+
+def _total_steps(epochs):
+    return 6 + 3 * (epochs - 1)
 
 
 def _final(folder):
@@ -97,7 +103,7 @@ def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_result(t
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    epochs = 16  # 6 steps per epoch: 96 steps, long enough to be killed part-way
+    epochs = 16  # 51 steps, long enough to be killed part-way
     flags = _flags(data, uri, strategy, epochs)
     runs = tmp_path / "store" / "checkpoints" / "resume" / f"r-{strategy}"
 
@@ -116,7 +122,7 @@ def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_result(t
     (folder,) = runs.iterdir()
     assert not (folder / "result.json").exists()
     killed_at = int(checkpoint.latest(folder).stem.split("-")[1])
-    assert killed_at < epochs * 6
+    assert killed_at < _total_steps(epochs)
     run_id = json.loads((folder / "run.json").read_text())["run_id"]
 
     # A resume that would change results is refused, and touches nothing.
@@ -140,7 +146,7 @@ def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_result(t
     assert resumed["summary"]["mlflow_run_id"] == run_id
     assert client.get_run(run_id).info.status == "FINISHED"
     losses = _loss_by_step(client, run_id)
-    assert sorted(losses) == list(range(epochs * 6))
+    assert sorted(losses) == list(range(_total_steps(epochs)))
     assert losses == _loss_by_step(client, uninterrupted["summary"]["mlflow_run_id"])
 
 

@@ -135,22 +135,22 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         with record_function("fa::select"):
             selection = strategy.select(state["selector"], batch, select_key, score_batch)
         with record_function("fa::gather"):
-            n_part = n  # samples trained this step, over all ranks
-            if strategy.trains_all and not sharded:
-                part, sub_x, sub_y = None, x, y
+            # Positions trained, in batch order: a strategy with a fixed count gives them (static shape),
+            # otherwise `nonzero` does (the one host sync of the step: a compact sub-batch needs its size).
+            if strategy.trains_all:
+                trained = torch.arange(n, device=x.device)
             else:
-                # Positions trained, in batch order (the one host sync of the step: a compact sub-batch needs
-                # its size); under torch.distributed this rank trains its even share of them.
-                part = torch.arange(n, device=x.device) if strategy.trains_all else selection.mask.nonzero()[:, 0]
-                n_part = part.shape[0]
-                if sharded:
-                    lo, hi = distributed.shard_bounds(n_part, collective.rank, collective.world)
-                    part = part[lo:hi]
-                sub_x, sub_y = x[part], y[part]
+                trained = selection.index if selection.index is not None else selection.mask.nonzero()[:, 0]
+            part = trained
+            if sharded:  # this rank trains its even share of them
+                lo, hi = distributed.shard_bounds(trained.shape[0], collective.rank, collective.world)
+                part = trained[lo:hi]
+            whole = strategy.trains_all and not sharded  # the batch itself is the sub-batch: no copy
+            sub_x, sub_y = (x, y) if whole else (x[part], y[part])
             if selection.weight is None:
                 sub_w = torch.ones(sub_y.shape[0], device=x.device)
             else:
-                sub_w = selection.weight if part is None else selection.weight[part]
+                sub_w = selection.weight if whole else selection.weight[part]
         with record_function("fa::update"):
             # Under torch.distributed a rank may have no sample to train: it still joins the global update.
             update = run_empty_update if sharded and not sub_y.shape[0] else run_update
@@ -158,9 +158,9 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
                                                                             sub_y, sub_w)
         if sharded:  # every rank's trained losses, in batch order (what observe expects)
             losses = distributed.gather_rows(collective, TensorDict(loss=losses, batch_size=losses.shape),
-                                             n_part)["loss"]
+                                             trained.shape[0])["loss"]
         with record_function("fa::observe"):
-            selector = keep_if(finite, strategy.observe(selection.state, batch, selection.mask, losses),
+            selector = keep_if(finite, strategy.observe(selection.state, batch, trained, losses),
                                selection.state)
         with record_function("fa::energy"):
             n_trained = selection.mask.sum()

@@ -5,9 +5,10 @@ A Strategy is three pure functions plus two static facts:
 `select(selector_state, batch, key, score) -> Selection`, where `score()` runs the
 scoring pass on the batch with the current parameters and returns a TensorDict of
 per-sample quantities ("loss", and "grad_norm" when `needs` asks for it);
-`observe(selector_state, batch, mask, losses) -> selector_state`, called after the
-update with the per-sample losses the training forward produced for the selected
-samples (free information: no extra forward), e.g. to refresh a stale-score table.
+`observe(selector_state, batch, trained, losses) -> selector_state`, called after the
+update with the batch positions of the trained samples (ascending) and the per-sample
+losses the training forward produced for them (free information: no extra forward),
+e.g. to refresh a stale-score table.
 A strategy that never calls `score` does no scoring work; the ones that do say so
 in `info["n_scored"]`, which the energy accounting charges. Every strategy
 shares the step skeleton in `step.py`; they differ only here.
@@ -32,15 +33,22 @@ Significance = Callable[[TensorDict, TensorDict], Tensor]
 
 
 class Selection(NamedTuple):
-    """What `select` returns: mask [B] bool, optional loss weights [B], new state, metrics."""
+    """What `select` returns: mask [B] bool, optional loss weights [B], new state, metrics, and, when the
+    number selected is fixed by the batch size alone, `index`: the selected positions in ascending order
+    (the step then gathers the sub-batch with a static shape and no host sync, instead of `mask.nonzero()`)."""
 
     mask: Tensor
     weight: Tensor | None
     state: TensorDict
     info: TensorDict
+    index: Tensor | None = None
 
 
-def _unchanged(state: TensorDict, batch: TensorDict, mask: Tensor, losses: Tensor) -> TensorDict:
+def _mask_of(index: Tensor, n: int) -> Tensor:
+    return torch.zeros(n, dtype=torch.bool, device=index.device).index_fill(0, index, True)
+
+
+def _unchanged(state: TensorDict, batch: TensorDict, trained: Tensor, losses: Tensor) -> TensorDict:
     return state
 
 
@@ -92,9 +100,8 @@ def random_subset(rate: float, min_selected: int = 1) -> Strategy:
     def select(state, batch, key, score):
         n = batch.batch_size[0]
         k = max(min_selected, round(rate * n))
-        order = torch.argsort(random.uniform(key, n).to(batch.device))
-        mask = torch.zeros(n, dtype=torch.bool, device=batch.device).index_fill(0, order[:k], True)
-        return Selection(mask, None, state, TensorDict(n_scored=_zero(batch)))
+        index = torch.argsort(random.uniform(key, n).to(batch.device))[:k].sort().values
+        return Selection(_mask_of(index, n), None, state, TensorDict(n_scored=_zero(batch)), index)
 
     return Strategy("random", lambda device=None: TensorDict({}, device=device), select)
 
@@ -108,11 +115,10 @@ def warmup(strategy: Strategy) -> Strategy:
 
 
 def _gumbel_top_k(log_p: Tensor, k: int, key: Tensor) -> Tensor:
-    """Mask of k indices drawn without replacement with probabilities proportional to exp(log_p)."""
+    """k positions (ascending) drawn without replacement with probabilities proportional to exp(log_p)."""
     u = random.uniform(key, log_p.shape[0]).to(log_p.device).clamp(1e-7, 1 - 1e-7)
     keys = log_p - torch.log(-torch.log(u))
-    top = torch.topk(keys, k).indices
-    return torch.zeros_like(log_p, dtype=torch.bool).index_fill(0, top, True)
+    return torch.topk(keys, k).indices.sort().values
 
 
 def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_weights: bool = True,
@@ -138,14 +144,14 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_wei
         top = torch.where(seen, loss, torch.zeros_like(loss)).max().clamp_min(1e-6)
         priority = torch.where(seen, loss.clamp_min(0), top)
         p = (1 - explore) * priority / priority.sum().clamp_min(1e-12) + explore / n
-        mask = _gumbel_top_k(p.log(), k, key)
+        index = _gumbel_top_k(p.log(), k, key)
         weight = 1.0 / (n * p) if importance_weights else None
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
                           stale_seen_frac=seen.float().mean())
-        return Selection(mask, weight, state, info)
+        return Selection(_mask_of(index, n), weight, state, info, index)
 
-    def observe(state, batch, mask, losses):
-        trained = batch["index"][mask]
+    def observe(state, batch, trained, losses):
+        trained = batch["index"][trained]
         return TensorDict(loss=state["loss"].index_put((trained,), losses.detach().to(state["loss"].dtype)),
                           seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
 
@@ -176,8 +182,8 @@ def prioritized(num_samples: int, rate: float, *, batch_size: int = 128, alpha: 
         weight = batch.get("weight", None)
         return Selection(mask, weight, state, TensorDict(n_scored=_zero(batch)))
 
-    def observe(state, batch, mask, losses):
-        trained = batch["index"][mask]
+    def observe(state, batch, trained, losses):
+        trained = batch["index"][trained]
         return TensorDict(
             priority=state["priority"].index_put((trained,), losses.detach().to(state["priority"].dtype)),
             seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))

@@ -147,3 +147,37 @@ def test_the_eager_step_reads_no_scalar_back_to_the_host(name):
     with _HostReads() as reads:
         step(state, _batch(name, 1))
     assert not reads.calls, dict(reads.calls)
+
+
+class _SyncingOps(TorchDispatchMode):
+    """Counts ops whose output size depends on tensor values (`nonzero`, `masked_select`, indexing with a
+    boolean mask): on a GPU each one makes the host wait for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        bool_index = packet is torch.ops.aten.index and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+        if packet in (torch.ops.aten.nonzero, torch.ops.aten.masked_select) or bool_index:
+            self.calls[str(func) + (" (boolean mask)" if bool_index else "")] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["full", "random", "stale", "prioritized"])
+def test_fixed_count_strategies_gather_their_sub_batch_without_a_data_dependent_shape(name):
+    state, step = _setup(name)
+    state, _ = step(state, _batch(name, 0))
+    with _SyncingOps() as ops:
+        step(state, _batch(name, 1))
+    assert not ops.calls, dict(ops.calls)
+
+
+def test_sundew_varies_its_count_so_it_sizes_the_sub_batch_once_per_step():
+    state, step = _setup("sundew")
+    state, _ = step(state, _batch("sundew", 0))
+    with _SyncingOps() as ops:
+        step(state, _batch("sundew", 1))
+    assert sum(ops.calls.values()) == 1, dict(ops.calls)

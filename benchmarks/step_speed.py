@@ -2,6 +2,10 @@
 
     python -m benchmarks.step_speed [--quick] [--device cpu|cuda] [--malloc-fixed] [--json PATH]
 
+Gated variants (random, sundew, stale, prioritized at a 10% rate) run as the CLI runs them:
+each step selects from a pool of batch-size / rate samples (1280) and trains about one
+batch of them; their images/s count every image of the pool.
+
 Variants run interleaved (round-robin, repeated) on the same in-memory data so that
 machine noise hits them alike; each reports median images/s and its spread, and the
 page faults per step (minor faults of the process while that variant ran). Prints one
@@ -40,7 +44,8 @@ from functional_ast.sampling import PrioritizedBatches
 from torch.profiler import record_function
 
 RATE = 0.1
-VARIANTS = ("plain_eager", "functional_eager", "functional_compiled", "sundew", "stale", "prioritized")
+VARIANTS = ("plain_eager", "functional_eager", "functional_compiled", "random", "sundew", "stale", "prioritized")
+GATED = ("random", "sundew", "stale", "prioritized")
 
 
 def make_data(n: int, batch: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,23 +83,25 @@ class Runner:
         self.cursor = 0
         self.sampler = None
         self.faults_per_step: list[float] = []
+        self.pool = round(args.batch_size / RATE) if name in GATED else args.batch_size  # images per step
         model = build_model(args.model, num_classes=10).to(self.device)
         if name == "plain_eager":
             self.model = model.train()
             self.opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
             return
         tx = fa.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-        strategy = {"sundew": lambda: fa.sundew(RATE), "stale": lambda: strategies.stale(self.n, RATE),
-                    "prioritized": lambda: strategies.prioritized(self.n, RATE, batch_size=args.batch_size)}.get(name, fa.full)()
+        name_of_strategy = name if name in GATED else "full"
+        strategy = strategies.by_name(name_of_strategy, RATE, num_samples=self.n, batch_size=self.pool)
         self.strategy = strategy
         self.state = fa.init_state(model, tx, strategy, key=0, device=self.device)
-        self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled")
+        self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled",
+                                       score_chunk_size=args.batch_size)
         if strategy.sampling:
             self.sampler = PrioritizedBatches(self.n, strategy.sampling, seed=0)
             self.sampler.sync(self.state["selector"]["priority"])
 
     def _batch(self) -> TensorDict:
-        b = self.args.batch_size
+        b = self.pool
         if self.cursor + b > self.n:
             self.cursor = 0
         index = torch.arange(self.cursor, self.cursor + b, device=self.device)
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            times[name].append(args.batch_size * steps / runners[name].run(steps))
+            times[name].append(runners[name].pool * steps / runners[name].run(steps))
     graphs_end = torch._dynamo.utils.counters["stats"]["unique_graphs"] if graphs_after_warmup is not None else None
 
     result = {"device": str(device), "machine": platform.processor() or platform.machine(),
@@ -270,16 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     if "functional_compiled" in med:
         ratios["functional_compiled/functional_eager"] = med["functional_compiled"] / med["functional_eager"]
         ratios["functional_compiled/plain_eager"] = med["functional_compiled"] / med["plain_eager"]
-    for name in ("sundew", "stale", "prioritized"):
+    for name in GATED:
         ratios[f"{name}/functional_eager"] = med[name] / med["functional_eager"]
     result["ratios"] = ratios
     result["compiled_graphs"] = {"after_warmup": graphs_after_warmup, "at_end": graphs_end}
-    result["breakdown"] = {name: breakdown(runners[name], steps) for name in ("sundew", "stale", "prioritized")}
-    memory_variants = ["plain_eager", "functional_eager", "sundew", "stale", "prioritized", "grad_norm_all",
-                       "grad_norm_chunk_16"]
+    result["breakdown"] = {name: breakdown(runners[name], steps) for name in GATED}
+    memory_variants = ["plain_eager", "functional_eager", "random", "sundew", "stale", "prioritized",
+                       "grad_norm_all", "grad_norm_chunk_16"]
     result["peak_memory"] = {v: peak_memory(v, args) for v in memory_variants}
     base_mem = max(result["peak_memory"]["plain_eager"]["peak_mb"], 1e-9)
-    for v in ("functional_eager", "sundew", "stale", "prioritized"):
+    for v in ("functional_eager", *GATED):
         ratios[f"memory {v}/plain_eager"] = result["peak_memory"][v]["peak_mb"] / base_mem
 
     print(f"device {result['device']} ({result.get('gpu', result['machine'])}), model {args.model}, batch "

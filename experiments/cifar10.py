@@ -248,7 +248,8 @@ class _Job:
                                            batch_size=self.pool_size)
         self.state = init_state(self.model, self.optimizer, self.strategy, key=args.seed, device=data.device)
         self.main_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
-                                         compile=args.compile, collective=data.collective)
+                                         compile=args.compile, score_chunk_size=args.batch_size,
+                                         collective=data.collective)
         self.warmup_step = make_train_step(self.model, cross_entropy, self.optimizer,
                                            strategies.warmup(self.strategy), compile=args.compile,
                                            collective=data.collective)

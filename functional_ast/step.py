@@ -51,13 +51,16 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
 
 def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransformation, strategy: Strategy,
                     *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
-                    grad_norm_chunk_size: int | None = None, collective: Collective = LOCAL) -> Step:
+                    grad_norm_chunk_size: int | None = None, score_chunk_size: int | None = None,
+                    collective: Collective = LOCAL) -> Step:
     """Build `step(state, batch) -> (state, metrics)`; metrics is a TensorDict of 0-d tensors.
 
     compile=True wraps the scoring pass and the update (forward/backward + optimiser)
     in torch.compile; the update is compiled with dynamic shapes since the number of
     selected samples varies per batch. grad_norm_keys: parameters whose per-sample
     gradient norm a "grad_norm" significance uses ("last" = classifier head, "all").
+    score_chunk_size: score a large batch (a selection pool) in chunks of this many samples, so the
+    scoring pass needs no more memory than a training batch (and BatchNorm normalises over as many).
     collective: under torch.distributed every rank passes the same global batch; the step scores its
     shard of the rows, trains its share of the selected samples and all-reduces the gradient (see
     `distributed`), so every rank returns the state one process would.
@@ -67,6 +70,9 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
     loss_and_grad = make_loss_and_grad(apply, loss_fn)
 
     def score(params, buffers, x, y) -> TensorDict:
+        if score_chunk_size and y.shape[0] > score_chunk_size:
+            return torch.cat([score(params, buffers, xc, yc) for xc, yc in
+                              zip(x.split(score_chunk_size), y.split(score_chunk_size))])
         out = {"loss": per_sample_losses(apply, loss_fn, params, buffers, x, y)}
         if "grad_norm" in strategy.needs:
             keys = None if grad_norm_keys == "all" else (

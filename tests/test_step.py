@@ -295,3 +295,31 @@ def test_all_finite_and_keep_if():
     kept = keep_if(torch.tensor(False), new, old)
     assert_tree_equal(kept, old)
     assert "0" in kept.keys() and kept["0"].is_empty()
+
+
+@pytest.mark.parametrize("model_fn", [tiny_mlp, tiny_bn_model], ids=["mlp", "batchnorm"])
+def test_scoring_in_chunks_scores_each_chunk_as_a_batch_of_its_own(model_fn):
+    from functional_ast.losses import make_apply, per_sample_losses
+    from functional_ast.significance import loss_intensity
+
+    seen = []
+
+    def capture(scored, batch):
+        seen.append(scored["loss"])
+        return loss_intensity(scored, batch)
+
+    model, batch = model_fn(), make_batch(32)
+    strategy = fa.sundew(0.25, significance=capture)
+    tx = fa.sgd(0.1)
+    state = fa.init_state(model, tx, strategy)
+    for chunk in (None, 8):
+        fa.make_train_step(model, fa.cross_entropy, tx, strategy, score_chunk_size=chunk)(state, batch)
+    whole, chunked = seen[-2:]
+    apply = make_apply(model)
+    expected = torch.cat([per_sample_losses(apply, fa.cross_entropy, state["params"], state["buffers"], x, y)
+                          for x, y in zip(batch["image"].split(8), batch["label"].split(8))])
+    torch.testing.assert_close(chunked, expected)
+    if model_fn is tiny_mlp:  # samples are independent: chunking changes nothing
+        torch.testing.assert_close(chunked, whole)
+    else:  # BatchNorm normalises over the chunk, as over a training batch of that size
+        assert not torch.allclose(chunked, whole)

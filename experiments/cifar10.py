@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_bounded(int, 1), default=10)
     t.add_argument("--warmup-epochs", type=_bounded(int, 0), default=1,
                    help="epochs on all data before selection starts (controller idle)")
+    t.add_argument("--cooldown-epochs", type=_bounded(int, 0), default=0,
+                   help="last epochs on all data (the selector observes, the controller idles), as InfoBatch anneals")
     t.add_argument("--batch-size", type=_bounded(int, 2), default=128)
     t.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     t.add_argument("--lr", type=_bounded(float, 0.0, low_open=True), default=None,
@@ -231,6 +233,7 @@ class _Job:
                                  image_size=height)
         gated = name != "full"
         self.warmup_epochs = min(args.warmup_epochs, epochs) if gated else 0
+        self.cooldown_epochs = min(args.cooldown_epochs, epochs - self.warmup_epochs) if gated else 0
         self.target = args.target_rate if gated else None
         self.pool_size = pool_size(args, name, len(data.train))
         self.warmup_steps_per_epoch = fdata.num_batches(len(data.train), args.batch_size, drop_last=True)
@@ -258,17 +261,21 @@ class _Job:
         if self.strategy.sampling is not None:
             self.sampler = PrioritizedBatches(len(data.train), self.strategy.sampling, seed=args.seed)
 
-    def steps_in(self, epoch: int) -> int:
-        """Steps of `epoch`: batches of --batch-size in warm-up epochs, pools after them."""
-        return self.warmup_steps_per_epoch if epoch < self.warmup_epochs else self.steps_per_epoch
+    def all_data(self, epoch: int) -> bool:
+        """Whether `epoch` trains on every sample: a warm-up epoch (first) or a cool-down epoch (last)."""
+        return epoch < self.warmup_epochs or epoch >= self.epochs - self.cooldown_epochs
 
-    def batches(self, epoch: int, in_warmup: bool, start_batch: int = 0):
-        """This epoch's batches from `start_batch` on: the shuffled order in batches (warm-up) or pools, or
-        prioritised draws for a sampling strategy. All depend only on (seed, epoch, batch) and the state, so a
-        resume replays them."""
+    def steps_in(self, epoch: int) -> int:
+        """Steps of `epoch`: batches of --batch-size in all-data epochs, pools in the others."""
+        return self.warmup_steps_per_epoch if self.all_data(epoch) else self.steps_per_epoch
+
+    def batches(self, epoch: int, all_data: bool, start_batch: int = 0):
+        """This epoch's batches from `start_batch` on: the shuffled order in batches (all-data epochs) or
+        pools, or prioritised draws for a sampling strategy. All depend only on (seed, epoch, batch) and the
+        state, so a resume replays them."""
         d, a = self.data, self.args
-        if in_warmup or self.sampler is None:
-            size = a.batch_size if in_warmup else self.pool_size
+        if all_data or self.sampler is None:
+            size = a.batch_size if all_data else self.pool_size
             return fdata.iterate_batches(d.train, size, seed=a.seed, epoch=epoch, shuffle=True,
                                          drop_last=True, augment=not a.no_augment, mean=d.mean, std=d.std,
                                          device=d.device, start_batch=start_batch)
@@ -284,9 +291,9 @@ class _Job:
 
         return draws()
 
-    def step_for(self, in_warmup: bool):
-        step = self.warmup_step if in_warmup else self.main_step
-        if self.sampler is None or in_warmup:
+    def step_for(self, all_data: bool):
+        step = self.warmup_step if all_data else self.main_step
+        if self.sampler is None or all_data:
             return step
 
         def step_and_reprioritise(state, batch):
@@ -296,12 +303,12 @@ class _Job:
 
         return step_and_reprioritise
 
-    def seconds_per_step(self, in_warmup: bool, steps: int = 4) -> float:
+    def seconds_per_step(self, all_data: bool, steps: int = 4) -> float:
         """Median wall-clock of a few steps on a throwaway copy of the state (steps are pure)."""
-        if self.sampler is not None and not in_warmup:
+        if self.sampler is not None and not all_data:
             self.sampler.sync(self.state["selector"]["priority"])
-        step, state, times = self.step_for(in_warmup), self.state, []
-        batches = itertools.chain.from_iterable(self.batches(e, in_warmup) for e in itertools.count())  # epochs
+        step, state, times = self.step_for(all_data), self.state, []
+        batches = itertools.chain.from_iterable(self.batches(e, all_data) for e in itertools.count())  # epochs
         for i, batch in zip(range(steps + 1), batches):  # may hold fewer pools than `steps`
             start = time.perf_counter()
             state, metrics = step(state, batch)
@@ -317,11 +324,12 @@ def plan_epochs(args: argparse.Namespace, name: str, data: Data) -> int:
     """Epochs that fit --time-budget for this strategy, from measured step times."""
     probe = _Job(args, name, data, epochs=max(args.epochs, 1))
     full_epoch = probe.seconds_per_step(True) * probe.warmup_steps_per_epoch
-    if probe.warmup_epochs == 0:
+    fixed = probe.warmup_epochs + probe.cooldown_epochs  # all-data epochs, kept whatever the budget
+    if fixed == 0:
         return max(1, int(args.time_budget // (probe.seconds_per_step(False) * probe.steps_per_epoch)))
     main_epoch = probe.seconds_per_step(False) * probe.steps_per_epoch
-    left = args.time_budget - probe.warmup_epochs * full_epoch
-    return probe.warmup_epochs + max(0, int(left // main_epoch)) if left > 0 else probe.warmup_epochs
+    left = args.time_budget - fixed * full_epoch
+    return fixed + max(0, int(left // main_epoch)) if left > 0 else fixed
 
 
 class _Clock:
@@ -489,7 +497,8 @@ def run_strategy(args: argparse.Namespace, name: str, data: Data, *, folder: Pat
     meter = fmeter.open_meter(data.device)
     n_params = sum(p.numel() for p in state["params"].values())
     config = dict(vars(args), strategy=name, epochs=epochs, lr=job.peak_lr, device=str(data.device),
-                  warmup_epochs=job.warmup_epochs, train_samples=len(data.train), test_samples=len(data.test),
+                  warmup_epochs=job.warmup_epochs, cooldown_epochs=job.cooldown_epochs,
+                  train_samples=len(data.train), test_samples=len(data.test),
                   classes=len(data.train.classes), pool_size=job.pool_size,
                   steps_per_epoch=job.steps_per_epoch, warmup_steps_per_epoch=job.warmup_steps_per_epoch,
                   model_params=n_params,
@@ -552,15 +561,15 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
         epoch = progress.epoch
         if args.time_budget and clock.now() >= args.time_budget:
             break
-        in_warmup = epoch < job.warmup_epochs
-        if job.sampler is not None and not in_warmup:
+        all_data = job.all_data(epoch)
+        if job.sampler is not None and not all_data:
             job.sampler.sync(state["selector"]["priority"])
         if progress.batch == 0:
             progress.epoch_start_counters = _counters(state)
         before = progress.epoch_start_counters
         start_batch = progress.batch
-        bar = _progress(job.batches(epoch, in_warmup, start_batch), job.steps_in(epoch) - start_batch,
-                        f"{name} epoch {epoch + 1}/{epochs}" + (" (warm-up)" if in_warmup else ""),
+        bar = _progress(job.batches(epoch, all_data, start_batch), job.steps_in(epoch) - start_batch,
+                        f"{name} epoch {epoch + 1}/{epochs}" + (" (all data)" if all_data else ""),
                         args.no_progress)
 
         def on_metrics(first_step: int, chunk: dict[str, list[float]]) -> None:
@@ -577,7 +586,7 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
         energy_start = meter.read() if meter else 0.0
         clock.start()
         try:
-            state = run_steps(job.step_for(in_warmup), state, _until(bar, args.time_budget, clock),
+            state = run_steps(job.step_for(all_data), state, _until(bar, args.time_budget, clock),
                               first_step=int(state["step"]), log_every=args.log_every, on_metrics=on_metrics,
                               guard=guard, checkpoint_every=args.checkpoint_every, on_checkpoint=on_checkpoint)
             float(state["step"])  # wait for queued device work before reading the clock
@@ -605,7 +614,7 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
         progress.eval_time += time.perf_counter() - start
         after = _counters(state)
         seen = after["samples_seen"] - before["samples_seen"]
-        record = dict(epoch=epoch + 1, warmup=float(in_warmup), test_accuracy=test["accuracy"],
+        record = dict(epoch=epoch + 1, all_data=float(all_data), test_accuracy=test["accuracy"],
                       test_loss=test["loss"], train_time_s=progress.train_time, eval_time_s=progress.eval_time,
                       epoch_activation_rate=(after["samples_trained"] - before["samples_trained"]) / max(1, seen),
                       epoch_saved_pct=_saved(after, before), saved_pct=_saved(after),
@@ -740,7 +749,7 @@ def _summary(name, args, job: _Job, history: History, state, train_time: float, 
              meter, joules: float, guard: SkipGuard) -> dict:
     final = history.epochs[-1]
     counters = _counters(state)
-    post = history.epochs[job.warmup_epochs:] or history.epochs
+    post = [e for e in history.epochs if not e.get("all_data")] or history.epochs
     # Post-warm-up rate: samples trained / seen over the gated epochs, from the counters' per-epoch deltas.
     post_rate = sum(e["epoch_activation_rate"] for e in post) / len(post)
     if meter:
@@ -749,6 +758,7 @@ def _summary(name, args, job: _Job, history: History, state, train_time: float, 
         energy_j = fmeter.estimate_joules(counters["flops_spent"], args.joules_per_gflop)
         energy_kind = f"estimate: FLOPs x {args.joules_per_gflop:g} J/GFLOP, no meter"
     return dict(strategy=name, model=args.model, epochs=len(history.epochs), warmup_epochs=job.warmup_epochs,
+                cooldown_epochs=job.cooldown_epochs,
                 target_rate=job.target if job.target is not None else 1.0,
                 test_accuracy=final["test_accuracy"], train_time_s=train_time, eval_time_s=eval_time,
                 mean_activation_rate_after_warmup=post_rate, flops_saved_pct=_saved(counters),
@@ -760,7 +770,8 @@ def _summary(name, args, job: _Job, history: History, state, train_time: float, 
 
 def _print_summary(summary: dict) -> None:
     rows = [("strategy", summary["strategy"]), ("model", summary["model"]),
-            ("epochs (warm-up)", f"{summary['epochs']} ({summary['warmup_epochs']})"),
+            ("epochs (warm-up, cool-down)",
+             f"{summary['epochs']} ({summary['warmup_epochs']}, {summary.get('cooldown_epochs', 0)})"),
             ("test accuracy", f"{summary['test_accuracy']:.4f}"),
             ("train wall-clock", f"{summary['train_time_s']:.1f} s (eval {summary['eval_time_s']:.1f} s apart)"),
             ("activation rate after warm-up", f"{summary['mean_activation_rate_after_warmup']:.3f}"

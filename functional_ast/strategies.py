@@ -121,13 +121,19 @@ def _gumbel_top_k(log_p: Tensor, k: int, key: Tensor) -> Tensor:
     return torch.topk(keys, k).indices.sort().values
 
 
-def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_weights: bool = True,
+def stale(num_samples: int, rate: float, *, explore: float = 0.0, rescale: bool = False,
           min_selected: int = 1) -> Strategy:
-    """No scoring forward: pick round(rate * B) samples per batch in proportion to each sample's loss
-    remembered from the last time it was trained (a per-sample table in state), mixed with a uniform
-    `explore` share; never-trained samples get the batch's top priority. With `importance_weights`,
-    the loss is weighted by 1 / (B * p_i) (self-normalised), which keeps the gradient close to
-    unbiased. The table is refreshed by `observe` with the losses of the trained samples."""
+    """No scoring forward: train the samples that were hard the last time they were trained.
+
+    Each sample's loss is remembered from the last time it was trained (a per-sample table in state,
+    filled during warm-up and refreshed by `observe` with the training forward's losses). Of each batch
+    (a selection pool) of n samples, k = round(rate * n) are trained: first the *hard* ones (remembered
+    loss at or above the batch's mean, or never trained), in random order; if fewer than k are hard,
+    random easy ones fill the rest. `explore` reserves that share of k for samples drawn uniformly from
+    the whole batch, so easy samples whose remembered loss is out of date are looked at again.
+    With `rescale`, each trained loss is weighted by 1 / P(selected) (an estimate of the batch's mean
+    loss, InfoBatch-style); measured on CIFAR-10 it trained worse than without (README), so it is off.
+    """
     check_range("stale", "rate", rate, 0.0, 1.0, low_open=True)
     check_range("stale", "explore", explore, 0.0, 1.0)
     check_range("stale", "num_samples", num_samples, 1)
@@ -139,15 +145,27 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_wei
     def select(state, batch, key, score):
         idx = batch["index"]
         n = idx.shape[0]
-        k = max(min_selected, round(rate * n))
+        k = min(n, max(min_selected, round(rate * n)))
+        k_explore = round(explore * k)
         loss, seen = state["loss"][idx], state["seen"][idx]
-        top = torch.where(seen, loss, torch.zeros_like(loss)).max().clamp_min(1e-6)
-        priority = torch.where(seen, loss.clamp_min(0), top)
-        p = (1 - explore) * priority / priority.sum().clamp_min(1e-12) + explore / n
-        index = _gumbel_top_k(p.log(), k, key)
-        weight = 1.0 / (n * p) if importance_weights else None
+        hard = ~seen | _at_or_above_seen_mean(loss, seen)
+        k_order, k_explore_key = random.split(key)
+        explored = torch.zeros(n, dtype=torch.bool, device=idx.device)
+        if k_explore:
+            explored = _mask_of(torch.topk(random.uniform(k_explore_key, n).to(idx.device), k_explore).indices, n)
+        # Explored samples first, then hard ones, then easy ones; random order within each group.
+        rank_key = random.uniform(k_order, n).to(idx.device) + 2.0 * hard + 4.0 * explored
+        index = torch.topk(rank_key, k).indices.sort().values
+        weight = None
+        if rescale:
+            n_hard = hard.sum().float()
+            rest = float(k - k_explore)
+            p_hard = (rest / n_hard.clamp_min(1.0)).clamp(max=1.0)
+            p_easy = ((rest - n_hard).clamp_min(0.0) / (n - n_hard).clamp_min(1.0)).clamp(max=1.0)
+            p = k_explore / n + (1 - k_explore / n) * torch.where(hard, p_hard, p_easy)
+            weight = 1.0 / p.clamp_min(1e-6)
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
-                          stale_seen_frac=seen.float().mean())
+                          stale_seen_frac=seen.float().mean(), stale_hard_frac=hard.float().mean())
         return Selection(_mask_of(index, n), weight, state, info, index)
 
     def observe(state, batch, trained, losses):
@@ -156,6 +174,12 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.2, importance_wei
                           seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
 
     return Strategy("stale", init, select, observe=observe)
+
+
+def _at_or_above_seen_mean(loss: Tensor, seen: Tensor) -> Tensor:
+    """loss >= the mean remembered loss of the seen samples (no host sync: a masked mean)."""
+    mean = (loss * seen).sum() / seen.sum().clamp_min(1)
+    return loss >= mean
 
 
 def prioritized(num_samples: int, rate: float, *, batch_size: int = 128, alpha: float = 0.6,

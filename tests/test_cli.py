@@ -73,6 +73,20 @@ def test_cli_creates_an_mlflow_run_with_params_curves_and_plots(synthetic, capsy
     assert run.data.metrics["final/flops_saved_pct"] > 0  # 25% trained after warm-up saves FLOPs
 
 
+def test_cooldown_epochs_train_on_all_data_at_the_end(synthetic):
+    data, uri = synthetic
+    summary = cifar10.train(cifar10.build_parser().parse_args([
+        "--data", str(data), "--epochs", "4", "--warmup-epochs", "1", "--cooldown-epochs", "1", "--batch-size", "16",
+        "--strategy", "stale", "--target-rate", "0.25", "--tracking-uri", uri, "--no-progress"]))
+    client = _client(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/epoch_activation_rate"),
+                                     key=lambda m: m.step)]
+    assert rates == [1.0, 0.25, 0.25, 1.0]  # warm-up, two pooled epochs (16 of 64), cool-down
+    assert summary["cooldown_epochs"] == 1 and summary["mean_activation_rate_after_warmup"] == 0.25
+    assert summary["samples_trained"] == 96 + 16 + 16 + 96
+
+
 def test_cli_full_strategy_has_no_warmup_and_saves_nothing(synthetic):
     data, uri = synthetic
     assert cifar10.main(["--data", str(data), "--epochs", "1", "--strategy", "full", "--batch-size", "32",

@@ -177,17 +177,61 @@ def test_stale_does_no_scoring_forward_and_refreshes_its_table():
     assert 0 < changed <= 16
 
 
-def test_stale_prefers_high_remembered_loss():
-    strategy = strategies.stale(num_samples=100, rate=0.1, explore=0.0, importance_weights=False)
-    state = strategy.init()
-    state = TensorDict(loss=torch.cat([torch.full((10,), 5.0), torch.full((90,), 0.01)]),
-                       seen=torch.ones(100, dtype=torch.bool))
-    batch = TensorDict(index=torch.arange(100), batch_size=[100])
-    hits = 0
-    for i in range(20):
-        sel = strategy.select(state, batch, fa.random.key(i), None)
-        hits += int(sel.mask[:10].sum())
-    assert hits > 0.8 * 20 * 10
+def _stale_table(loss):
+    return TensorDict(loss=torch.as_tensor(loss, dtype=torch.float32), seen=torch.ones(len(loss), dtype=torch.bool))
+
+
+def _pool(n):
+    return TensorDict(index=torch.arange(n), batch_size=[n])
+
+
+def test_stale_trains_hard_samples_first_in_random_order():
+    # 30 hard samples (loss 5, above the mean) and 70 easy ones (0.01); k = 10 of 100.
+    strategy = strategies.stale(num_samples=100, rate=0.1)
+    state = _stale_table([5.0] * 30 + [0.01] * 70)
+    picked = torch.zeros(100)
+    for i in range(30):
+        sel = strategy.select(state, _pool(100), fa.random.key(i), None)
+        assert int(sel.mask.sum()) == 10 and torch.equal(sel.index, sel.mask.nonzero()[:, 0])
+        assert bool(sel.mask[:30].sum() == 10)  # only hard ones while there are enough
+        picked += sel.mask
+    assert int((picked[:30] > 0).sum()) >= 25  # ... chosen at random among them, not always the same
+    assert sel.weight is None
+
+
+def test_stale_fills_with_random_easy_samples_and_explores():
+    strategy = strategies.stale(num_samples=100, rate=0.2)
+    state = _stale_table([5.0] * 5 + [0.01] * 95)
+    sel = strategy.select(state, _pool(100), fa.random.key(0), None)
+    assert bool(sel.mask[:5].all()) and int(sel.mask.sum()) == 20  # all 5 hard, then 15 easy
+    # explore=0.5 reserves 10 of the 20 slots for a uniform draw: hard ones are still all taken in the rest.
+    exploring = strategies.stale(num_samples=100, rate=0.2, explore=0.5)
+    counts = torch.stack([exploring.select(state, _pool(100), fa.random.key(i), None).mask for i in range(200)])
+    assert bool(counts[:, :5].all())
+    easy_rate = counts[:, 5:].float().mean(0)
+    assert float(easy_rate.min()) > 0.05 and float(easy_rate.max()) < 0.4  # every easy sample gets looked at
+
+
+def test_stale_never_trained_samples_count_as_hard():
+    strategy = strategies.stale(num_samples=10, rate=0.3)
+    # seen: one hard (9 > mean 1.2), seven easy; two never trained: the 3 trained are the hard one and those two
+    state = TensorDict(loss=torch.tensor([9.0] + [0.1] * 7 + [0.0] * 2), seen=torch.tensor([True] * 8 + [False] * 2))
+    for i in range(10):
+        mask = strategy.select(state, _pool(10), fa.random.key(i), None).mask
+        assert bool(mask[8:].all()) and bool(mask[0])
+
+
+def test_stale_rescale_weights_make_the_weighted_loss_an_estimate_of_the_pool_mean():
+    losses = torch.tensor([5.0] * 10 + [1.0] * 90)
+    strategy = strategies.stale(num_samples=100, rate=0.3, rescale=True)
+    state = _stale_table(losses)
+    estimates = []
+    for i in range(400):
+        sel = strategy.select(state, _pool(100), fa.random.key(i), None)
+        estimates.append(float((sel.weight[sel.index] * losses[sel.index]).sum()) / 100)
+    assert sum(estimates) / len(estimates) == pytest.approx(float(losses.mean()), rel=0.02)
+    biased = strategies.stale(num_samples=100, rate=0.3).select(state, _pool(100), fa.random.key(0), None)
+    assert float(losses[biased.index].mean()) > 1.5 * float(losses.mean())  # without it: the hard ones weigh in
 
 
 def test_prioritized_updates_priorities_of_trained_indices():

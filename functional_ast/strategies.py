@@ -265,8 +265,10 @@ def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig
     return Strategy("sundew", init, select, needs=tuple(needs))
 
 
-def by_name(name: str, target_rate: float, num_samples: int | None = None, batch_size: int = 128) -> Strategy:
-    """Build a strategy from its CLI name (one of STRATEGIES); `stale` and `prioritized` need the dataset size."""
+def by_name(name: str, target_rate: float, num_samples: int | None = None, batch_size: int = 128,
+            explore: float = 0.0) -> Strategy:
+    """Build a strategy from its CLI name (one of STRATEGIES); `stale` and `prioritized` need the dataset size
+    (`batch_size` is prioritized's nominal batch); `explore` is stale's exploration share."""
     if name == "full":
         return full()
     if name == "random":
@@ -276,7 +278,7 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
     if name == "stale":
         if num_samples is None:
             raise ConfigError("strategy 'stale' needs num_samples (the dataset size) for its score table")
-        return stale(num_samples, target_rate)
+        return stale(num_samples, target_rate, explore=explore)
     if name == "prioritized":
         if num_samples is None:
             raise ConfigError("strategy 'prioritized' needs num_samples (the dataset size) for its priorities")

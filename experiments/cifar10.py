@@ -96,8 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pool-size", type=_bounded(int, 1), default=None,
                    help="samples each step selects from after warm-up (default: batch size / target rate, so a "
                         "step trains about one --batch-size; give --batch-size to select within each batch)")
-    t.add_argument("--explore", type=_bounded(float, 0.0, 1.0), default=0.0,
-                   help="stale: share of each step's picks drawn uniformly from the pool (re-checks easy samples)")
+    t.add_argument("--stale-rule", choices=strategies.STALE_RULES, default="proportional",
+                   help="stale: draw in proportion to remembered loss, or hard (above the pool mean) first")
+    t.add_argument("--explore", type=_bounded(float, 0.0, 1.0), default=None,
+                   help="stale: share of each step's picks drawn uniformly from the pool, which re-checks samples "
+                        "whose remembered loss is out of date (default 0.2)")
     t.add_argument("--epochs", type=_bounded(int, 1), default=10)
     t.add_argument("--warmup-epochs", type=_bounded(int, 0), default=1,
                    help="epochs on all data before selection starts (controller idle)")
@@ -250,7 +253,8 @@ class _Job:
         else:
             self.optimizer = optim.adam(schedule, weight_decay=args.weight_decay)
         self.strategy = strategies.by_name(name, args.target_rate, num_samples=len(data.train),
-                                           batch_size=self.pool_size, explore=args.explore)
+                                           batch_size=self.pool_size, explore=args.explore,
+                                           stale_rule=args.stale_rule)
         self.state = init_state(self.model, self.optimizer, self.strategy, key=args.seed, device=data.device)
         self.main_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
                                          compile=args.compile, score_chunk_size=args.batch_size,

@@ -121,22 +121,29 @@ def _gumbel_top_k(log_p: Tensor, k: int, key: Tensor) -> Tensor:
     return torch.topk(keys, k).indices.sort().values
 
 
-def stale(num_samples: int, rate: float, *, explore: float = 0.0, rescale: bool = False,
-          min_selected: int = 1) -> Strategy:
-    """No scoring forward: train the samples that were hard the last time they were trained.
+STALE_RULES = ("proportional", "hard_first")
+
+
+def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore: float = 0.2,
+          rescale: bool = False, min_selected: int = 1) -> Strategy:
+    """No scoring forward: train the samples whose loss was high the last time they were trained.
 
     Each sample's loss is remembered from the last time it was trained (a per-sample table in state,
-    filled during warm-up and refreshed by `observe` with the training forward's losses). Of each batch
-    (a selection pool) of n samples, k = round(rate * n) are trained: first the *hard* ones (remembered
-    loss at or above the batch's mean, or never trained), in random order; if fewer than k are hard,
-    random easy ones fill the rest. `explore` reserves that share of k for samples drawn uniformly from
-    the whole batch, so easy samples whose remembered loss is out of date are looked at again.
-    With `rescale`, each trained loss is weighted by 1 / P(selected) (an estimate of the batch's mean
-    loss, InfoBatch-style); measured on CIFAR-10 it trained worse than without (README), so it is off.
+    filled during warm-up and refreshed by `observe` with the training forward's losses; never-trained
+    samples count as the batch's hardest). Of each batch (a selection pool) of n samples,
+    k = round(rate * n) are trained, drawn without replacement:
+    - rule "proportional": with probability p_i = (1 - explore) * loss_i / sum(loss) + explore / n;
+    - rule "hard_first": an `explore` share of k uniformly, then the *hard* samples (remembered loss at
+      or above the batch mean) in random order, then random easy ones if fewer than k are hard.
+    `explore` keeps looking at samples whose remembered loss may be out of date. With `rescale`, each
+    trained loss is weighted by 1 / (n * P(selected)), so the (self-normalised) loss estimates the
+    batch's mean loss, InfoBatch-style; measured on CIFAR-10 it trained worse than without (README), so it is off.
     """
     check_range("stale", "rate", rate, 0.0, 1.0, low_open=True)
     check_range("stale", "explore", explore, 0.0, 1.0)
     check_range("stale", "num_samples", num_samples, 1)
+    if rule not in STALE_RULES:
+        raise ConfigError(f"stale: unknown rule {rule!r}; choose one of: {', '.join(STALE_RULES)}")
 
     def init(device=None) -> TensorDict:
         return TensorDict(loss=torch.zeros(num_samples, device=device),
@@ -146,24 +153,17 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.0, rescale: bool 
         idx = batch["index"]
         n = idx.shape[0]
         k = min(n, max(min_selected, round(rate * n)))
-        k_explore = round(explore * k)
         loss, seen = state["loss"][idx], state["seen"][idx]
-        hard = ~seen | _at_or_above_seen_mean(loss, seen)
-        k_order, k_explore_key = random.split(key)
-        explored = torch.zeros(n, dtype=torch.bool, device=idx.device)
-        if k_explore:
-            explored = _mask_of(torch.topk(random.uniform(k_explore_key, n).to(idx.device), k_explore).indices, n)
-        # Explored samples first, then hard ones, then easy ones; random order within each group.
-        rank_key = random.uniform(k_order, n).to(idx.device) + 2.0 * hard + 4.0 * explored
-        index = torch.topk(rank_key, k).indices.sort().values
-        weight = None
-        if rescale:
-            n_hard = hard.sum().float()
-            rest = float(k - k_explore)
-            p_hard = (rest / n_hard.clamp_min(1.0)).clamp(max=1.0)
-            p_easy = ((rest - n_hard).clamp_min(0.0) / (n - n_hard).clamp_min(1.0)).clamp(max=1.0)
-            p = k_explore / n + (1 - k_explore / n) * torch.where(hard, p_hard, p_easy)
-            weight = 1.0 / p.clamp_min(1e-6)
+        top = torch.where(seen, loss, torch.zeros_like(loss)).max().clamp_min(1e-6)
+        loss = torch.where(seen, loss.clamp_min(0), top)  # never trained: as hard as the hardest
+        hard = _at_or_above_mean(loss)
+        if rule == "proportional":
+            p = (1 - explore) * loss / loss.sum().clamp_min(1e-12) + explore / n  # per draw
+            index = _gumbel_top_k(p.log(), k, key)
+            included = (k * p).clamp(max=1.0)  # P(selected) of k draws without replacement, about
+        else:
+            included, index = _hard_first(hard, k, round(explore * k), key)
+        weight = 1.0 / (n * included).clamp_min(1e-6) if rescale else None
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
                           stale_seen_frac=seen.float().mean(), stale_hard_frac=hard.float().mean())
         return Selection(_mask_of(index, n), weight, state, info, index)
@@ -176,10 +176,24 @@ def stale(num_samples: int, rate: float, *, explore: float = 0.0, rescale: bool 
     return Strategy("stale", init, select, observe=observe)
 
 
-def _at_or_above_seen_mean(loss: Tensor, seen: Tensor) -> Tensor:
-    """loss >= the mean remembered loss of the seen samples (no host sync: a masked mean)."""
-    mean = (loss * seen).sum() / seen.sum().clamp_min(1)
-    return loss >= mean
+def _at_or_above_mean(loss: Tensor) -> Tensor:
+    return loss >= loss.mean()
+
+
+def _hard_first(hard: Tensor, k: int, k_explore: int, key: Tensor) -> tuple[Tensor, Tensor]:
+    """(selection probability per sample, k positions ascending): k_explore uniform picks, then hard samples
+    in random order, then easy ones."""
+    n = hard.shape[0]
+    k_order, k_pick = random.split(key)
+    explored = torch.zeros(n, dtype=torch.bool, device=hard.device)
+    if k_explore:
+        explored = _mask_of(torch.topk(random.uniform(k_pick, n).to(hard.device), k_explore).indices, n)
+    rank_key = random.uniform(k_order, n).to(hard.device) + 2.0 * hard + 4.0 * explored
+    index = torch.topk(rank_key, k).indices.sort().values
+    n_hard, rest = hard.sum().float(), float(k - k_explore)
+    p_hard = (rest / n_hard.clamp_min(1.0)).clamp(max=1.0)
+    p_easy = ((rest - n_hard).clamp_min(0.0) / (n - n_hard).clamp_min(1.0)).clamp(max=1.0)
+    return k_explore / n + (1 - k_explore / n) * torch.where(hard, p_hard, p_easy), index
 
 
 def prioritized(num_samples: int, rate: float, *, batch_size: int = 128, alpha: float = 0.6,
@@ -266,9 +280,9 @@ def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig
 
 
 def by_name(name: str, target_rate: float, num_samples: int | None = None, batch_size: int = 128,
-            explore: float = 0.0) -> Strategy:
+            explore: float | None = None, stale_rule: str = "proportional") -> Strategy:
     """Build a strategy from its CLI name (one of STRATEGIES); `stale` and `prioritized` need the dataset size
-    (`batch_size` is prioritized's nominal batch); `explore` is stale's exploration share."""
+    (`batch_size` is prioritized's nominal batch); `explore` (None: its default) and `stale_rule` are stale's."""
     if name == "full":
         return full()
     if name == "random":
@@ -278,7 +292,8 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
     if name == "stale":
         if num_samples is None:
             raise ConfigError("strategy 'stale' needs num_samples (the dataset size) for its score table")
-        return stale(num_samples, target_rate, explore=explore)
+        return stale(num_samples, target_rate, rule=stale_rule,
+                     **({} if explore is None else {"explore": explore}))
     if name == "prioritized":
         if num_samples is None:
             raise ConfigError("strategy 'prioritized' needs num_samples (the dataset size) for its priorities")

@@ -248,6 +248,31 @@ class RunTracker:
         self.finish(status)
 
 
+class NullTracker:
+    """RunTracker's interface doing nothing: for the processes of a distributed run other than rank 0."""
+
+    run_id = None
+    online = True
+    buffered = 0
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def _nothing(self, *args, **kwargs):
+        return None
+
+    log_params = log_metrics = log_figure = log_text = log_dict = adopt = save_fallback = finish = _nothing
+
+    def flush(self) -> bool:
+        return True
+
+    def __enter__(self) -> "NullTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
@@ -288,27 +313,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-class NullTracker:
-    """RunTracker's interface doing nothing: for the processes of a distributed run other than rank 0."""
-
-    run_id = None
-    online = True
-    buffered = 0
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def _nothing(self, *args, **kwargs):
-        return None
-
-    log_params = log_metrics = log_figure = log_text = log_dict = adopt = save_fallback = finish = _nothing
-
-    def flush(self) -> bool:
-        return True
-
-    def __enter__(self) -> "NullTracker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None

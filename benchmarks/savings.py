@@ -68,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-epochs", type=int, default=1)
     p.add_argument("--cooldown-epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--json", default="savings.json")
     args = p.parse_args(argv)
     epochs = args.epochs or (4 if args.quick else FULL_EPOCHS)
     common = ["--data", args.data, "--model", args.model, "--target-rate", str(args.target_rate),
               "--epochs", str(epochs), "--warmup-epochs", str(args.warmup_epochs), "--cooldown-epochs",
-              str(args.cooldown_epochs), "--seed", str(args.seed), "--no-progress", "--experiment", "savings-benchmark"]
+              str(args.cooldown_epochs), "--seed", str(args.seed), "--batch-size", str(args.batch_size), "--no-progress",
+              "--experiment", "savings-benchmark"]
     if args.quick:
         common += ["--limit-train", "10000", "--limit-test", "2000"]
     if args.tracking_uri:

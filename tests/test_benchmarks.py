@@ -45,3 +45,38 @@ def test_comparison_table_ratios_and_accuracy_at_random_time():
     assert rows["sundew"]["speedup_vs_full"] == pytest.approx(2.5)
     assert rows["sundew"]["acc_at_random_time"] == 0.55 and rows["full"]["acc_at_random_time"] is None
     assert accuracy_at(results[1].history, 20) == 0.6
+
+
+def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, monkeypatch, capsys):
+    import json
+
+    from benchmarks import controller_targets
+    from test_cli import _image_folder
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    code = controller_targets.main(["--data", str(data), "--targets", "0.25,0.5", "--epochs", "3", "--batch-size",
+                                    "16", "--limit-test", "24", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json",
+                                    str(tmp_path / "c.json")])
+    rows = json.loads((tmp_path / "c.json").read_text())
+    assert [r["target"] for r in rows] == [0.25, 0.5] and code in (0, 1)
+    assert all(len(r["gated_epoch_rates"]) == 2 and 0 < r["gated_epoch_rates"][-1] <= 1 for r in rows)
+    assert "| 0.25 |" in capsys.readouterr().out
+
+
+def test_savings_benchmark_runs_both_phases_and_prints_both_ratios(tmp_path, monkeypatch, capsys):
+    import json
+
+    from test_cli import _image_folder
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    code = savings.main(["--data", str(data), "--epochs", "3", "--target-rate", "0.25", "--batch-size", "16",
+                         "--tracking-uri",
+                         f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "s.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "P1 time_ratio = " in out and "P2 acc_vs_random_at_equal_time = " in out
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert [r["strategy"] for r in report["epoch_budget"]] == ["full", "random", *savings.AST]
+    assert [r["strategy"] for r in report["equal_time"]] == ["random", *savings.AST]

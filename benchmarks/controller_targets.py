@@ -41,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         data = data or cifar10.load_data(run_args)
         folder, _ = cifar10.run_folder(run_args, name)
         result = cifar10.run_strategy(run_args, "sundew", data, folder=folder, run_name=name)
-        gated = [e["epoch_activation_rate"] for e in result.history.epochs[1:]]
+        epochs = result.history.epochs
+        gated = [e["epoch_activation_rate"] for e in epochs[1:]]
         _, threshold = result.history.series("threshold")
         tolerance = max(0.01, 0.1 * target)
         rows.append(dict(target=target, gated_epoch_rates=gated, final_threshold=threshold[-1],
-                         updates_per_gated_epoch=len(threshold) // max(1, len(gated)),
+                         # steps after warm-up (the controller moves once per step), not logged points
+                         updates_per_gated_epoch=(epochs[-1]["steps"] - epochs[0]["steps"]) // max(1, len(gated)),
                          within_tolerance=abs(gated[-1] - target) <= tolerance, tolerance=tolerance))
     print("\n| target | rate per gated epoch | controller updates per epoch | final threshold | last epoch within "
           "tolerance |")

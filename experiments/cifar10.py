@@ -620,7 +620,7 @@ def _train_epochs(args, name, job: _Job, state, progress: Progress, tracker, clo
         progress.eval_time += time.perf_counter() - start
         after = _counters(state)
         seen = after["samples_seen"] - before["samples_seen"]
-        record = dict(epoch=epoch + 1, all_data=float(all_data), test_accuracy=test["accuracy"],
+        record = dict(epoch=epoch + 1, steps=int(state["step"]), all_data=float(all_data), test_accuracy=test["accuracy"],
                       test_loss=test["loss"], train_time_s=progress.train_time, eval_time_s=progress.eval_time,
                       epoch_activation_rate=(after["samples_trained"] - before["samples_trained"]) / max(1, seen),
                       epoch_saved_pct=_saved(after, before), saved_pct=_saved(after),

@@ -61,6 +61,8 @@ def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, mon
     rows = json.loads((tmp_path / "c.json").read_text())
     assert [r["target"] for r in rows] == [0.25, 0.5] and code in (0, 1)
     assert all(len(r["gated_epoch_rates"]) == 2 and 0 < r["gated_epoch_rates"][-1] <= 1 for r in rows)
+    # one controller update per pool of batch/target samples: the higher target has smaller pools, more updates
+    assert rows[1]["updates_per_gated_epoch"] > rows[0]["updates_per_gated_epoch"] > 0
     assert "| 0.25 |" in capsys.readouterr().out
 
 

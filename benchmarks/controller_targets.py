@@ -14,7 +14,8 @@ import argparse
 import json
 import sys
 
-from experiments import cifar10
+import functional_ast as fa
+from functional_ast import cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
                     "--experiment", "controller-targets", "--run-name", name]
         argv_run += ["--limit-train", str(args.limit_train)] if args.limit_train else []
         argv_run += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
-        run_args = cifar10.build_parser().parse_args(argv_run)
-        data = data or cifar10.load_data(run_args)
-        folder, _ = cifar10.run_folder(run_args, name)
-        result = cifar10.run_strategy(run_args, "sundew", data, folder=folder, run_name=name)
+        run_args = cli.build_parser().parse_args(argv_run)
+        data = data or cli.load_data(run_args)
+        tracker = fa.MLflowTracking(run_args.tracking_uri, run_args.experiment, name, log_model=False, announce=None)
+        result = fa.fit(cli.model_builder("cnn", data), data, None, cli.train_config(run_args), name=name,
+                        callbacks=[tracker])
         epochs = result.history.epochs
         gated = [e["epoch_activation_rate"] for e in epochs[1:]]
         _, threshold = result.history.series("threshold")

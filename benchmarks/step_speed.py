@@ -40,7 +40,7 @@ from tensordict import TensorDict
 import functional_ast as fa
 from functional_ast import strategies
 from functional_ast.models import build_model
-from functional_ast.sampling import PrioritizedBatches
+from functional_ast import sampling
 from torch.profiler import record_function
 
 RATE = 0.1
@@ -96,9 +96,7 @@ class Runner:
         self.state = fa.init_state(model, tx, strategy, key=0, device=self.device)
         self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled",
                                        score_chunk_size=args.batch_size)
-        if strategy.sampling:
-            self.sampler = PrioritizedBatches(self.n, strategy.sampling, seed=0)
-            self.sampler.sync(self.state["selector"]["priority"])
+        self.sampler = strategy.sampling  # prioritised draws: a pure function of the state's table and a key
 
     def _batch(self) -> TensorDict:
         b = self.pool
@@ -107,7 +105,9 @@ class Runner:
         index = torch.arange(self.cursor, self.cursor + b, device=self.device)
         self.cursor += b
         if self.sampler is not None:
-            index, weight = self.sampler.draw(self.strategy.sampling.k)
+            key = fa.prng.key(self.cursor)
+            index, weight = sampling.prioritized_draw(self.state["selector"]["priority"], self.sampler.k,
+                                                      self.sampler.alpha, self.sampler.beta, key)
             index = index.to(self.device)
             return TensorDict(image=self.images[index], label=self.labels[index], index=index,
                               weight=weight.to(self.device), batch_size=[index.shape[0]])
@@ -126,8 +126,6 @@ class Runner:
             self.opt.step()
             return
         self.state, metrics = self.step(self.state, batch)
-        if self.sampler is not None:
-            self.sampler.update(batch["index"], self.state["selector"]["priority"][batch["index"]])
 
     def run(self, steps: int) -> float:
         _sync(self.device)
@@ -163,10 +161,10 @@ def breakdown(runner: Runner, steps: int) -> dict[str, float]:
         "gather": get("fa::gather", 0.0),
         "model_update": get("fa::update", 0.0),
         "observe": get("fa::observe", 0.0),
-        "energy_accounting": get("fa::energy", 0.0),
+        "work_accounting": get("fa::work", 0.0),
     }
     inside = get("fa::select", 0.0) + get("fa::gather", 0.0) + get("fa::update", 0.0) + get("fa::observe", 0.0) \
-        + get("fa::energy", 0.0)
+        + get("fa::work", 0.0)
     select_rest = get("fa::select", 0.0) - parts["scoring_forward"] - parts["significance"] - parts["gate"] \
         - parts["controller"]
     parts["bookkeeping"] = max(0.0, total_us - inside) + max(0.0, select_rest)

@@ -12,12 +12,13 @@ Files load with `torch.load(weights_only=True)`: nothing in them is executed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from tensordict import TensorDict
+
+from .io import atomic_save
 
 FORMAT = 1
 _SEP = "/"  # key paths are joined with "/" (parameter names contain dots, never slashes)
@@ -74,38 +75,18 @@ def save(directory: str | Path, state: TensorDict, meta: dict[str, Any], keep: i
     if keep < 1:
         raise CheckpointError(f"keep must be >= 1, got {keep}")
     final = path_for(directory, int(state["step"]))
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         leaves, sizes = _flatten(state)
         payload = {"format": FORMAT, "leaves": leaves, "batch_sizes": sizes,
                    "meta": json.dumps(meta, default=str)}
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(directory)
+        atomic_save(final, payload)  # via the hidden `.step-*.pt.tmp-<pid>`, which list_checkpoints never sees
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {final}: {error.strerror or error}; choose a writable "
                               "--checkpoint-dir with free space") from None
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return final
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

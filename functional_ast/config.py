@@ -1,8 +1,11 @@
-"""Validation shared by the frozen config dataclasses: one clear message per bad value."""
+"""Configuration: `TrainConfig`, and the validation shared by the frozen config dataclasses (one clear
+message per bad value, naming the field)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 
 class ConfigError(ValueError):
@@ -21,3 +24,96 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
         hi = "inf" if high is None else f"{high}"
         interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
         raise ConfigError(f"{owner}.{name} must be in {interval}, got {value!r}")
+
+
+STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized")
+STALE_RULE_NAMES = ("proportional", "hard_first")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run's results (what a resume must match), validated on creation.
+
+    A time or FLOP budget replaces `epochs` as the end of training: the learning-rate schedule is
+    re-planned as the budget is spent, so it anneals fully at the budget; `epochs` then only caps the run.
+    """
+
+    strategy: str = "sundew"
+    target_rate: float = 0.1
+    epochs: int = 10
+    warmup_epochs: int = 1
+    cooldown_epochs: int = 0
+    batch_size: int = 128
+    pool_size: int | None = None
+    stale_rule: str = "proportional"
+    explore: float | None = None
+    optimizer: str = "sgd"
+    lr: float | None = None
+    weight_decay: float = 5e-4
+    augment: bool = True
+    seed: int = 0
+    compile: bool = False
+    time_budget: float | None = None
+    flop_budget: float | None = None
+    label_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        name = "TrainConfig"
+        _one_of(name, "strategy", self.strategy, STRATEGY_NAMES)
+        _one_of(name, "stale_rule", self.stale_rule, STALE_RULE_NAMES)
+        _one_of(name, "optimizer", self.optimizer, ("sgd", "adam"))
+        check_range(name, "target_rate", self.target_rate, 0.0, 1.0, low_open=True)
+        for field_name, low in (("epochs", 1), ("warmup_epochs", 0), ("cooldown_epochs", 0), ("batch_size", 2)):
+            _integer(name, field_name, getattr(self, field_name), low)
+        if self.pool_size is not None:
+            _integer(name, "pool_size", self.pool_size, 1)
+        if self.explore is not None:
+            check_range(name, "explore", self.explore, 0.0, 1.0)
+        if self.lr is not None:
+            check_range(name, "lr", self.lr, 0.0, low_open=True)
+        check_range(name, "weight_decay", self.weight_decay, 0.0)
+        check_range(name, "label_noise", self.label_noise, 0.0, 1.0, high_open=True)
+        _integer(name, "seed", self.seed, None)
+        for field_name in ("time_budget", "flop_budget"):
+            if getattr(self, field_name) is not None:
+                check_range(name, field_name, getattr(self, field_name), 0.0, low_open=True)
+        if self.time_budget is not None and self.flop_budget is not None:
+            raise ConfigError(f"{name}: give time_budget or flop_budget, not both")
+
+    @property
+    def peak_lr(self) -> float:
+        """`lr`, or the optimiser's default peak: 0.05 for SGD, 1e-3 for Adam."""
+        return self.lr if self.lr is not None else (0.05 if self.optimizer == "sgd" else 1e-3)
+
+    @property
+    def gated(self) -> bool:
+        """Whether the strategy selects (every strategy but `full`)."""
+        return self.strategy != "full"
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """("time", seconds) or ("flops", count), or None when `epochs` ends training."""
+        if self.time_budget is not None:
+            return "time", float(self.time_budget)
+        if self.flop_budget is not None:
+            return "flops", float(self.flop_budget)
+        return None
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with `changes` (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _one_of(owner: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}.{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _integer(owner: str, name: str, value, low: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{owner}.{name} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ConfigError(f"{owner}.{name} must be >= {low}, got {value}")

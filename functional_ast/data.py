@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor
 
+from .config import ConfigError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 CIFAR_META = "batches.meta"
 CIFAR_DIR = "cifar-10-batches-py"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: grayscale images decode to 1 channel
 _HOW_TO_PROVIDE = (
     "Pass --data PATH pointing to a CIFAR-10 directory (cifar-10-batches-py, or an ImageFolder "
     "tree with train/ and test/) or a .tar.gz of either."
@@ -42,7 +44,9 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """A labelled image set: `data` has batch_size [N], keys "image" (uint8 [N,C,H,W]) and "label" (int64 [N])."""
+    """A labelled image set: `data` has batch_size [N], keys "image" (uint8 [N,C,H,W]) and "label" (int64 [N]),
+    plus "clean_label" (int64 [N]) after `with_label_noise`. "image" may be memory-mapped (e.g. a
+    tensordict.MemoryMappedTensor or torch.from_file): batches gather only the rows they need."""
 
     data: TensorDict
     classes: tuple[str, ...]
@@ -94,12 +98,35 @@ def _is_image_name(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _is_palette_png(buf: Tensor) -> bool:
+    """A PNG of colour type 3, whose UNCHANGED decoding would give palette indices instead of colours."""
+    head = bytes(buf[:26].tolist())
+    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[25] == 3
+
+
+def _normalise_decoded(img: Tensor, buf: Tensor) -> Tensor:
+    """One decoded image → uint8 [1,H,W] (grayscale) or [3,H,W] (colour)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    if img.dim() == 4:  # animated GIF: its first frame
+        img = img[0]
+    if img.shape[0] == 2:  # grayscale + alpha: drop the alpha
+        img = img[:1]
+    elif img.shape[0] == 4:  # RGBA PNG or CMYK JPEG: let the decoder convert to RGB
+        img = decode_image(buf, mode=ImageReadMode.RGB)
+    if img.dtype != torch.uint8:  # 16-bit PNG: 0..65535 → 0..255
+        img = ((img.to(torch.int32) + 128) // 257).clamp_(0, 255).to(torch.uint8)
+    return img
+
+
 def _decode_one(buf: Tensor, name: str) -> Tensor:
-    """Decode one image to uint8 RGB [3,H,W], falling back to Pillow for formats torchvision lacks (BMP)."""
+    """Decode one image to uint8 [1,H,W] (a grayscale file) or [3,H,W] (colour; palettes expanded, alpha
+    dropped), falling back to Pillow for formats torchvision lacks (BMP)."""
     from torchvision.io import ImageReadMode, decode_image
 
     try:
-        return decode_image(buf, mode=ImageReadMode.RGB)
+        mode = ImageReadMode.RGB if _is_palette_png(buf) else ImageReadMode.UNCHANGED
+        return _normalise_decoded(decode_image(buf, mode=mode), buf)
     except Exception as e:
         error = e
     try:
@@ -107,7 +134,9 @@ def _decode_one(buf: Tensor, name: str) -> Tensor:
         from PIL import Image
 
         with Image.open(io.BytesIO(buf.numpy().tobytes())) as im:
-            return torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+            gray = im.mode in ("1", "L", "LA", "La")
+            pixels = torch.from_numpy(np.array(im.convert("L" if gray else "RGB"), dtype=np.uint8))
+            return (pixels[None] if gray else pixels.permute(2, 0, 1)).contiguous()
     except Exception:
         raise DataError(
             f"cannot decode image {name} ({_short(error)}); remove or replace this file and try again"
@@ -115,7 +144,8 @@ def _decode_one(buf: Tensor, name: str) -> Tensor:
 
 
 def _decode(files: list[tuple[str, bytes]], image_size: int | None, where: str) -> Tensor:
-    """Decode (name, bytes) pairs to one uint8 [N,3,H,W] tensor (all JPEGs in one batched call)."""
+    """Decode (name, bytes) pairs to one uint8 [N,C,H,W] tensor (all JPEGs in one batched call): C is 1 if
+    every image is grayscale, else 3 (grayscale images among colour ones are repeated to 3 channels)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if not files:
@@ -125,14 +155,22 @@ def _decode(files: list[tuple[str, bytes]], image_size: int | None, where: str) 
     jpeg = [i for i, (n, _) in enumerate(files) if n.lower().endswith((".jpg", ".jpeg"))]
     if jpeg:
         try:
-            for i, img in zip(jpeg, decode_jpeg([bufs[i] for i in jpeg], mode=ImageReadMode.RGB)):
-                out[i] = img
+            for i, img in zip(jpeg, decode_jpeg([bufs[i] for i in jpeg], mode=ImageReadMode.UNCHANGED)):
+                if img.shape[0] in (1, 3):  # CMYK (4 channels) is converted one by one below
+                    out[i] = img
         except Exception:  # a bad or mislabelled file: decoding one by one below names it
             pass
     for i, img in enumerate(out):
         if img is None:
             out[i] = _decode_one(bufs[i], files[i][0])
-    return _same_size(out, [n for n, _ in files], image_size)
+    return _same_size(_same_channels(out), [n for n, _ in files], image_size)
+
+
+def _same_channels(images: list[Tensor]) -> list[Tensor]:
+    """All grayscale: unchanged ([1,H,W] each). Grayscale mixed with colour: all as 3 channels."""
+    if any(img.shape[0] != 1 for img in images):
+        return [img.expand(3, -1, -1) if img.shape[0] == 1 else img for img in images]
+    return images
 
 
 def _same_size(images: list[Tensor], names: list[str], image_size: int | None) -> Tensor:
@@ -154,8 +192,15 @@ def _same_size(images: list[Tensor], names: list[str], image_size: int | None) -
     return torch.stack(images)
 
 
+def _check_image_size(image_size) -> None:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise DataError(f"image size must be a positive number of pixels (--image-size N), got {image_size!r}")
+
+
 def _resize(images: Tensor, image_size: int | None) -> Tensor:
-    """Antialiased resize of uint8 [N,C,H,W] to [N,C,size,size]; a no-op if size is None or already met."""
+    """Antialiased resize of uint8 [N,C,H,W] to [N,C,size,size] (non-square images are stretched, not cropped);
+    a no-op if size is None or already met."""
     if image_size is None or images.shape[-2:] == (image_size, image_size):
         return images
     from torchvision.transforms.v2.functional import resize
@@ -182,8 +227,11 @@ def _build(files: list[tuple[str, str, bytes]], classes: list[str], image_size, 
 
 
 def load_image_folder(root, image_size: int | None = None) -> LabelledImages:
-    """Load an ImageFolder tree root/<class>/<image> (classes = sorted folder names, images found
-    recursively, hidden and non-image files skipped); raises DataError if there are no images."""
+    """Load an ImageFolder tree root/<class>/<image> (any number of classes = sorted folder names, images found
+    recursively, hidden and non-image files skipped) as uint8 [N,1,H,W] if every image is grayscale, else
+    [N,3,H,W] (grayscale images among colour ones are repeated to 3 channels). Images of different sizes need
+    image_size, which resizes every image to image_size x image_size. Raises DataError if there are no images."""
+    _check_image_size(image_size)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory")
@@ -363,22 +411,17 @@ def _read_cache(folder: Path) -> tuple[LabelledImages, LabelledImages] | None:
 
 def _write_cache(folder: Path, train: LabelledImages, test: LabelledImages) -> None:
     """Write into a temporary sibling folder, then rename: a killed process never leaves a trusted half cache."""
-    tmp = None
+    from .io import atomic_dir
+
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-        train.data.memmap(tmp / "train")
-        test.data.memmap(tmp / "test")
-        (tmp / "classes.json").write_text(json.dumps({"classes": list(train.classes)}))
-        os.replace(tmp, folder)
-        tmp = None
+        with atomic_dir(folder) as tmp:  # an existing cache (another writer won the race) makes the rename fail
+            train.data.memmap(tmp / "train")
+            test.data.memmap(tmp / "test")
+            (tmp / "classes.json").write_text(json.dumps({"classes": list(train.classes)}))
     except Exception as e:
         if not (folder / "classes.json").is_file():  # not merely lost a race to another writer
             warnings.warn(f"could not write data cache in {folder.parent} ({_short(e)}); continuing without it",
                           stacklevel=3)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -393,7 +436,10 @@ def load_dataset(
     cache: bool = True,
 ) -> tuple[LabelledImages, LabelledImages]:
     """Return (train, test) from torchvision CIFAR-10 in `root` (source None), a directory, or a tar(.gz);
-    path sources are cached under root/cache/<fingerprint>/. Every user-facing failure is a DataError."""
+    path sources are cached under root/cache/<fingerprint>/ (the fingerprint includes image_size).
+    ImageFolder images load as in `load_image_folder`; a grayscale split next to a colour one is repeated to 3
+    channels. Every user-facing failure is a DataError."""
+    _check_image_size(image_size)
     if source is None:
         return _load_torchvision_cifar(Path(root), download, image_size)
     path = Path(source).expanduser()
@@ -405,6 +451,7 @@ def load_dataset(
     if folder is not None and (cached := _read_cache(folder)) is not None:
         return cached
     train, test = _load_directory(path, image_size) if path.is_dir() else _load_archive(path, image_size)
+    train, test = _as_colour(train, test), _as_colour(test, train)
     if train.data["image"].shape[1:] != test.data["image"].shape[1:]:
         raise DataError(
             f"train images are {list(train.data['image'].shape[1:])} but test images are "
@@ -413,6 +460,13 @@ def load_dataset(
     if folder is not None:
         _write_cache(folder, train, test)
     return train, test
+
+
+def _as_colour(ds: LabelledImages, other: LabelledImages) -> LabelledImages:
+    """`ds` with its grayscale images repeated to 3 channels if `other` is in colour; else `ds` itself."""
+    if ds.data["image"].shape[1] == 1 and other.data["image"].shape[1] == 3:
+        return from_tensors(ds.data["image"].repeat(1, 3, 1, 1), ds.data["label"], ds.classes)
+    return ds
 
 
 def _load_torchvision_cifar(root: Path, download: bool, image_size) -> tuple[LabelledImages, LabelledImages]:
@@ -455,6 +509,37 @@ def balanced_subset(ds: LabelledImages, n: int, seed: int) -> LabelledImages:
         picks.append(members[torch.randperm(len(members), generator=g)[:count]])
     index = torch.cat(picks).sort().values
     return LabelledImages(ds.data[index], ds.classes)
+
+
+def with_label_noise(ds: LabelledImages, fraction: float, seed: int) -> LabelledImages:
+    """A copy of `ds` in which exactly round(fraction * N) samples, picked by a generator seeded from `seed`, have
+    their label replaced by a uniformly random *other* class; "clean_label" keeps the labels from before (from
+    before the first call, if noise is added twice). The input is untouched (the images are shared, not copied).
+    fraction 0 returns `ds` itself; fraction must be in [0, 1) (else ConfigError)."""
+    if (isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not math.isfinite(fraction)
+            or not 0 <= fraction < 1):
+        raise ConfigError(f"label_noise must be a fraction in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return ds
+    num_classes = len(ds.classes)
+    if num_classes < 2:
+        raise ConfigError(f"label_noise needs at least 2 classes to pick a wrong label from, got {num_classes}")
+    labels = ds.data["label"]
+    g = _generator(seed, "label_noise")
+    picked = torch.randperm(len(ds), generator=g)[:round(fraction * len(ds))]
+    shift = torch.randint(1, num_classes, (len(picked),), generator=g)  # (label + 1..C-1) mod C: any other class
+    noisy = labels.cpu().clone()
+    noisy[picked] = (noisy[picked] + shift) % num_classes
+    entries = dict(ds.data.items())
+    entries.setdefault("clean_label", labels.clone())
+    entries["label"] = noisy.to(labels.device)
+    return LabelledImages(TensorDict(entries, batch_size=ds.data.batch_size, device=ds.data.device), ds.classes)
+
+
+def describe(ds: LabelledImages) -> dict:
+    """Summary for tracking: {"num_samples": N, "num_classes": K, "image_shape": (C, H, W)}."""
+    return {"num_samples": len(ds), "num_classes": len(ds.classes),
+            "image_shape": tuple(int(s) for s in ds.data["image"].shape[1:])}
 
 
 def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:

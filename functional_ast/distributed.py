@@ -3,7 +3,7 @@
 The contract that keeps every rank identical to one process over the same global batches:
 - every rank gets the *same* global batch (the dataset is in memory on each rank; building a
   batch of a few hundred images is cheap next to the model's work) and runs the *same*
-  selection on it with the same key, so gate, controller, energy counters and stale-score /
+  selection on it with the same key, so gate, controller, work counters and stale-score /
   priority tables stay bit-identical on every rank without being sent, and the controller
   sees the global activation rate;
 - the model's work is split: each rank scores its contiguous shard of the batch's rows

@@ -146,18 +146,46 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     return GradientTransformation(init, update)
 
 
-def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransformation:
-    """u * -lr, where lr may be a schedule of the number of updates applied so far."""
+class HorizonSchedule(NamedTuple):
+    """A schedule `fn(count, horizon)` whose horizon (total steps) lives in the optimiser state, where a loop
+    that learns how many steps its budget affords can re-plan it with `set_horizon` (optax's inject_hyperparams)."""
+
+    fn: Callable[[Tensor, Tensor], Tensor]
+    horizon: int
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule | HorizonSchedule) -> GradientTransformation:
+    """u * -lr, where lr may be a schedule of the number of updates applied so far (and of the state's
+    `horizon`, for a HorizonSchedule)."""
+    over_horizon = isinstance(learning_rate, HorizonSchedule)
 
     def init(params):
+        if over_horizon:
+            return TensorDict(count=_count(params),
+                              horizon=torch.tensor(float(learning_rate.horizon), device=_device_of(params)))
         return TensorDict(count=_count(params))
 
     def update(grads, state, params):
-        lr = learning_rate(state["count"]) if callable(learning_rate) else learning_rate
+        if over_horizon:
+            lr = learning_rate.fn(state["count"], state["horizon"])
+        else:
+            lr = learning_rate(state["count"]) if callable(learning_rate) else learning_rate
         keys, g = _leaves(grads)
-        return _tree(keys, torch._foreach_mul(g, -lr), grads), TensorDict(count=state["count"] + 1)
+        new_state = TensorDict(count=state["count"] + 1)
+        if over_horizon:
+            new_state["horizon"] = state["horizon"]
+        return _tree(keys, torch._foreach_mul(g, -lr), grads), new_state
 
     return GradientTransformation(init, update)
+
+
+def set_horizon(opt_state: TensorDict, horizon: float) -> TensorDict:
+    """A copy of `opt_state` with every HorizonSchedule's horizon set to `horizon` (steps); nothing mutated."""
+    out = opt_state.copy()  # shallow: leaves shared, structure new
+    for key in opt_state.keys(include_nested=True, leaves_only=True):
+        if (key if isinstance(key, str) else key[-1]) == "horizon":
+            out.set(key, torch.full_like(opt_state.get(key), float(horizon)))
+    return out
 
 
 def sgd(learning_rate: ScalarOrSchedule, momentum: float = 0.9, nesterov: bool = False,
@@ -192,3 +220,18 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int = 0, final: f
         return torch.where(c < warmup_steps, warm, cosine)
 
     return schedule
+
+
+def warmup_cosine_over_horizon(peak: float, horizon: int, warmup_steps: int = 0, final: float = 0.0
+                               ) -> HorizonSchedule:
+    """`warmup_cosine` whose total steps is the optimiser state's horizon (re-plannable with `set_horizon`)."""
+    warmup_steps = max(0, int(warmup_steps))
+
+    def schedule(count: Tensor, total: Tensor) -> Tensor:
+        c = count.to(torch.float32)
+        warm = peak * (c + 1) / max(1, warmup_steps)
+        progress = ((c - warmup_steps) / (total - warmup_steps).clamp_min(1.0)).clamp(0.0, 1.0)
+        cosine = final + 0.5 * (peak - final) * (1 + torch.cos(math.pi * progress))
+        return torch.where(c < warmup_steps, warm, cosine)
+
+    return HorizonSchedule(schedule, max(1, int(horizon)))

@@ -29,7 +29,7 @@ def rate_and_threshold(steps: Sequence[int], rate: Sequence[float], rate_ema: Se
     return fig
 
 
-def energy_saved(steps: Sequence[int], step_saved: Sequence[float], cumulative: Sequence[float]):
+def flops_saved(steps: Sequence[int], step_saved: Sequence[float], cumulative: Sequence[float]):
     """FLOPs saved vs full training, per step and cumulative (%)."""
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(steps, step_saved, lw=0.5, alpha=0.4, label="this step")
@@ -78,5 +78,66 @@ def compare_rates(rates: dict[str, tuple[tuple[list, list], tuple[list, list]]])
     ax1.legend(loc="upper right")
     ax2.set_ylabel("gate threshold")
     ax2.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+def _seed_curve(records: list[dict], x_key: str, y_key: str):
+    """One seed's (x, y) as float arrays sorted by x, records lacking either key skipped."""
+    import numpy as np
+
+    pts = sorted((float(r[x_key]), float(r[y_key])) for r in records
+                 if r.get(x_key) is not None and r.get(y_key) is not None)
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+
+def compare_bands(runs: dict[str, list[list[dict]]], x_key: str, x_label: str, y_key: str = "test_accuracy",
+                  y_label: str = "test accuracy", reference: float | None = None,
+                  reference_label: str = "reference"):
+    """Mean `y_key` vs `x_key` over seeds, one line per strategy, shaded min-max over seeds.
+
+    `runs[name]` is a list of seeds, each a list of per-epoch records. Seeds are interpolated
+    (numpy.interp) onto a common grid over the x range every seed of that strategy covers; a
+    strategy with one seed is its plain line. `reference` adds a dashed horizontal line.
+    Raises ValueError for a strategy whose seeds have no x range in common or no points.
+    """
+    import numpy as np
+
+    log_x = x_key == "flops_spent"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    any_band = False
+    for i, (name, seeds) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        curves = [c for c in (_seed_curve(s, x_key, y_key) for s in seeds) if len(c[0])]
+        if not curves:
+            raise ValueError(f"compare_bands: strategy {name!r} has no ({x_key}, {y_key}) points")
+        if len(curves) == 1:
+            ax.plot(curves[0][0], curves[0][1], marker="o", ms=3, color=color, label=f"{name} (1 seed)")
+            continue
+        lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+        if lo > hi:
+            raise ValueError(f"compare_bands: the seeds of {name!r} share no {x_key} range")
+        if hi == lo:
+            grid = np.array([lo])
+        elif log_x and lo > 0:
+            grid = np.geomspace(lo, hi, 200)
+        else:
+            grid = np.linspace(lo, hi, 200)
+        ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+        ax.plot(grid, ys.mean(axis=0), color=color, label=f"{name} (mean of {len(curves)} seeds)")
+        ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.2, lw=0)
+        any_band = True
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"{reference_label} ({reference:.4g})")
+        # axhline rescales only when outside the current view: one on its edge would hide in the frame.
+        ax.update_datalim([(ax.dataLim.x0, reference)], updatex=False)
+        ax.autoscale_view(scalex=False)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if any_band:
+        ax.set_title("shaded: min to max over seeds", fontsize=9)
+    ax.legend()
     fig.tight_layout()
     return fig

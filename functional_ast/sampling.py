@@ -1,44 +1,77 @@
-"""Prioritised batch sampling with torchrl's sum tree (the one stateful helper of the loop).
+"""How a step's samples are drawn: epoch order, selection pools and prioritised draws.
 
-The priorities' source of truth is the state table `selector.priority` (saved with the
-state); this object is a cache of it for fast sampling, rebuilt with `sync` after
-warm-up or a resume, and kept current with `update` after each step.
+Pure functions of (seed, epoch, position) and the selector state: there is no sampler object
+to keep in step with the state, so a resumed run re-draws exactly the batches it would have
+drawn. A draw returns dataset indices only; the trainer gathers (and augments) the images
+of just those samples, so a strategy that selects from indices alone (`Strategy.index_only`,
+or a prioritised draw) never pays for the images of samples it does not train.
 """
 
 from __future__ import annotations
 
+import hashlib
+from typing import NamedTuple
+
 import torch
 from tensordict import TensorDict
 from torch import Tensor
-from torchrl.data import LazyTensorStorage, ReplayBuffer
-from torchrl.data.replay_buffers.samplers import PrioritizedSampler
 
-from .strategies import PrioritySampling
+from . import prng
+from .strategies import Strategy
 
 
-class PrioritizedBatches:
-    """Draw index batches with P(i) ~ priority_i ** alpha and importance weights; priorities from state."""
+class Draw(NamedTuple):
+    """Dataset indices to gather, their loss weights (or None), and whether they are already the trained set
+    (True) or a pool the step still selects from by scores (False)."""
 
-    def __init__(self, num_samples: int, cfg: PrioritySampling, seed: int):
-        self.num_samples = num_samples
-        sampler = PrioritizedSampler(max_capacity=num_samples, alpha=cfg.alpha, beta=cfg.beta, eps=1e-6)
-        self.buffer = ReplayBuffer(storage=LazyTensorStorage(num_samples), sampler=sampler,
-                                   generator=torch.Generator().manual_seed(seed))
-        self.buffer.extend(TensorDict(index=torch.arange(num_samples), batch_size=[num_samples]))
+    index: Tensor
+    weight: Tensor | None
+    selected: bool
 
-    def sync(self, priority: Tensor) -> None:
-        """Rebuild the tree from the state's priority table."""
-        self.buffer.update_priority(torch.arange(self.num_samples), priority.detach().cpu().clamp_min(1e-6))
 
-    def update(self, index: Tensor, priority: Tensor) -> None:
-        """Set the priorities of `index` (after they were trained)."""
-        self.buffer.update_priority(index.detach().cpu(), priority.detach().cpu().clamp_min(1e-6))
+def stream_seed(seed: int, epoch: int, batch: int = -1, stream: int = 0) -> int:
+    """A 63-bit seed from a hash of (seed, epoch, batch, stream): streams that never collide."""
+    parts = (seed, epoch) if batch < 0 else ((seed, epoch, batch) if stream == 0 else (seed, epoch, batch, stream))
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
-    def draw(self, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """k dataset indices (with replacement) and their importance weights (max 1). With a
-        `generator` (e.g. one per (seed, epoch, batch)) the draw depends only on it and the priorities,
-        so a resumed run draws the same batches."""
-        if generator is not None:
-            self.buffer.set_rng(generator)
-        sample, info = self.buffer.sample(k, return_info=True)
-        return sample["index"], torch.as_tensor(info["priority_weight"], dtype=torch.float32)
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
+    """The shuffled order of an epoch (as `data.iterate_batches` uses): a function of (seed, epoch) alone."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(stream_seed(seed, epoch)))
+
+
+def prioritized_draw(priority: Tensor, k: int, alpha: float, beta: float, key: Tensor) -> tuple[Tensor, Tensor]:
+    """k indices drawn with replacement with P(i) ~ max(priority_i, 1e-6) ** alpha, and their importance
+    weights (P(i) / min P) ** -beta (at most 1), as prioritised replay defines them; pure in (priority, key)."""
+    p = priority.detach().double().clamp_min(1e-6).pow(alpha)
+    cdf = p.cumsum(0)
+    u = prng.uniform(key, k).to(cdf.device).double() * cdf[-1]
+    index = torch.searchsorted(cdf, u, right=True).clamp(max=p.shape[0] - 1)
+    weight = (p[index] / p.min()).pow(-beta)
+    return index, weight.float()
+
+
+def draw(strategy: Strategy, selector: TensorDict, order: Tensor, *, batch: int, size: int, seed: int, epoch: int,
+         all_data: bool) -> Draw:
+    """Batch `batch` of `epoch`: the slice [batch*size, (batch+1)*size) of `order` (all-data epochs, and pools
+    for a scoring strategy); the samples an index-only strategy selects from that pool; or `rate * size`
+    prioritised draws over the whole data set for a sampling strategy."""
+    key = prng.key(stream_seed(seed, epoch, batch, stream=1))
+    if strategy.sampling is not None and not all_data:
+        index, weight = prioritized_draw(selector["priority"], strategy.sampling.k, strategy.sampling.alpha,
+                                         strategy.sampling.beta, key)
+        return Draw(index.to(order.device), weight, True)
+    pool = order[batch * size:(batch + 1) * size]
+    if all_data or not strategy.index_only:
+        return Draw(pool, None, all_data)
+    device = selector.device if selector.device is not None else pool.device
+    candidates = TensorDict(index=pool.to(device), batch_size=[pool.shape[0]], device=device)
+    picked = strategy.select(selector, candidates, key.to(device), _no_scores)
+    positions = picked.index if picked.index is not None else picked.mask.nonzero()[:, 0]
+    weight = None if picked.weight is None else picked.weight[positions]
+    return Draw(pool[positions.to(pool.device)], weight, True)
+
+
+def _no_scores() -> TensorDict:
+    raise RuntimeError("an index-only strategy asked for scores; set Strategy.index_only=False for it")

@@ -43,4 +43,3 @@ def grad_norm(scored: TensorDict, batch: TensorDict) -> Tensor:
     return normalise_by_mean(scored["grad_norm"])
 
 
-SIGNIFICANCE = {"loss_intensity": loss_intensity, "loss": loss_only, "grad_norm": grad_norm}

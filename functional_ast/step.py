@@ -1,12 +1,12 @@
 """The training step: `state, metrics = step(state, batch)`, composed from pure pieces.
 
 state (one TensorDict): params, buffers, opt (optimiser state), selector (strategy
-state: gate, controller, ...), energy (work counters), rng (key), step (count).
+state: gate, controller, ...), work (FLOP and sample counters), rng (key), step (count).
 batch (TensorDict [B]): "image" float inputs, "label" int64 targets, optional "index".
 Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
 gather the selected samples into a compact sub-batch -> forward/backward on that
 sub-batch only -> optimiser update -> strategy.observe (the trained samples'
-losses) -> energy accounting. A non-finite loss or gradient skips the update: params,
+losses) -> work accounting (FLOPs). A non-finite loss or gradient skips the update: params,
 buffers, optimiser and selector state are kept and `metrics["skipped_nonfinite"]` is 1.
 Nothing is mutated; the returned state shares unchanged leaves with the input.
 """
@@ -21,7 +21,7 @@ from tensordict import TensorDict
 from torch import nn
 from torch.profiler import record_function
 
-from . import distributed, energy, random
+from . import distributed, prng, work
 from .distributed import LOCAL, Collective
 from .losses import (Apply, LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
                      params_of, per_sample_grad_norms, per_sample_losses)
@@ -43,8 +43,8 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
         buffers=buffers_of(model).to(device),
         opt=optimizer.init(params),
         selector=strategy.init(device),
-        energy=energy.init(device),
-        rng=random.key(key, device),
+        work=work.init(device),
+        rng=prng.key(key, device),
         step=torch.zeros((), dtype=torch.int64, device=device),
     )
 
@@ -52,7 +52,7 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
 def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransformation, strategy: Strategy,
                     *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
                     grad_norm_chunk_size: int | None = None, score_chunk_size: int | None = None,
-                    collective: Collective = LOCAL) -> Step:
+                    collective: Collective = LOCAL, seen_per_step: int | None = None) -> Step:
     """Build `step(state, batch) -> (state, metrics)`; metrics is a TensorDict of 0-d tensors.
 
     compile=True wraps the scoring pass and the update (forward/backward + optimiser)
@@ -64,6 +64,8 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
     collective: under torch.distributed every rank passes the same global batch; the step scores its
     shard of the rows, trains its share of the selected samples and all-reduces the gradient (see
     `distributed`), so every rank returns the state one process would.
+    seen_per_step: the samples of the epoch one step stands for, in the work counters (default: the batch
+    size; a batch of samples already selected from a pool of n stands for n).
     """
     loss_fn = loss_fn or cross_entropy
     apply = make_apply(model)
@@ -116,9 +118,9 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         return params.apply(torch.zeros_like), (x.new_zeros(()), buffers, x.new_zeros((0,)))
 
     run_empty_update = make_update(no_samples, record_function)
-    costs_by_shape: dict[tuple, energy.WorkCosts] = {}  # memo of a pure function of the input shape
+    costs_by_shape: dict[tuple, work.WorkCosts] = {}  # memo of a pure function of the input shape
 
-    def work_costs(state: TensorDict, x: torch.Tensor) -> energy.WorkCosts:
+    def work_costs(state: TensorDict, x: torch.Tensor) -> work.WorkCosts:
         shape_key = (tuple(x.shape[1:]), x.dtype)
         if shape_key not in costs_by_shape:
             costs_by_shape[shape_key] = measure_costs(score, loss_and_grad, state, x)
@@ -128,7 +130,7 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         x, y = batch["image"], batch["label"]
         n = y.shape[0]
         costs = work_costs(state, x)
-        rng, select_key = random.split(state["rng"])
+        rng, select_key = prng.split(state["rng"])
         params, buffers = state["params"], state["buffers"]
 
         def score_batch() -> TensorDict:
@@ -168,19 +170,19 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         with record_function("fa::observe"):
             selector = keep_if(finite, strategy.observe(selection.state, batch, trained, losses),
                                selection.state)
-        with record_function("fa::energy"):
+        with record_function("fa::work"):
             n_trained = selection.mask.sum()
             # A sampling strategy's batch stands for a larger nominal batch of the epoch.
-            n_seen = strategy.sampling.batch_size if strategy.sampling is not None else n
-            energy_state, energy_metrics = energy.account(state["energy"], costs, n_seen,
+            n_seen = seen_per_step or (strategy.sampling.batch_size if strategy.sampling is not None else n)
+            work_state, work_metrics = work.account(state["work"], costs, n_seen,
                                                           selection.info["n_scored"], n_trained)
         # A new TensorDict over the same keys (any extra ones kept): built in one go, never set in place.
         leaves = dict(state.items())
-        leaves.update(params=new_params, buffers=new_buffers, opt=new_opt, selector=selector, energy=energy_state,
+        leaves.update(params=new_params, buffers=new_buffers, opt=new_opt, selector=selector, work=work_state,
                       rng=rng, step=state["step"] + 1)
         new_state = TensorDict(leaves, batch_size=state.batch_size, device=state.device)
         metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
-                             skipped_nonfinite=(~finite).to(torch.int64), **energy_metrics, **selection.info)
+                             skipped_nonfinite=(~finite).to(torch.int64), **work_metrics, **selection.info)
         return new_state, metrics
 
     return step
@@ -234,7 +236,7 @@ def autograd_loss_and_grad(apply: Apply, loss_fn: LossFn) -> Callable:
 
 
 def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x: torch.Tensor
-                  ) -> energy.WorkCosts:
+                  ) -> work.WorkCosts:
     """Per-sample FLOPs of the scoring pass and of training, counted on the meta device."""
     shape = tuple(x.shape[1:])
     params, buffers = state["params"].to("meta"), state["buffers"].to("meta")
@@ -249,8 +251,8 @@ def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x
     def train_n(n):
         return loss_and_grad(params, buffers, *inputs(n), torch.ones(n, device="meta"))
 
-    return energy.WorkCosts(score_flops=energy.flops_per_sample(score_n),
-                            train_flops=energy.flops_per_sample(train_n))
+    return work.WorkCosts(score_flops=work.flops_per_sample(score_n),
+                            train_flops=work.flops_per_sample(train_n))
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn = cross_entropy) -> Callable[[TensorDict, TensorDict], TensorDict]:

@@ -10,7 +10,7 @@ update with the batch positions of the trained samples (ascending) and the per-s
 losses the training forward produced for them (free information: no extra forward),
 e.g. to refresh a stale-score table.
 A strategy that never calls `score` does no scoring work; the ones that do say so
-in `info["n_scored"]`, which the energy accounting charges. Every strategy
+in `info["n_scored"]`, which the work accounting charges. Every strategy
 shares the step skeleton in `step.py`; they differ only here.
 """
 
@@ -25,8 +25,8 @@ from torch.profiler import record_function
 
 from . import controller as ctl
 from . import gate as gt
-from . import random
-from .config import ConfigError, check_range
+from . import prng
+from .config import STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, check_range
 from .significance import loss_intensity
 
 Significance = Callable[[TensorDict, TensorDict], Tensor]
@@ -68,7 +68,10 @@ class PrioritySampling(NamedTuple):
 
 class Strategy(NamedTuple):
     """A named (init, select, observe) triple; `needs` lists what `score()` must compute;
-    `sampling` is set when the batches themselves must come from a prioritised sampler."""
+    `sampling` is set when the batches themselves must come from a prioritised sampler;
+    `index_only` says that `select` reads only the batch's "index" (never images or scores) and leaves the
+    selector state unchanged, so the trainer selects from a pool of indices before it gathers any image
+    (`sampling.draw`)."""
 
     name: str
     init: Callable[..., TensorDict]
@@ -77,6 +80,7 @@ class Strategy(NamedTuple):
     trains_all: bool = False
     observe: Callable[[TensorDict, TensorDict, Tensor, Tensor], TensorDict] = _unchanged
     sampling: PrioritySampling | None = None
+    index_only: bool = False
 
 
 def _zero(batch: TensorDict) -> Tensor:
@@ -100,28 +104,33 @@ def random_subset(rate: float, min_selected: int = 1) -> Strategy:
     def select(state, batch, key, score):
         n = batch.batch_size[0]
         k = max(min_selected, round(rate * n))
-        index = torch.argsort(random.uniform(key, n).to(batch.device))[:k].sort().values
+        index = torch.argsort(prng.uniform(key, n).to(batch.device))[:k].sort().values
         return Selection(_mask_of(index, n), None, state, TensorDict(n_scored=_zero(batch)), index)
 
-    return Strategy("random", lambda device=None: TensorDict({}, device=device), select)
+    return Strategy("random", lambda device=None: TensorDict({}, device=device), select, index_only=True)
 
 
-def warmup(strategy: Strategy) -> Strategy:
-    """Train on every sample, leave the selector's controller idle, but let `strategy` observe the
-    losses (so a stale-score table is filled during warm-up epochs)."""
-    base = full()
-    return Strategy(f"warmup({strategy.name})", strategy.init, base.select, trains_all=True,
+def all_data(strategy: Strategy) -> Strategy:
+    """Train on every sample of the batch (weighted by its "weight", if it has one), leave the selector's
+    controller idle, but let `strategy` observe the losses: the warm-up and cool-down epochs (a stale-score
+    table fills during warm-up), and the step over samples that `sampling.draw` already selected."""
+
+    def select(state, batch, key, score):
+        mask = torch.ones(batch.batch_size[0], dtype=torch.bool, device=batch.device)
+        return Selection(mask, batch.get("weight", None), state, TensorDict(n_scored=_zero(batch)))
+
+    return Strategy(f"all_data({strategy.name})", strategy.init, select, trains_all=True,
                     observe=strategy.observe)
 
 
 def _gumbel_top_k(log_p: Tensor, k: int, key: Tensor) -> Tensor:
     """k positions (ascending) drawn without replacement with probabilities proportional to exp(log_p)."""
-    u = random.uniform(key, log_p.shape[0]).to(log_p.device).clamp(1e-7, 1 - 1e-7)
+    u = prng.uniform(key, log_p.shape[0]).to(log_p.device).clamp(1e-7, 1 - 1e-7)
     keys = log_p - torch.log(-torch.log(u))
     return torch.topk(keys, k).indices.sort().values
 
 
-STALE_RULES = ("proportional", "hard_first")
+STALE_RULES = STALE_RULE_NAMES
 
 
 def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore: float = 0.2,
@@ -173,7 +182,7 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
         return TensorDict(loss=state["loss"].index_put((trained,), losses.detach().to(state["loss"].dtype)),
                           seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
 
-    return Strategy("stale", init, select, observe=observe)
+    return Strategy("stale", init, select, observe=observe, index_only=True)
 
 
 def _at_or_above_mean(loss: Tensor) -> Tensor:
@@ -184,11 +193,11 @@ def _hard_first(hard: Tensor, k: int, k_explore: int, key: Tensor) -> tuple[Tens
     """(selection probability per sample, k positions ascending): k_explore uniform picks, then hard samples
     in random order, then easy ones."""
     n = hard.shape[0]
-    k_order, k_pick = random.split(key)
+    k_order, k_pick = prng.split(key)
     explored = torch.zeros(n, dtype=torch.bool, device=hard.device)
     if k_explore:
-        explored = _mask_of(torch.topk(random.uniform(k_pick, n).to(hard.device), k_explore).indices, n)
-    rank_key = random.uniform(k_order, n).to(hard.device) + 2.0 * hard + 4.0 * explored
+        explored = _mask_of(torch.topk(prng.uniform(k_pick, n).to(hard.device), k_explore).indices, n)
+    rank_key = prng.uniform(k_order, n).to(hard.device) + 2.0 * hard + 4.0 * explored
     index = torch.topk(rank_key, k).indices.sort().values
     n_hard, rest = hard.sum().float(), float(k - k_explore)
     p_hard = (rest / n_hard.clamp_min(1.0)).clamp(max=1.0)
@@ -301,4 +310,4 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
     raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 
-STRATEGIES = ("full", "random", "sundew", "stale", "prioritized")
+STRATEGIES = STRATEGY_NAMES

@@ -10,11 +10,20 @@ tracker warns once, keeps everything buffered and retries at the next flush. Wha
 is still unwritten when the run ends is saved to `fallback_dir` (params, metrics as
 JSON lines, artifacts as files) with a warning naming the command that uploads it:
 `python -m functional_ast.tracking replay DIR --tracking-uri URI`.
+
+Experiments carry the tag `mlflow.experimentKind=custom_model_development` (else MLflow 3's UI opens them in
+its GenAI view). `log_dataset` records a run input (Overview tab: Datasets used; buffered like params);
+`log_model` logs the trained network as an MLflow PyTorch model (the run's and experiment's Models tabs),
+loadable with `mlflow.pytorch.load_model(uri)`; it is never buffered: if the store is down it warns and skips.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -24,7 +33,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+from .io import atomic_dir
+
+if TYPE_CHECKING:
+    from tensordict import TensorDict
 
 DEFAULT_STORE_DIR = Path("mlruns")
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_DIR.as_posix()}/mlflow.db"
@@ -33,6 +49,8 @@ _MAX_PARAMS = 100
 # An HTTP store that is down must not block training for minutes of retries; users may override.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# Without this tag MLflow 3's UI opens an experiment in its GenAI (traces) view.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
@@ -70,16 +88,55 @@ def _short(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
+def dataset_digest(images: torch.Tensor, labels: torch.Tensor, samples: int = 1024) -> str:
+    """Short stable fingerprint (12 hex digits) of a labelled image set: sha256 over the shapes and dtypes,
+    `samples` images evenly strided through it and every label; milliseconds even for 50,000 images."""
+    h = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}|{tuple(labels.shape)}|{labels.dtype}".encode())
+    n = images.shape[0] if images.dim() else 0
+    if n:
+        k = min(n, samples)
+        index = torch.arange(k, device=images.device) * (n - 1) // max(k - 1, 1)
+        h.update(_bytes(images[index]))
+    h.update(_bytes(labels))
+    return h.hexdigest()[:12]
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def cpu_module(model: torch.nn.Module, params: TensorDict | Mapping, buffers: TensorDict | Mapping) -> torch.nn.Module:
+    """A CPU copy of `model` (whose own tensors may be on meta, another device or stale) holding `params` and
+    `buffers` (flat dotted names, e.g. "0.weight"), in eval mode; `model` is untouched."""
+    # Copy the structure only: the copy's tensors start on meta (no memory), then become empty CPU tensors.
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    module = copy.deepcopy(model, memo).to_empty(device="cpu")
+    values = {**dict(params.items()), **dict(buffers.items())}
+    persistent, named = set(module.state_dict()), dict(module.named_buffers())
+    transient = {k: v for k, v in values.items() if k not in persistent and k in named}
+    module.load_state_dict({k: v.detach() for k, v in values.items() if k not in transient}, strict=True)
+    with torch.no_grad():
+        for key, value in transient.items():  # non-persistent buffers: not in a state_dict
+            named[key].copy_(value)
+    return module.eval()
+
+
 class RunTracker:
     """One MLflow run (new, or an existing `run_id` to continue): params, buffered metrics, artifacts.
 
     Use as a context manager; the run ends FINISHED, FAILED or KILLED. `online` says
-    whether the last contact with the store succeeded.
+    whether the last contact with the store succeeded. `system_metrics=True` has MLflow sample CPU, memory,
+    disk, network (and GPU with pynvml) every 10 s into `system/*` metrics while the run is open (needs psutil).
     """
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "functional_ast",
                  run_name: str | None = None, parent_run_id: str | None = None, run_id: str | None = None,
-                 fallback_dir: str | Path | None = None):
+                 fallback_dir: str | Path | None = None, system_metrics: bool = False):
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
@@ -91,7 +148,14 @@ class RunTracker:
         self._params: list[tuple[str, str]] = []
         self._pending: list[tuple[str, float, int, int]] = []  # (key, value, timestamp ms, step)
         self._artifacts: list[tuple[str, Any]] = []  # ("text"|"figure"|"file", name, payload)
+        self._inputs: list[dict[str, Any]] = []  # dataset inputs, as `_dataset_input` takes them
         self._adopted: Path | None = None
+        self._model_warned = False
+        self._monitor = None
+        self.system_metrics = system_metrics
+        if system_metrics and importlib.util.find_spec("psutil") is None:
+            warnings.warn("system metrics need psutil: pip install psutil", stacklevel=2)
+            self.system_metrics = False
         self.client = None
         self._connect()
 
@@ -105,16 +169,39 @@ class RunTracker:
             if self.tracking_uri.startswith("sqlite:///"):
                 store_dir(self.tracking_uri).mkdir(parents=True, exist_ok=True)
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            if self.run_id is None:
+            resumed = self.run_id is not None
+            if not resumed:
                 tags = {"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else None
                 run = self.client.create_run(self._experiment_id(self.experiment), run_name=self.run_name, tags=tags)
                 self.run_id = run.info.run_id
             else:
                 self.client.update_run(self.run_id, status="RUNNING")
+                self._tag_kind(self.client.get_experiment(self.client.get_run(self.run_id).info.experiment_id))
             self.online = True
         except Exception as error:  # any store failure: keep training, keep buffering
             self._offline(error)
-        return self.online
+            return False
+        if self.system_metrics and self._monitor is None:
+            self._start_monitor(resumed)
+        return True
+
+    def _start_monitor(self, resumed: bool) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=resumed, tracking_uri=self.tracking_uri)
+            self._monitor.start()
+        except Exception as error:
+            warnings.warn(f"MLflow system metrics not logged ({_short(error)})", stacklevel=3)
+            self.system_metrics, self._monitor = False, None
+
+    def _stop_monitor(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            try:
+                monitor.finish()
+            except Exception:
+                pass
 
     def _offline(self, error: BaseException) -> None:
         self.online = False
@@ -126,8 +213,18 @@ class RunTracker:
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            self._tag_kind(found)
             return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=artifact_location(self.tracking_uri))
+        return self.client.create_experiment(name, artifact_location=artifact_location(self.tracking_uri),
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+    def _tag_kind(self, experiment) -> None:
+        """Give an experiment created without it the kind tag (cosmetic: a refusal is ignored)."""
+        if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+            try:
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            except Exception:
+                pass
 
     # -- logging (buffered) ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -156,6 +253,72 @@ class RunTracker:
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         self.log_text(json.dumps(data, indent=2, default=str), name)
 
+    def log_dataset(self, name: str, source: str, digest: str, *, context: str = "training",
+                    num_samples: int | None = None, num_classes: int | None = None,
+                    image_shape: tuple | None = None) -> None:
+        """Record a dataset this run used (the UI's "Datasets used": name, digest, source, and the given
+        facts as its profile), `context` being e.g. "training" or "eval". Written at once if the store is
+        reachable, else buffered like params: written at the next flush, or saved to `fallback_dir`."""
+        profile = {k: v for k, v in dict(num_samples=num_samples, num_classes=num_classes,
+                                          image_shape=list(image_shape) if image_shape is not None else None).items()
+                   if v is not None}
+        self._inputs.append(dict(name=str(name), source=str(source), digest=str(digest), context=context,
+                                 profile=profile))
+        # Written now if the store is reachable, but alone: metrics still wait for the next checkpoint's flush.
+        if self._connect():
+            try:
+                self._write_inputs()
+            except Exception as error:
+                self._offline(error)
+
+    def _write_inputs(self) -> None:
+        while self._inputs:
+            self.client.log_inputs(self.run_id, datasets=[_dataset_input(**self._inputs[0])])
+            self._inputs.pop(0)
+
+    def log_model(self, model: torch.nn.Module, params: TensorDict, buffers: TensorDict,
+                  input_example: torch.Tensor, name: str = "model") -> str | None:
+        """Log `model` holding `params` and `buffers` (a CPU copy, eval mode) as an MLflow PyTorch model of this
+        run, with `input_example` (a small batch) giving its signature. Returns its URI (`models:/<id>`, for
+        `mlflow.pytorch.load_model`), or None after one warning if the store is unreachable or logging fails:
+        it never raises and is not buffered."""
+        if not self._connect():
+            return self._model_not_logged(name, "the store is unreachable")
+        try:
+            import mlflow.pytorch
+
+            module = cpu_module(model, params, buffers)
+            example = input_example.detach().to("cpu").numpy()
+            run = self.client.get_run(self.run_id)
+        except Exception as error:
+            return self._model_not_logged(name, _short(error))
+        errors = []
+        # "pt2" (torch.export: no pickle, loads without this package) first; "pickle" if the model won't export.
+        for serialization in ("pt2", "pickle"):
+            logged = None
+            try:
+                logged = self.client.create_logged_model(run.info.experiment_id, name=name,
+                                                         source_run_id=self.run_id, params=dict(run.data.params))
+                with _using_tracking_uri(self.tracking_uri), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # MLflow's own notes on pip and signature inference
+                    info = mlflow.pytorch.log_model(
+                        module, name=name, input_example=example, model_id=logged.model_id, run_id=self.run_id,
+                        serialization_format=serialization,
+                        pip_requirements=mlflow.pytorch.get_default_pip_requirements())
+                return info.model_uri
+            except Exception as error:
+                errors.append(f"{serialization}: {_short(error)}")
+                if logged is not None:
+                    with contextlib.suppress(Exception):
+                        self.client.delete_logged_model(logged.model_id)
+        return self._model_not_logged(name, "; ".join(errors))
+
+    def _model_not_logged(self, name: str, reason: str) -> None:
+        if not self._model_warned:
+            warnings.warn(f"MLflow model {name!r} not logged ({reason}); training continues", stacklevel=3)
+            self._model_warned = True
+        return None
+
     def flush(self) -> bool:
         """Write everything buffered; False (and everything kept) if the store is unreachable."""
         if not self._connect():
@@ -163,6 +326,7 @@ class RunTracker:
         from mlflow.entities import Metric, Param
 
         try:
+            self._write_inputs()
             while self._params:
                 self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in self._params[:_MAX_PARAMS]])
                 self._params = self._params[_MAX_PARAMS:]
@@ -187,8 +351,8 @@ class RunTracker:
 
     @property
     def buffered(self) -> int:
-        """Number of params, metric values and artifacts not yet written to the store."""
-        return len(self._params) + len(self._pending) + len(self._artifacts)
+        """Number of params, metric values, artifacts and dataset inputs not yet written to the store."""
+        return len(self._params) + len(self._pending) + len(self._artifacts) + len(self._inputs)
 
     def save_fallback(self) -> Path | None:
         """Write everything still buffered to `fallback_dir/tracking-unsent` (replacing what an earlier
@@ -198,19 +362,18 @@ class RunTracker:
         folder = self.fallback_dir / "tracking-unsent"
         if not self.buffered:
             return None
-        tmp = self.fallback_dir / f".tracking-unsent.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "artifacts").mkdir(parents=True)
-        meta = dict(tracking_uri=self.tracking_uri, experiment=self.experiment, run_name=self.run_name,
-                    run_id=self.run_id, parent_run_id=self.parent_run_id)
-        (tmp / "run.json").write_text(json.dumps(meta, indent=2))
-        (tmp / "params.jsonl").write_text("".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in self._params))
-        (tmp / "metrics.jsonl").write_text("".join(
-            json.dumps({"key": k, "value": v, "timestamp": t, "step": s}) + "\n" for k, v, t, s in self._pending))
-        for _, name, payload in self._artifacts:
-            (tmp / "artifacts" / name).write_bytes(payload)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        with atomic_dir(folder, replace=True) as tmp:
+            (tmp / "artifacts").mkdir()
+            meta = dict(tracking_uri=self.tracking_uri, experiment=self.experiment, run_name=self.run_name,
+                        run_id=self.run_id, parent_run_id=self.parent_run_id)
+            (tmp / "run.json").write_text(json.dumps(meta, indent=2))
+            (tmp / "params.jsonl").write_text("".join(json.dumps({"key": k, "value": v}) + "\n"
+                                                      for k, v in self._params))
+            (tmp / "metrics.jsonl").write_text("".join(
+                json.dumps({"key": k, "value": v, "timestamp": t, "step": s}) + "\n" for k, v, t, s in self._pending))
+            (tmp / "inputs.jsonl").write_text("".join(json.dumps(i) + "\n" for i in self._inputs))
+            for _, name, payload in self._artifacts:
+                (tmp / "artifacts" / name).write_bytes(payload)
         self._adopted = folder
         return folder
 
@@ -224,10 +387,12 @@ class RunTracker:
         self._pending[:0] = [(m["key"], m["value"], m["timestamp"], m["step"]) for m in _jsonl(folder / "metrics.jsonl")]
         self._artifacts[:0] = [("bytes", path.name, path.read_bytes())
                                for path in sorted((folder / "artifacts").iterdir())]
+        self._inputs[:0] = _jsonl(folder / "inputs.jsonl")
         self._adopted = folder
 
     def finish(self, status: str = "FINISHED") -> None:
         """Flush and close the run; if the store is still unreachable, save the buffer to `fallback_dir`."""
+        self._stop_monitor()
         if self.flush():
             try:
                 self.client.set_terminated(self.run_id, status=status)
@@ -261,7 +426,8 @@ class NullTracker:
     def _nothing(self, *args, **kwargs):
         return None
 
-    log_params = log_metrics = log_figure = log_text = log_dict = adopt = save_fallback = finish = _nothing
+    log_params = log_metrics = log_figure = log_text = log_dict = log_dataset = log_model = _nothing
+    adopt = save_fallback = finish = _nothing
 
     def flush(self) -> bool:
         return True
@@ -271,6 +437,47 @@ class NullTracker:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+def _dataset_input(name: str, source: str, digest: str, context: str | None, profile: dict):
+    """The `mlflow.entities.DatasetInput` that `mlflow.log_input(MetaDataset(...), context)` would log."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    local = Path(source)
+    location = str(local.resolve()) if "://" not in source and local.exists() else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "can be interpreted in multiple ways" for local paths
+            found = resolve_dataset_source(location)
+    except Exception:  # not a path or URL MLflow knows (e.g. "torchvision:CIFAR10")
+        found = CodeDatasetSource({"source": source})
+    d = MetaDataset(found, name=name, digest=digest).to_dict()
+    entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"],
+                     profile=json.dumps(profile) if profile else None)
+    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)] if context else [])
+
+
+@contextlib.contextmanager
+def _using_tracking_uri(uri: str):
+    """MLflow's model logging reads the global tracking URI: point it at this store for the call only."""
+    import mlflow
+
+    try:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:  # a private helper; fall back to set-and-restore
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return
+    with _use_tracking_uri(uri):
+        yield
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -1,55 +1,88 @@
-"""The savings benchmark's P1/P2 logic on hand-made results (no training)."""
+"""The benchmarks: the savings benchmark's two questions on hand-made results, and smoke runs of each."""
+
+import json
 
 import pytest
 
 from benchmarks import savings
-from experiments.cifar10 import History, Result, accuracy_at, comparison_table
+from functional_ast import report
+from functional_ast.trainer import History, Result
 
 
-def _result(name, curve, flops=100, trained=10):
+def _result(name, curve, flops=100, trained=10, seed=0):
     h = History()
     h.epochs = [dict(train_time_s=t, test_accuracy=a, flops_spent=flops) for t, a in curve]
-    summary = dict(strategy=name, epochs=len(curve), test_accuracy=curve[-1][1], train_time_s=curve[-1][0],
-                   flops_spent=flops, samples_trained=trained, samples_scored=0, energy_j=1.0, energy_kind="estimate")
+    summary = dict(strategy=name, seed=seed, epochs=len(curve), test_accuracy=curve[-1][1], train_time_s=curve[-1][0],
+                   flops_spent=flops, samples_trained=trained, samples_scored=0, energy_j=1.0, energy_kind="estimate",
+                   samples_per_s=trained / curve[-1][0], flops_per_s=flops / curve[-1][0])
     return Result(summary, h)
-
-
-def test_p1_takes_the_fastest_strategy_that_comes_within_a_point():
-    results = [_result("full", [(50, 0.70), (100, 0.80)]),
-               _result("sundew", [(20, 0.75), (40, 0.795), (60, 0.80)]),
-               _result("stale", [(10, 0.60), (30, 0.792)])]
-    r = savings.p1(results)
-    assert r["strategy"] == "stale" and r["time_ratio"] == pytest.approx(0.30) and r["met"]
-    assert r["acc_gap_pp"] == pytest.approx(0.8)
-
-
-def test_p1_not_met_reports_smallest_gap():
-    results = [_result("full", [(100, 0.80)]), _result("sundew", [(40, 0.70)]), _result("stale", [(20, 0.75)])]
-    r = savings.p1(results)
-    assert r["strategy"] == "stale" and not r["met"] and not r["reached"]
-    assert r["acc_gap_pp"] == pytest.approx(5.0)
-
-
-def test_p2_compares_best_ast_with_random():
-    results = [_result("random", [(30, 0.60)]), _result("sundew", [(30, 0.62)]), _result("stale", [(30, 0.605)])]
-    r = savings.p2(results)
-    assert r["strategy"] == "sundew" and r["acc_vs_random_pp"] == pytest.approx(2.0) and r["met"]
-    assert not savings.p2(results[:1] + results[2:])["met"]
 
 
 def test_comparison_table_ratios_and_accuracy_at_random_time():
     results = [_result("full", [(50, 0.7), (100, 0.8)], flops=1000), _result("random", [(10, 0.5), (20, 0.6)]),
                _result("sundew", [(15, 0.55), (40, 0.7)], flops=400)]
-    rows = {r["strategy"]: r for r in comparison_table(results)}
+    rows = {r["strategy"]: r for r in report.comparison_table(results)}
     assert rows["full"]["speedup_vs_full"] == 1.0 and rows["sundew"]["flops_ratio_vs_full"] == pytest.approx(0.4)
     assert rows["sundew"]["speedup_vs_full"] == pytest.approx(2.5)
     assert rows["sundew"]["acc_at_random_time"] == 0.55 and rows["full"]["acc_at_random_time"] is None
-    assert accuracy_at(results[1].history, 20) == 0.6
+    assert report.accuracy_at(results[1].history, 20) == 0.6
+
+
+def _seeded(acc_by_strategy):
+    return [_result(name, [(50, 0.5), (100, acc)], seed=seed)
+            for name, accs in acc_by_strategy.items() for seed, acc in enumerate(accs)]
+
+
+def test_equal_time_pairs_the_best_selective_strategy_with_the_better_baseline():
+    results = _seeded({"full": [0.80, 0.81, 0.79], "random": [0.78, 0.79, 0.77],
+                       "stale": [0.82, 0.83, 0.81], "sundew": [0.70, 0.71, 0.72]})
+    r = savings.equal_time(report.comparison_table(results))
+    assert r["best"] == "stale" and r["baseline"] == "full" and r["seeds"] == 3
+    assert r["diff_pp"] == pytest.approx(2.0)
+    assert r["ci95"][0] == pytest.approx(2.0) and r["ci95"][1] == pytest.approx(2.0)  # the same +2 in every seed
+    assert len(r["rows"]) == 12 and "above 0" in r["words"]
+    noisy = savings.equal_time(report.comparison_table(_seeded({"random": [0.80, 0.80], "stale": [0.79, 0.82]})))
+    assert noisy["baseline"] == "random" and noisy["ci95"][0] < 0 < noisy["ci95"][1]
+    assert "not distinguishable" in noisy["words"]
+
+
+def test_equal_accuracy_is_the_time_to_full_s_final_accuracy_over_full_s_time():
+    results = [_result("full", [(50, 0.70), (100, 0.80)], seed=0), _result("full", [(50, 0.70), (100, 0.80)], seed=1),
+               _result("stale", [(40, 0.81), (100, 0.85)], seed=0), _result("stale", [(60, 0.80), (100, 0.84)], seed=1),
+               _result("sundew", [(100, 0.75)], seed=0), _result("sundew", [(100, 0.82)], seed=1)]
+    r = savings.equal_accuracy(results)
+    assert r["best"] == "stale" and r["time_ratio"] == pytest.approx(0.5) and r["reached_in"] == "2 of 2 seeds"
+    assert r["strategies"]["sundew"]["time_ratio"] is None  # missed it in one seed: no ratio claimed
+    assert r["strategies"]["sundew"]["reached_in"] == "1 of 2 seeds"
+
+
+def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monkeypatch, capsys):
+    from test_cli import _image_folder
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    code = savings.main(["--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2", "--strategies",
+                         "full,random,stale", "--target-rate", "0.25", "--batch-size", "16", "--eval-points", "2",
+                         "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "s.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "short budget" in out and "long budget" in out and "equal time: stale minus" in out
+    result = json.loads((tmp_path / "s.json").read_text())
+    for key in ("best", "baseline", "diff_pp", "ci95", "seeds", "rows"):
+        assert key in result["equal_time"], key
+    for key in ("best", "baseline", "time_ratio", "ci95", "seeds", "rows"):
+        assert key in result["equal_accuracy"], key
+    assert set(result["by_budget"]) == {"short", "long"} and result["equal_time"]["seeds"] == 2
+    rows = result["equal_time"]["rows"]
+    assert sorted((r["strategy"], r["seed"]) for r in rows) == sorted(
+        (s, seed) for s in ("full", "random", "stale") for seed in (0, 1))
+    long_s = result["by_budget"]["long"]["budget_s"]
+    # every run trained for the budget (the first step boundary past it), full data included
+    assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in rows)
+    assert (tmp_path / "s-short.png").is_file() and (tmp_path / "s-long.png").is_file()
 
 
 def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, monkeypatch, capsys):
-    import json
-
     from benchmarks import controller_targets
     from test_cli import _image_folder
 
@@ -64,21 +97,3 @@ def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, mon
     # one controller update per pool of batch/target samples: the higher target has smaller pools, more updates
     assert rows[1]["updates_per_gated_epoch"] > rows[0]["updates_per_gated_epoch"] > 0
     assert "| 0.25 |" in capsys.readouterr().out
-
-
-def test_savings_benchmark_runs_both_phases_and_prints_both_ratios(tmp_path, monkeypatch, capsys):
-    import json
-
-    from test_cli import _image_folder
-
-    monkeypatch.chdir(tmp_path)
-    data = _image_folder(tmp_path / "images")
-    code = savings.main(["--data", str(data), "--epochs", "3", "--target-rate", "0.25", "--batch-size", "16",
-                         "--tracking-uri",
-                         f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "s.json")])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "P1 time_ratio = " in out and "P2 acc_vs_random_at_equal_time = " in out
-    report = json.loads((tmp_path / "s.json").read_text())
-    assert [r["strategy"] for r in report["epoch_budget"]] == ["full", "random", *savings.AST]
-    assert [r["strategy"] for r in report["equal_time"]] == ["random", *savings.AST]

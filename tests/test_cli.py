@@ -12,6 +12,7 @@ from torchvision.io import write_png
 from pathlib import Path
 
 from experiments import cifar10
+from functional_ast import cli
 from functional_ast import checkpoint
 from conftest import REPO, real_archive
 
@@ -43,7 +44,7 @@ def _client(uri):
 
 def test_cli_creates_an_mlflow_run_with_params_curves_and_plots(synthetic, capsys):
     data, uri = synthetic
-    code = cifar10.main(["--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "16",
+    code = cli.main(["--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "16",
                          "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "t", "--no-progress",
                          "--log-every", "2"])
     assert code == 0
@@ -68,18 +69,18 @@ def test_cli_creates_an_mlflow_run_with_params_curves_and_plots(synthetic, capsy
     assert all(4 <= n <= 32 for n in trained), trained  # about one batch (16) of the pool of 64
     assert len(client.get_metric_history(run.info.run_id, "epoch/test_accuracy")) == 3
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"rate_threshold.png", "energy_saved.png", "accuracy_vs_time.png", "config.json",
+    assert {"rate_threshold.png", "flops_saved.png", "accuracy_vs_time.png", "config.json",
             "summary.json"} <= artifacts
     assert run.data.metrics["final/flops_saved_pct"] > 0  # 25% trained after warm-up saves FLOPs
 
 
 def test_cooldown_epochs_train_on_all_data_at_the_end(synthetic):
     data, uri = synthetic
-    summary = cifar10.train(cifar10.build_parser().parse_args([
+    summary = cli.train(cli.build_parser().parse_args([
         "--data", str(data), "--epochs", "4", "--warmup-epochs", "1", "--cooldown-epochs", "1", "--batch-size", "16",
         "--strategy", "stale", "--target-rate", "0.25", "--tracking-uri", uri, "--no-progress"]))
     client = _client(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
     rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/epoch_activation_rate"),
                                      key=lambda m: m.step)]
     assert rates == [1.0, 0.25, 0.25, 1.0]  # warm-up, two pooled epochs (16 of 64), cool-down
@@ -89,10 +90,10 @@ def test_cooldown_epochs_train_on_all_data_at_the_end(synthetic):
 
 def test_cli_full_strategy_has_no_warmup_and_saves_nothing(synthetic):
     data, uri = synthetic
-    assert cifar10.main(["--data", str(data), "--epochs", "1", "--strategy", "full", "--batch-size", "32",
+    assert cli.main(["--data", str(data), "--epochs", "1", "--strategy", "full", "--batch-size", "32",
                          "--tracking-uri", uri, "--no-progress"]) == 0
     client = _client(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
     assert run.data.metrics["final/flops_saved_pct"] == 0.0
     assert run.data.metrics["final/mean_activation_rate_after_warmup"] == 1.0
 
@@ -108,7 +109,7 @@ def test_cli_full_strategy_has_no_warmup_and_saves_nothing(synthetic):
 ])
 def test_bad_flag_values_are_one_line_errors_with_exit_2(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cifar10.main(argv)
+        cli.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and flag in err and "Traceback" not in err
@@ -116,7 +117,7 @@ def test_bad_flag_values_are_one_line_errors_with_exit_2(argv, flag, capsys):
 
 def test_missing_data_path_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = cifar10.main(["--data", str(tmp_path / "nope"), "--no-progress"])
+    code = cli.main(["--data", str(tmp_path / "nope"), "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
     assert "nope" in err and "does not exist" in err
@@ -130,9 +131,12 @@ def test_offline_without_data_says_how_to_provide_it(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     monkeypatch.chdir(tmp_path)
-    assert cifar10.main(["--no-progress"]) == 2
+    assert cifar10.main(["--no-progress"]) == 2  # the CIFAR-10 program downloads without --data
     err = capsys.readouterr().err
     assert "--data" in err and "Traceback" not in err
+    assert cli.main(["--no-progress"]) == 2  # the generic command has nothing to download
+    err = capsys.readouterr().err
+    assert "--data is required" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("case", ["empty", "corrupt", "mismatched"])
@@ -150,7 +154,7 @@ def test_bad_data_is_one_message_exit_2_and_nothing_written(tmp_path, monkeypatc
         else:
             (root / "test" / "cat").rename(root / "test" / "emu")
             expected = "emu"
-    code = cifar10.main(["--data", str(root), "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path}/s/db"])
+    code = cli.main(["--data", str(root), "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path}/s/db"])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -159,12 +163,12 @@ def test_bad_data_is_one_message_exit_2_and_nothing_written(tmp_path, monkeypatc
 
 def test_batch_larger_than_data_is_named(synthetic, capsys):
     data, uri = synthetic
-    assert cifar10.main(["--data", str(data), "--batch-size", "512", "--tracking-uri", uri, "--no-progress"]) == 2
+    assert cli.main(["--data", str(data), "--batch-size", "512", "--tracking-uri", uri, "--no-progress"]) == 2
     assert "--batch-size" in capsys.readouterr().err
 
 
 def test_help_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "experiments.cifar10", "--help"], cwd=REPO, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "functional_ast", "--help"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     for flag in ("--data", "--epochs", "--warmup-epochs", "--batch-size", "--lr", "--target-rate", "--strategy",
                  "--model", "--device", "--compile", "--seed", "--limit-train", "--limit-test", "--tracking-uri",
@@ -178,7 +182,7 @@ def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
         pytest.skip("real CIFAR-10 archive not present (../shared/data/cifar10-jpeg.tar.gz)")
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = cifar10.train(cifar10.build_parser().parse_args([
+    summary = cli.train(cli.build_parser().parse_args([
         "--data", str(archive), "--limit-train", "640", "--limit-test", "200", "--epochs", "2",
         "--warmup-epochs", "1", "--batch-size", "64", "--target-rate", "0.3", "--tracking-uri", uri,
         "--no-progress"]))
@@ -192,7 +196,7 @@ def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
 def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, capsys):
     data, uri = synthetic
     names = ["full", "random", "sundew", "stale", "prioritized"]
-    code = cifar10.main(["--data", str(data), "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16",
+    code = cli.main(["--data", str(data), "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16",
                          "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "cmp", "--no-progress",
                          "--compare", ",".join(names)])
     assert code == 0
@@ -219,7 +223,7 @@ def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, c
 def test_time_budget_stops_every_strategy_at_the_budget(synthetic):
     data, uri = synthetic
     budget = 1.5
-    results = cifar10.compare(cifar10.build_parser().parse_args([
+    results = cli.compare_strategies(cli.build_parser().parse_args([
         "--data", str(data), "--epochs", "3", "--batch-size", "16", "--target-rate", "0.25", "--tracking-uri", uri,
         "--no-progress", "--compare", "full,sundew", "--time-budget", str(budget)]))
     for r in results:
@@ -231,7 +235,7 @@ def test_time_budget_stops_every_strategy_at_the_budget(synthetic):
 def test_diverging_run_stops_with_a_clear_error(synthetic, capsys):
     data, uri = synthetic
     with pytest.warns(UserWarning, match="non-finite"):
-        code = cifar10.main(["--data", str(data), "--epochs", "3", "--strategy", "full", "--batch-size", "8",
+        code = cli.main(["--data", str(data), "--epochs", "3", "--strategy", "full", "--batch-size", "8",
                              "--lr", "1e30", "--tracking-uri", uri, "--no-progress", "--log-every", "1"])
     assert code == 1
     err = capsys.readouterr().err
@@ -240,5 +244,5 @@ def test_diverging_run_stops_with_a_clear_error(synthetic, capsys):
     state, _ = checkpoint.load(saved)
     assert all(bool(v.isfinite().all()) for v in state["params"].values())
     client = _client(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cifar10").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
     assert run.info.status == "FAILED"

@@ -3,7 +3,7 @@ import torch
 
 from functional_ast import controller as ctl
 from functional_ast import gate as gt
-from functional_ast import random, strategies
+from functional_ast import prng, strategies
 from functional_ast.config import ConfigError
 from conftest import significance_sample
 
@@ -13,9 +13,9 @@ def _run_loop(target, kind, start, steps=500, batch=128, seed=0, calibrate=False
     cfg = ctl.ControllerConfig(target_rate=target, initial_threshold=None if calibrate else start)
     gcfg = strategies.default_gate(target)
     g = torch.Generator().manual_seed(seed)
-    cs, gs, key, rates, states = ctl.init(cfg), gt.init(gcfg), random.key(seed), [], []
+    cs, gs, key, rates, states = ctl.init(cfg), gt.init(gcfg), prng.key(seed), [], []
     for _ in range(steps):
-        key, k = random.split(key)
+        key, k = prng.split(key)
         s = significance_sample(kind, batch, g)
         if calibrate:
             cs = ctl.calibrate(cs, gt.threshold_for_rate(s, target, gcfg.temperature, cfg.threshold_min,
@@ -104,9 +104,9 @@ def test_tracks_a_drifting_score_distribution(target):
     cfg = ctl.ControllerConfig(target_rate=target)
     gcfg = strategies.default_gate(target)
     g = torch.Generator().manual_seed(0)
-    cs, gs, key, rates = ctl.init(cfg), gt.init(gcfg), random.key(0), []
+    cs, gs, key, rates = ctl.init(cfg), gt.init(gcfg), prng.key(0), []
     for t in range(300):
-        key, k = random.split(key)
+        key, k = prng.split(key)
         sigma = 1.5 - 1.3 * min(1.0, t / 100)
         s = 0.7 * normalise_by_mean(torch.randn(128, generator=g).mul(sigma).exp()) + 0.3 * 0.5
         cs = ctl.calibrate(cs, gt.threshold_for_rate(s, target, gcfg.temperature, 0.0, 1.5))

@@ -13,5 +13,5 @@ def test_readme_library_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), namespace)
     state = namespace["state"]
     assert int(state["step"]) == 16  # 2 epochs of 512 // 64 batches
-    trained = int(state["energy", "samples_trained"])
+    trained = int(state["work", "samples_trained"])
     assert 512 < trained < 2 * 512  # all of epoch 0, a gated share of epoch 1

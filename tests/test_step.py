@@ -51,7 +51,7 @@ def test_trains_only_the_selected_samples_in_a_compact_batch(name):
     # per-sample grad-norm pass shows as one forward of batch 1), then the sub-batch only.
     expected = ([scored] if scored else []) + ([1] if "grad_norm" in strategy.needs else []) + [n]
     assert seen == expected
-    assert int(new["energy"]["samples_trained"]) == n and int(new["energy"]["samples_scored"]) == scored
+    assert int(new["work"]["samples_trained"]) == n and int(new["work"]["samples_scored"]) == scored
     if name == "full":
         assert n == 32 and scored == 0
     elif name in ("random", "stale"):
@@ -121,7 +121,7 @@ def test_sundew_flops_include_the_scoring_forward():
         step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
         for i in range(20):
             state, m = step(state, make_batch(64, seed=i))
-        results[strategy.name] = (int(state["energy"]["flops_spent"]), int(state["energy"]["samples_trained"]))
+        results[strategy.name] = (int(state["work"]["flops_spent"]), int(state["work"]["samples_trained"]))
     per_trained = {k: v[0] / v[1] for k, v in results.items()}
     assert per_trained["sundew"] > per_trained["random"]
 
@@ -164,7 +164,7 @@ def test_stale_does_no_scoring_forward_and_refreshes_its_table():
     strategy = strategies.stale(num_samples=64, rate=0.25)
     tx = fa.sgd(0.05)
     state = fa.init_state(model, tx, strategy)
-    warm = fa.make_train_step(model, fa.cross_entropy, tx, strategies.warmup(strategy))
+    warm = fa.make_train_step(model, fa.cross_entropy, tx, strategies.all_data(strategy))
     step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
     batch = make_batch(64)
     state, _ = warm(state, batch)  # warm-up trains all and fills the table
@@ -191,7 +191,7 @@ def test_stale_trains_hard_samples_first_in_random_order():
     state = _stale_table([5.0] * 30 + [0.01] * 70)
     picked = torch.zeros(100)
     for i in range(30):
-        sel = strategy.select(state, _pool(100), fa.random.key(i), None)
+        sel = strategy.select(state, _pool(100), fa.prng.key(i), None)
         assert int(sel.mask.sum()) == 10 and torch.equal(sel.index, sel.mask.nonzero()[:, 0])
         assert bool(sel.mask[:30].sum() == 10)  # only hard ones while there are enough
         picked += sel.mask
@@ -202,11 +202,11 @@ def test_stale_trains_hard_samples_first_in_random_order():
 def test_stale_fills_with_random_easy_samples_and_explores():
     strategy = strategies.stale(num_samples=100, rate=0.2, rule="hard_first", explore=0.0)
     state = _stale_table([5.0] * 5 + [0.01] * 95)
-    sel = strategy.select(state, _pool(100), fa.random.key(0), None)
+    sel = strategy.select(state, _pool(100), fa.prng.key(0), None)
     assert bool(sel.mask[:5].all()) and int(sel.mask.sum()) == 20  # all 5 hard, then 15 easy
     # explore=0.5 reserves 10 of the 20 slots for a uniform draw: hard ones are still all taken in the rest.
     exploring = strategies.stale(num_samples=100, rate=0.2, rule="hard_first", explore=0.5)
-    counts = torch.stack([exploring.select(state, _pool(100), fa.random.key(i), None).mask for i in range(200)])
+    counts = torch.stack([exploring.select(state, _pool(100), fa.prng.key(i), None).mask for i in range(200)])
     assert bool(counts[:, :5].all())
     easy_rate = counts[:, 5:].float().mean(0)
     assert float(easy_rate.min()) > 0.05 and float(easy_rate.max()) < 0.4  # every easy sample gets looked at
@@ -217,7 +217,7 @@ def test_stale_never_trained_samples_count_as_hard():
     # seen: one hard (9 > mean 1.2), seven easy; two never trained: the 3 trained are the hard one and those two
     state = TensorDict(loss=torch.tensor([9.0] + [0.1] * 7 + [0.0] * 2), seen=torch.tensor([True] * 8 + [False] * 2))
     for i in range(10):
-        mask = strategy.select(state, _pool(10), fa.random.key(i), None).mask
+        mask = strategy.select(state, _pool(10), fa.prng.key(i), None).mask
         assert bool(mask[8:].all()) and bool(mask[0])
 
 
@@ -228,11 +228,11 @@ def test_stale_rescale_weights_make_the_weighted_loss_an_estimate_of_the_pool_me
     estimates = []
     rescaled = strategies.stale(num_samples=100, rate=0.3, rule=rule, rescale=True)
     for i in range(400):
-        sel = rescaled.select(state, _pool(100), fa.random.key(i), None)
+        sel = rescaled.select(state, _pool(100), fa.prng.key(i), None)
         estimates.append(float((sel.weight[sel.index] * losses[sel.index]).sum()))
     # P(selected) of draws without replacement is approximated, so the estimate is close, not exact.
     assert sum(estimates) / len(estimates) == pytest.approx(float(losses.mean()), rel=0.08)
-    biased = strategies.stale(num_samples=100, rate=0.3, rule=rule).select(state, _pool(100), fa.random.key(0), None)
+    biased = strategies.stale(num_samples=100, rate=0.3, rule=rule).select(state, _pool(100), fa.prng.key(0), None)
     assert biased.weight is None
     assert float(losses[biased.index].mean()) > 1.3 * float(losses.mean())  # without it: the hard ones weigh in
 
@@ -240,23 +240,22 @@ def test_stale_rescale_weights_make_the_weighted_loss_an_estimate_of_the_pool_me
 def test_stale_proportional_rule_draws_in_proportion_to_remembered_loss():
     strategy = strategies.stale(num_samples=100, rate=0.05, explore=0.2)
     state = _stale_table([4.0] * 50 + [1.0] * 50)
-    counts = torch.stack([strategy.select(state, _pool(100), fa.random.key(i), None).mask
+    counts = torch.stack([strategy.select(state, _pool(100), fa.prng.key(i), None).mask
                           for i in range(300)]).float().sum(0)
     ratio = float(counts[:50].sum() / counts[50:].sum())
     assert 2.5 < ratio < 4.0  # p = 0.8 * l / sum(l) + 0.2 / n: 0.0068 vs 0.0032 per draw, about 3.1 : 1
 
 
 def test_prioritized_updates_priorities_of_trained_indices():
-    from functional_ast.sampling import PrioritizedBatches
+    from functional_ast.sampling import prioritized_draw
 
     model, tx = tiny_mlp(), fa.sgd(0.05)
     strategy = strategies.prioritized(num_samples=64, rate=0.25, batch_size=64)
     state = fa.init_state(model, tx, strategy)
     step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
-    sampler = PrioritizedBatches(64, strategy.sampling, seed=0)
-    sampler.sync(state["selector"]["priority"])
+    cfg = strategy.sampling
     data = make_batch(64)
-    index, weight = sampler.draw(16)
+    index, weight = prioritized_draw(state["selector"]["priority"], 16, cfg.alpha, cfg.beta, fa.prng.key(0))
     batch = data[index]
     batch["weight"] = weight
     new, metrics = step(state, batch)
@@ -264,11 +263,10 @@ def test_prioritized_updates_priorities_of_trained_indices():
     changed = (new["selector"]["priority"] != state["selector"]["priority"]).nonzero().squeeze(1)
     assert set(changed.tolist()) <= set(index.tolist()) and len(changed) > 0
     assert bool(new["selector"]["seen"][index].all())
-    # The sampler follows the state: a sample given a huge priority is drawn far more often.
+    # The draw follows the state: a sample given a huge priority is drawn far more often.
     table = torch.full((64,), 1e-3)
     table[7] = 100.0
-    sampler.sync(table)
-    drawn, _ = sampler.draw(200)
+    drawn, _ = prioritized_draw(table, 200, cfg.alpha, cfg.beta, fa.prng.key(1))
     assert (drawn == 7).float().mean() > 0.5
 
 
@@ -286,15 +284,14 @@ def test_nonfinite_batch_skips_the_update_and_keeps_the_state():
 
 
 def test_skip_guard_warns_once_then_stops():
-    from functional_ast.loop import NonFiniteLossError, SkipGuard
+    from functional_ast.loop import NonFiniteLossError, Skips, check_skips
 
-    guard = SkipGuard(max_in_a_row=3)
     with pytest.warns(UserWarning, match="step 10"):
-        guard.check({"skipped_nonfinite": [0, 1, 1, 0]}, first_step=9)
-    guard.check({"skipped_nonfinite": [1, 1]}, first_step=13)
+        skips = check_skips(Skips(), {"skipped_nonfinite": [0, 1, 1, 0]}, first_step=9, max_in_a_row=3)
+    skips = check_skips(skips, {"skipped_nonfinite": [1, 1]}, first_step=13, max_in_a_row=3)
+    assert skips == Skips(in_a_row=2, total=4, warned=True)  # counters are values (kept in the state's "loop")
     with pytest.raises(NonFiniteLossError, match="3 non-finite updates in a row up to step 15"):
-        guard.check({"skipped_nonfinite": [1]}, first_step=15)
-    assert guard.total == 5
+        check_skips(skips, {"skipped_nonfinite": [1]}, first_step=15, max_in_a_row=3)
 
 
 def test_prioritized_accounts_the_nominal_batch():
@@ -306,7 +303,7 @@ def test_prioritized_accounts_the_nominal_batch():
     batch = make_batch(64)[:8]
     new, m = step(state, batch)
     assert float(m["activation_rate"]) == 0.25 and float(m["step_saved_pct"]) > 0
-    assert int(new["energy"]["samples_seen"]) == 32 and int(new["energy"]["samples_trained"]) == 8
+    assert int(new["work"]["samples_seen"]) == 32 and int(new["work"]["samples_trained"]) == 8
 
 
 def test_autograd_loss_and_grad_matches_torch_func():

@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import cifar10
+from functional_ast import cli
 from functional_ast import tracking
 from test_cli import _image_folder
 
@@ -23,7 +23,7 @@ def test_an_unreachable_store_still_trains_and_saves_replayable_tracking_data(tm
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
     with pytest.warns(UserWarning, match="unreachable"):
-        code = cifar10.main(_flags(data, "http://127.0.0.1:9", tmp_path / "ckpt"))
+        code = cli.main(_flags(data, "http://127.0.0.1:9", tmp_path / "ckpt"))
     assert code == 0 and "summary" in capsys.readouterr().out
     (folder,) = (tmp_path / "ckpt").glob("*/*/tracking-unsent")
     steps = {json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
@@ -56,7 +56,7 @@ def test_a_store_failing_mid_run_gets_every_metric_once_it_returns(tmp_path, mon
 
     monkeypatch.setattr(MlflowClient, "log_batch", flaky_log_batch)
     with pytest.warns(UserWarning, match="unreachable"):
-        assert cifar10.main(_flags(data, uri, tmp_path / "ckpt", epochs=3)) == 0
+        assert cli.main(_flags(data, uri, tmp_path / "ckpt", epochs=3)) == 0
     assert calls["n"] > 6
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])

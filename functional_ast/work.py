@@ -1,4 +1,4 @@
-"""Energy accounting from work actually executed, counted in FLOPs (pure functions).
+"""Work accounting: the FLOPs and samples a step actually executed (pure functions).
 
 Per-sample costs are measured once per input shape with
 `torch.utils.flop_counter.FlopCounterMode` on the meta device (no compute), for
@@ -7,7 +7,7 @@ forward+backward. Each step then adds the work it did (scoring forwards on every
 scored sample + forward/backward on the trained ones) and the counterfactual of
 full training on the same batch. `saved_pct` is derived from those FLOPs only;
 no joules are claimed here (a meter reading belongs beside it, labelled as such).
-Energy state: TensorDict of int64 counters.
+Work state: TensorDict of int64 counters (joules, where a meter exists, are `meter`'s).
 """
 
 from __future__ import annotations

@@ -1,0 +1,8 @@
+"""`python -m functional_ast`: train any labelled image folder with any model (see functional_ast.cli)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Atomic writes: a reader, or a run resumed after a crash, sees the previous complete file or the new one, never half.
+
+Each helper writes a hidden temporary sibling `.{name}.tmp-{pid}`, flushes and fsyncs it, `os.replace`s it
+onto the target, then fsyncs the folder (best effort); on failure the temporary is removed and the error raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save", "atomic_dir",
+           "temp_path", "fsync_dir"]
+
+
+def temp_path(path: str | Path) -> Path:
+    """The hidden temporary sibling this process writes before renaming onto `path`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Flush a folder's entries (a rename) to disk; best effort: a no-op where folders cannot be opened."""
+    _fsync_path(directory)
+
+
+def _fsync_path(path: str | Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool) -> Path:
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write `data` to `path` atomically (the folder must exist); returns `path`."""
+    return _atomic_write(path, lambda f: f.write(data), fsync)
+
+
+def atomic_write_text(path: str | Path, text: str, *, fsync: bool = True) -> Path:
+    """Write `text` as UTF-8 to `path` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, fsync: bool = True) -> Path:
+    """Write `obj` as JSON (indent=1, unknown types via str) to `path` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, default=str), fsync=fsync)
+
+
+def atomic_save(path: str | Path, obj: Any, *, fsync: bool = True) -> Path:
+    """`torch.save(obj)` to `path` atomically."""
+    import torch
+
+    return _atomic_write(path, lambda f: torch.save(obj, f), fsync)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = False, fsync: bool = True) -> Iterator[Path]:
+    """Build a folder atomically: fill the yielded hidden temporary sibling `.{name}.tmp-{pid}`; when the block
+    succeeds its files are fsynced and it is renamed to `path`, else it is removed and the error raised.
+
+    An existing non-empty `path` makes the rename fail (OSError: another writer won) unless `replace=True`,
+    which first deletes it (that one step is not atomic: a crash between the two leaves no folder at all).
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had this pid
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if fsync:
+            for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                _fsync_path(file)
+        if replace:
+            shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+

@@ -1,0 +1,143 @@
+"""Small-sample statistics over seeds, and the banded comparison figure."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.collections import PolyCollection
+
+from functional_ast import stats
+from functional_ast.plots import compare_bands
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423),
+                                          (100, 1.9840), (10**6, 1.95996), (math.inf, 1.95996)])
+def test_t_quantile_975_matches_tables(df, expected):
+    assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_t_quantile_other_levels_and_symmetry():
+    assert stats.t_quantile(0.995, 2) == pytest.approx(9.9248, abs=1e-4)
+    assert stats.t_quantile(0.95, 5) == pytest.approx(2.0150, abs=1e-4)
+    assert stats.t_quantile(0.9995, 1) == pytest.approx(636.6192, abs=1e-3)
+    assert stats.t_quantile(0.025, 4) == pytest.approx(-stats.t_quantile(0.975, 4))
+    assert stats.t_quantile(0.5, 3) == 0.0
+    # Round trip through the cdf.
+    assert stats.t_cdf(stats.t_quantile(0.9, 7), 7) == pytest.approx(0.9, abs=1e-10)
+
+
+@pytest.mark.parametrize("p, df", [(0.0, 3), (1.0, 3), (0.975, 0), (0.975, 0.5)])
+def test_t_quantile_rejects_bad_arguments(p, df):
+    with pytest.raises(ValueError):
+        stats.t_quantile(p, df)
+
+
+def test_mean_std():
+    assert stats.mean_std([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]) == pytest.approx((5.0, math.sqrt(32 / 7)))
+    assert stats.mean_std([0.3]) == (0.3, 0.0)
+    with pytest.raises(ValueError):
+        stats.mean_std([])
+
+
+def test_paired_difference_by_hand():
+    d = stats.paired_difference([0.80, 0.82, 0.81], [0.79, 0.80, 0.80])
+    # Differences 0.01, 0.02, 0.01: mean 0.04/3, deviations (-1/3, 2/3, -1/3) * 0.01,
+    # sum of squares (6/9) * 1e-4, / 2 -> std = 0.01 / sqrt(3).
+    diff, std = 0.04 / 3, 0.01 / math.sqrt(3)
+    half = 4.3027 * std / math.sqrt(3)
+    assert d["n"] == 3
+    assert d["diff"] == pytest.approx(diff)
+    assert d["std"] == pytest.approx(std)
+    assert d["ci"] == pytest.approx([diff - half, diff + half], abs=1e-6)
+    assert d["ci"][0] < 0 < d["ci"][1]
+    assert d["excludes_zero"] is False
+    assert stats.describe_difference(d) == "+1.33 pp (95% CI -0.10 to +2.77, 3 seeds): not distinguishable from 0"
+
+
+def test_paired_difference_confidence_level_widens_interval():
+    a, b = [0.80, 0.82, 0.81, 0.83], [0.79, 0.80, 0.80, 0.80]
+    ci90 = stats.paired_difference(a, b, confidence=0.90)["ci"]
+    ci99 = stats.paired_difference(a, b, confidence=0.99)["ci"]
+    assert ci99[0] < ci90[0] and ci90[1] < ci99[1]
+
+
+def test_single_seed_has_no_interval():
+    d = stats.paired_difference([0.81], [0.79])
+    assert d["n"] == 1
+    assert d["diff"] == pytest.approx(0.02)
+    assert d["ci"] == [None, None]
+    assert d["excludes_zero"] is False
+    assert d["std"] == 0.0
+    assert stats.describe_difference(d) == "+2.00 pp (1 seed, no CI): not distinguishable from 0"
+
+
+def test_consistent_shift_excludes_zero_both_signs():
+    b = [0.70, 0.75, 0.72, 0.78, 0.74]
+    a = [x + s for x, s in zip(b, [0.020, 0.022, 0.019, 0.021, 0.020])]
+    up = stats.paired_difference(a, b)
+    assert up["excludes_zero"] is True and up["ci"][0] > 0
+    assert stats.describe_difference(up).endswith(": above 0")
+    down = stats.paired_difference(b, a)
+    assert down["excludes_zero"] is True and down["ci"][1] < 0
+    assert stats.describe_difference(down, unit="", scale=1.0).startswith("-0.02 (95% CI")
+    assert stats.describe_difference(down).endswith(": below 0")
+
+
+def test_paired_difference_rejects_unequal_lengths():
+    with pytest.raises(ValueError):
+        stats.paired_difference([1.0, 2.0], [1.0])
+
+
+def test_ratio_interval():
+    r = stats.ratio_interval([2.0, 3.3, 4.0], [1.0, 1.5, 2.0])  # ratios 2.0, 2.2, 2.0
+    mean, std = 6.2 / 3, math.sqrt(((0.2 / 3) ** 2 * 2 + (0.4 / 3) ** 2) / 2)
+    half = 4.3027 * std / math.sqrt(3)
+    assert r["ratio"] == pytest.approx(mean)
+    assert r["std"] == pytest.approx(std)
+    assert r["ci"] == pytest.approx([mean - half, mean + half], abs=1e-5)
+    assert r["n"] == 3 and r["excludes_one"] is True and r["excludes_zero"] is True
+    assert "diff" not in r
+    assert stats.describe_difference(r).endswith(": above 1")
+    near_one = stats.ratio_interval([1.0, 1.1, 0.95], [1.0, 1.0, 1.0])
+    assert near_one["excludes_one"] is False
+    assert stats.describe_difference(near_one).endswith("not distinguishable from 1")
+    assert stats.ratio_interval([2.0], [1.0])["ci"] == [None, None]
+
+
+def _seed(xs, ys):
+    return [{"flops_spent": x, "test_accuracy": y, "epoch": i} for i, (x, y) in enumerate(zip(xs, ys))]
+
+
+def test_compare_bands_lines_and_bands_with_different_x_grids():
+    runs = {
+        "full": [_seed([1.0, 2.0, 3.0], [0.5, 0.6, 0.7]), _seed([1.1, 2.2, 3.3], [0.52, 0.63, 0.71]),
+                 _seed([0.9, 1.7, 2.6, 3.4], [0.49, 0.58, 0.66, 0.72])],
+        "sundew": [_seed([0.5, 1.0], [0.40, 0.55]), _seed([0.6, 1.2, 1.5], [0.42, 0.50, 0.58])],
+        "single": [_seed([0.3, 0.8, 1.9], [0.3, 0.4, 0.45])],
+    }
+    fig = compare_bands(runs, "flops_spent", "FLOPs", reference=0.72, reference_label="full data, final")
+    (ax,) = fig.axes
+    lines = [ln for ln in ax.get_lines() if ln.get_linestyle() != "--"]
+    assert len(lines) == 3
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    labels = ax.get_legend_handles_labels()[1]
+    assert any("full data, final" in lbl for lbl in labels)
+    assert "min to max" in ax.get_title()
+    # The mean curve of "full" spans only where all three seeds have data: [1.1, 3.0].
+    full_x = lines[0].get_xdata()
+    assert full_x[0] == pytest.approx(1.1) and full_x[-1] == pytest.approx(3.0)
+    # The single-seed strategy is its raw line.
+    assert list(lines[2].get_xdata()) == [0.3, 0.8, 1.9]
+    # The reference (0.72) sits where the autoscaled top would be; it must not hide in the frame.
+    low, high = ax.get_ylim()
+    assert low < 0.72 < high - 0.01
+    plt.close(fig)
+
+
+def test_compare_bands_rejects_disjoint_seeds():
+    runs = {"x": [_seed([1.0, 2.0], [0.1, 0.2]), _seed([3.0, 4.0], [0.3, 0.4])]}
+    with pytest.raises(ValueError):
+        compare_bands(runs, "flops_spent", "FLOPs")

@@ -1,0 +1,254 @@
+"""RunTracker's MLflow 3 features: experiment kind tag, logged models, dataset inputs, system metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import mlflow
+import mlflow.pytorch
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from tensordict import TensorDict
+from torch import nn
+
+from functional_ast import tracking
+
+UNREACHABLE = "http://127.0.0.1:9"
+KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    """One sqlite store for the module (creating its tables costs seconds); tests use their own experiments."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _global_tracking_uri_untouched():
+    before = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(before)
+
+
+def _kind(client, name):
+    tags = client.get_experiment_by_name(name).tags
+    return {k: v for k, v in tags.items() if k == "mlflow.experimentKind"}
+
+
+def test_new_and_existing_experiments_get_the_kind_tag(uri):
+    client = MlflowClient(uri)
+    with tracking.RunTracker(uri, "kind-new") as tracker:
+        assert tracker.online
+    assert _kind(client, "kind-new") == KIND
+
+    client.create_experiment("kind-old")  # made by another tool, without the tag
+    assert _kind(client, "kind-old") == {}
+    with tracking.RunTracker(uri, "kind-old"):
+        pass
+    assert _kind(client, "kind-old") == KIND
+
+    old = client.create_experiment("kind-resumed")
+    run_id = client.create_run(old).info.run_id
+    with tracking.RunTracker(uri, "ignored", run_id=run_id) as tracker:  # continuing a run of an untagged one
+        assert tracker.run_id == run_id
+    assert _kind(client, "kind-resumed") == KIND
+
+
+def _trained(model: nn.Module) -> TensorDict:
+    """Params unlike the module's own: logging must take these, not the stale ones in the module."""
+    return TensorDict({n: p.detach() * -2 + 0.5 for n, p in model.named_parameters()})
+
+
+def test_log_model_round_trips_the_given_params(uri):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    params = _trained(model)
+    shape = model.to("meta")  # the training code keeps only a meta-device skeleton
+    x = torch.randn(5, 3, 2, 2)
+    want = torch.func.functional_call(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), dict(params.items()), (x,))
+    with tracking.RunTracker(uri, "models") as tracker:
+        model_uri = tracker.log_model(shape, params, TensorDict({}), x[:4])
+        run_id = tracker.run_id
+    assert model_uri is not None and model_uri.startswith("models:/")
+    assert next(shape.parameters()).is_meta  # the caller's module is untouched
+
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(model_uri)
+    assert isinstance(loaded, torch.fx.GraphModule)  # saved as "pt2" (torch.export): no pickle
+    torch.testing.assert_close(loaded(x), want)  # another batch size than the example's: batch dim is dynamic
+    client = MlflowClient(uri)
+    outputs = client.get_run(run_id).outputs.model_outputs
+    assert [o.model_id for o in outputs] == [model_uri.split("/")[-1]]
+    logged = client.get_logged_model(outputs[0].model_id)
+    assert logged.source_run_id == run_id and str(logged.status) == "READY"
+    assert logged.experiment_id == client.get_experiment_by_name("models").experiment_id
+
+
+class _DataDependent(nn.Module):
+    """torch.export cannot trace a branch on tensor values: logging falls back to pickle."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x):
+        y = self.fc(x) * self.scale
+        return y if y.sum() > 0 else -y
+
+
+def test_log_model_falls_back_to_pickle_and_keeps_buffers(uri):
+    torch.manual_seed(1)
+    model = _DataDependent()
+    params, buffers = _trained(model), TensorDict({"scale": torch.tensor(3.0)})
+    x = torch.randn(3, 4)
+    with tracking.RunTracker(uri, "models-pickle") as tracker:
+        model_uri = tracker.log_model(model, params, buffers, x)
+    assert model_uri is not None
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(model_uri)
+    assert isinstance(loaded, _DataDependent)
+    reference = _DataDependent()
+    reference.load_state_dict({**dict(params.items()), "scale": torch.tensor(3.0)})
+    torch.testing.assert_close(loaded(x), reference(x))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("models-pickle").experiment_id
+    assert len(client.search_logged_models([experiment])) == 1  # the failed pt2 attempt was deleted
+
+
+def test_cpu_module_takes_every_given_tensor_and_refuses_a_mismatch():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten())
+    model.register_buffer("offset", torch.zeros(()), persistent=False)
+    params = _trained(model)
+    buffers = TensorDict({n: b + 1 for n, b in model.named_buffers()})
+    copy = tracking.cpu_module(model.to("meta"), params, buffers)
+    assert not copy.training and next(model.parameters()).is_meta
+    got = {**dict(copy.named_parameters()), **dict(copy.named_buffers())}
+    assert set(got) == set(params.keys()) | set(buffers.keys())
+    for key, value in {**dict(params.items()), **dict(buffers.items())}.items():
+        assert got[key].device.type == "cpu" and torch.equal(got[key], value), key
+    with pytest.raises(RuntimeError, match="Missing key"):
+        tracking.cpu_module(model, params.exclude("0.bias"), buffers)
+
+
+def test_log_model_never_raises(uri):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with pytest.warns(UserWarning, match="unreachable"):
+        tracker = tracking.RunTracker(UNREACHABLE, "t")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tracker.log_model(model, _trained(model), TensorDict({}), torch.zeros(2, 3, 2, 2)) is None
+        assert tracker.log_model(model, _trained(model), TensorDict({}), torch.zeros(2, 3, 2, 2)) is None
+    messages = [str(w.message) for w in caught if "not logged" in str(w.message)]
+    assert len(messages) == 1 and "\n" not in messages[0]  # warned once, one line
+
+    with tracking.RunTracker(uri, "models-bad") as online:  # params that do not fit the module
+        with pytest.warns(UserWarning, match="not logged"):
+            assert online.log_model(model, TensorDict({"0.weight": torch.zeros(3, 12)}), TensorDict({}),
+                                    torch.zeros(2, 3, 2, 2)) is None
+
+
+def test_log_dataset_shows_as_a_run_input(uri, tmp_path):
+    images, labels = torch.randint(0, 255, (20, 3, 4, 4), dtype=torch.uint8), torch.arange(20) % 3
+    digest = tracking.dataset_digest(images, labels)
+    with tracking.RunTracker(uri, "datasets") as tracker:
+        tracker.log_dataset("train", str(tmp_path), digest, num_samples=20, num_classes=3, image_shape=(3, 4, 4))
+        tracker.log_dataset("test", "torchvision:CIFAR10", "0123456789ab", context="eval")
+        run_id = tracker.run_id
+    inputs = {i.dataset.name: i for i in MlflowClient(uri).get_run(run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"train", "test"}
+    train = inputs["train"]
+    assert train.dataset.digest == digest and train.dataset.source_type == "local"
+    assert json.loads(train.dataset.source) == {"uri": str(tmp_path.resolve())}
+    assert json.loads(train.dataset.profile) == {"num_samples": 20, "num_classes": 3, "image_shape": [3, 4, 4]}
+    assert {(t.key, t.value) for t in train.tags} == {("mlflow.data.context", "training")}
+    assert {(t.key, t.value) for t in inputs["test"].tags} == {("mlflow.data.context", "eval")}
+    assert "torchvision:CIFAR10" in inputs["test"].dataset.source
+
+
+def test_log_dataset_is_buffered_while_the_store_fails(uri, monkeypatch):
+    real = MlflowClient.log_inputs
+    down = {"on": True}
+
+    def flaky(self, *args, **kwargs):
+        if down["on"]:
+            raise ConnectionError("store down")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", flaky)
+    with tracking.RunTracker(uri, "datasets-buffered") as tracker:
+        with pytest.warns(UserWarning, match="unreachable"):
+            tracker.log_dataset("train", "data", "aaaaaaaaaaaa")
+        assert tracker.buffered == 1
+        down["on"] = False
+        assert tracker.flush() and tracker.buffered == 0
+        run_id = tracker.run_id
+    (only,) = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+    assert only.dataset.digest == "aaaaaaaaaaaa"
+
+
+def test_an_unsent_dataset_is_saved_and_replayed(uri, tmp_path):
+    with pytest.warns(UserWarning, match="unreachable"):
+        with tracking.RunTracker(UNREACHABLE, "datasets-replayed", fallback_dir=tmp_path) as tracker:
+            tracker.log_dataset("train", "data", "bbbbbbbbbbbb", num_classes=10)
+    folder = tmp_path / "tracking-unsent"
+    assert [json.loads(line)["digest"] for line in (folder / "inputs.jsonl").read_text().splitlines()] == \
+        ["bbbbbbbbbbbb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tracking-unsent"]  # no temporary folder left
+    run_id = tracking.replay(folder, uri)
+    (only,) = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+    assert (only.dataset.name, only.dataset.digest) == ("train", "bbbbbbbbbbbb")
+    assert json.loads(only.dataset.profile) == {"num_classes": 10}
+
+
+def test_dataset_digest_is_stable_sensitive_and_fast():
+    g = torch.Generator().manual_seed(0)
+    images = torch.zeros(50_000, 3, 32, 32, dtype=torch.uint8)  # CIFAR-10's training set size
+    images[:, 0, 0, :] = torch.randint(0, 255, (50_000, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (50_000,), generator=g)
+    start = time.perf_counter()
+    digest = tracking.dataset_digest(images, labels)
+    assert time.perf_counter() - start < 1.0  # milliseconds in fact; generous for a loaded machine
+    assert len(digest) == 12 and int(digest, 16) >= 0
+    assert tracking.dataset_digest(images[:].contiguous(), labels.clone()) == digest
+    changed = labels.clone()
+    changed[123] = (changed[123] + 1) % 10
+    assert tracking.dataset_digest(images, changed) != digest
+    images[0, 0, 0, 0] ^= 1  # the first image is always in the sample
+    assert tracking.dataset_digest(images, labels) != digest
+    images[0, 0, 0, 0] ^= 1
+    assert tracking.dataset_digest(images[:-1], labels[:-1]) != digest
+    small = images[:100]
+    assert tracking.dataset_digest(small.float(), labels[:100]) != tracking.dataset_digest(small, labels[:100])
+
+
+def test_system_metrics_without_psutil_warn_and_go_on(uri, monkeypatch):
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else
+                        real(name, *a))
+    with pytest.warns(UserWarning, match="system metrics need psutil: pip install psutil"):
+        tracker = tracking.RunTracker(uri, "sysmetrics", system_metrics=True)
+    with tracker:
+        tracker.log_metrics({"loss": 1.0}, step=0)
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 1.0}
+
+
+def test_system_metrics_are_logged_when_psutil_is_there(uri, monkeypatch):
+    pytest.importorskip("psutil")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    with tracking.RunTracker(uri, "sysmetrics", system_metrics=True) as tracker:
+        time.sleep(1.0)
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    assert any(key.startswith("system/cpu") for key in run.data.metrics)
+
+
+def test_the_null_tracker_has_the_new_methods():
+    null = tracking.NullTracker()
+    assert null.log_model(nn.Linear(1, 1), TensorDict({}), TensorDict({}), torch.zeros(1, 1)) is None
+    assert null.log_dataset("d", "s", "x", num_samples=3) is None

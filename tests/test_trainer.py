@@ -1,0 +1,210 @@
+"""The library's trainer: fit and compare with your own model and data, resume by loading the state, budgets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torchvision.io import write_png
+
+import functional_ast as fa
+from functional_ast import checkpoint, optim, sampling, strategies
+from functional_ast.trainer import Data, Run
+from conftest import REPO, assert_tree_equal
+
+MODEL_SOURCE = '''
+from torch import nn
+
+def mynet(num_classes, in_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+'''
+
+
+def _digits(root, per_class_train=20, per_class_test=5, classes=3, size=28):
+    """A tiny 28x28 one-channel ImageFolder: the class shifts the brightness."""
+    g = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class_train), ("test", per_class_test)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                img = (torch.rand(1, size, size, generator=g) * 60 + 80 * c).clamp(0, 255).to(torch.uint8)
+                write_png(img, str(folder / f"{i}.png"))
+    return root
+
+
+def _tensors(n=96, classes=4, seed=0, size=8, channels=1):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    images = (torch.rand(n, channels, size, size, generator=g) * 60 + 60 * labels.view(-1, 1, 1, 1)).to(torch.uint8)
+    return images, labels
+
+
+def _net(classes=4, channels=1):
+    return lambda: nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes))
+
+
+def test_the_generic_command_trains_your_model_on_a_one_channel_folder_and_tracks_it(tmp_path):
+    from mlflow.tracking import MlflowClient
+    import mlflow
+    import mlflow.pytorch
+
+    data = _digits(tmp_path / "digits")
+    (tmp_path / "mymodule.py").write_text(MODEL_SOURCE)
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
+    out = subprocess.run([sys.executable, "-m", "functional_ast", "--data", str(data), "--model", "mymodule:mynet",
+                          "--epochs", "2", "--warmup-epochs", "1", "--target-rate", "0.3", "--batch-size", "16",
+                          "--tracking-uri", uri, "--no-progress"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("functional_ast")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["model"] == "mymodule:mynet"
+    assert run.data.params["image_shape"] == "1x28x28" and run.data.params["classes"] == "3"
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "digits" and len(dataset.dataset.digest) >= 8
+    (logged,) = run.outputs.model_outputs
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # as a user would, to load from this store
+    try:
+        model = mlflow.pytorch.load_model(f"models:/{logged.model_id}")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    images = torch.rand(5, 1, 28, 28)
+    assert model(images).shape == (5, 3)
+
+
+def test_fit_with_your_model_and_tensors_returns_a_result_with_history():
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    result = fa.fit(_net(), train, test, fa.TrainConfig(strategy="stale", epochs=3, batch_size=16, target_rate=0.25))
+    s = result.summary
+    assert s["epochs"] == 3 and len(result.history.epochs) == 3
+    assert s["samples_trained"] == 96 + 2 * 16  # warm-up on all 96, then a batch of each pool of 64 per epoch
+    assert [e["epoch_activation_rate"] for e in result.history.epochs] == [1.0, 0.25, 0.25]
+    assert 0.0 <= s["test_accuracy"] <= 1.0 and s["samples_scored"] == 0
+    steps, losses = result.history.series("loss")
+    assert steps == list(range(s["steps"])) and all(v == v for v in losses)
+
+
+def test_bad_config_and_data_are_one_clear_error_naming_the_field():
+    with pytest.raises(fa.ConfigError, match="TrainConfig.target_rate"):
+        fa.TrainConfig(target_rate=0.0)
+    with pytest.raises(fa.ConfigError, match="TrainConfig.strategy must be one of"):
+        fa.TrainConfig(strategy="magic")
+    with pytest.raises(fa.ConfigError, match="time_budget or flop_budget"):
+        fa.TrainConfig(time_budget=1.0, flop_budget=1e9)
+    with pytest.raises(fa.ConfigError, match="batch size 512 is larger than the training set"):
+        fa.fit(_net(), _tensors(), _tensors(32), fa.TrainConfig(batch_size=512))
+
+
+def test_resuming_means_loading_the_state():
+    """A run stopped at a safe point and continued from its saved state ends bit-identical to an uninterrupted
+    one: position, skip counters, selector tables and history live in the state."""
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    config = fa.TrainConfig(strategy="prioritized", epochs=4, batch_size=16, target_rate=0.25)
+    data = Data.prepare(train, test)
+    saved = []
+
+    class KeepSecondSafePoint(fa.Callback):
+        def on_safe_point(self, run):
+            saved.append(checkpoint._unflatten(*checkpoint._flatten(run.state), None))
+
+    reference = fa.fit(_net(), data, None, config, callbacks=[KeepSecondSafePoint()], safe_point_every=4)
+    middle = saved[1]
+    assert 0 < int(middle["step"]) < int(reference.state["step"])
+    resumed = fa.fit(_net(), data, None, config, state=middle, safe_point_every=4)
+    assert_tree_equal(resumed.state.exclude("clock", "history"), reference.state.exclude("clock", "history"))
+    assert [e["test_accuracy"] for e in resumed.history.epochs] == [e["test_accuracy"] for e in reference.history.epochs]
+    assert resumed.history.series("loss") == reference.history.series("loss")
+
+
+def test_a_state_of_another_configuration_is_refused_by_fit():
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    other = fa.fit(_net(), train, test, fa.TrainConfig(strategy="stale", epochs=1, batch_size=16)).state
+    with pytest.raises(checkpoint.CheckpointError):
+        fa.fit(_net(classes=4), train, test, fa.TrainConfig(strategy="sundew", epochs=1, batch_size=16), state=other)
+
+
+def test_a_flop_budget_ends_every_strategy_at_the_budget_with_its_schedule_annealed():
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    full = fa.fit(_net(), train, test, fa.TrainConfig(strategy="full", epochs=2, batch_size=16))
+    budget = full.summary["flops_spent"]
+    for name in ("full", "random", "stale", "sundew"):
+        config = fa.TrainConfig(strategy=name, batch_size=16, target_rate=0.25, flop_budget=budget,
+                                cooldown_epochs=1, lr=0.05)
+        result = fa.fit(_net(), train, test, config)
+        spent = result.summary["flops_spent"]
+        per_step = spent / result.summary["steps"]
+        assert budget <= spent <= budget + 3 * per_step, name  # stops at the first step past the budget
+        opt = result.state["opt"]
+        horizon = float(next(v for k, v in opt.items(include_nested=True, leaves_only=True)
+                             if (k if isinstance(k, str) else k[-1]) == "horizon"))
+        # the schedule's horizon was re-planned to the steps the budget afforded: it ended annealed
+        assert abs(horizon - result.summary["steps"]) <= max(2, 0.1 * horizon), (name, horizon)
+        if name != "full":
+            assert result.history.epochs[-1]["all_data"] == 1.0, name  # the cool-down fitted inside the budget
+
+
+def test_index_only_strategies_gather_only_the_images_they_train():
+    strategy = strategies.stale(num_samples=100, rate=0.2)
+    selector = strategy.init()
+    order = sampling.epoch_order(100, seed=0, epoch=1)
+    drawn = sampling.draw(strategy, selector, order, batch=0, size=50, seed=0, epoch=1, all_data=False)
+    assert drawn.selected and drawn.index.shape == (10,)
+    assert set(drawn.index.tolist()) <= set(order[:50].tolist())
+    again = sampling.draw(strategy, selector, order, batch=0, size=50, seed=0, epoch=1, all_data=False)
+    assert torch.equal(drawn.index, again.index)  # a pure function of (seed, epoch, batch) and the state
+    pool = sampling.draw(strategies.sundew(0.2), strategies.sundew(0.2).init(), order, batch=1, size=50, seed=0,
+                         epoch=1, all_data=False)
+    assert not pool.selected and torch.equal(pool.index, order[50:100])  # a scoring strategy gets the pool
+
+
+def test_prioritized_draws_follow_the_state_table_and_are_pure():
+    table = torch.full((64,), 1e-3)
+    table[7] = 100.0
+    key = fa.prng.key(3)
+    index, weight = sampling.prioritized_draw(table, 200, alpha=0.6, beta=0.4, key=key)
+    again, _ = sampling.prioritized_draw(table, 200, alpha=0.6, beta=0.4, key=key)
+    assert torch.equal(index, again) and (index == 7).float().mean() > 0.5
+    assert float(weight.max()) <= 1.0 and float(weight[index == 7].max()) < float(weight[index != 7].max())
+
+
+def test_compare_interleaves_runs_and_returns_them_in_the_order_given():
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    order = []
+
+    class Log(fa.Callback):
+        def on_epoch_end(self, run, record):
+            order.append((run.config.strategy, run.config.seed, record["epoch"]))
+
+    configs = [fa.TrainConfig(strategy=s, seed=seed, epochs=2, batch_size=16, target_rate=0.25)
+               for seed in (0, 1) for s in ("full", "random")]
+    results = fa.compare(_net(), train, test, configs, callbacks_for=lambda c: [Log()])
+    assert [(r.summary["strategy"], r.summary["seed"]) for r in results] == [
+        ("full", 0), ("random", 0), ("full", 1), ("random", 1)]
+    assert [e for _, _, e in order] == [1, 1, 1, 1, 2, 2, 2, 2]  # round-robin, an epoch each
+    alone = fa.fit(_net(), train, test, configs[1])
+    assert alone.summary["test_accuracy"] == results[1].summary["test_accuracy"]  # turns change nothing computed
+
+
+def test_horizon_schedule_matches_warmup_cosine_and_can_be_replanned():
+    fixed = optim.warmup_cosine(1.0, total_steps=10, warmup_steps=2)
+    over = optim.warmup_cosine_over_horizon(1.0, horizon=10, warmup_steps=2)
+    for c in range(12):
+        count = torch.tensor(c)
+        assert float(over.fn(count, torch.tensor(10.0))) == pytest.approx(float(fixed(count)))
+    from tensordict import TensorDict
+
+    state = optim.sgd(over).init(TensorDict(w=torch.zeros(3)))
+    longer = optim.set_horizon(state, 20)
+    key = next(k for k in state.keys(True, True) if k[-1] == "horizon")
+    assert float(state[key]) == 10.0 and float(longer[key]) == 20.0  # the input is untouched

@@ -33,7 +33,7 @@ from functional_ast.data import DataError
 from functional_ast.trainer import Run, TrainConfig
 
 BASELINES = ("full", "random")
-FULL_STRATEGIES = ("full", "random", "stale", "sundew")
+FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
 TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 (README); 30% leaves selection room
 
 

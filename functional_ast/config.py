@@ -26,7 +26,7 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
         raise ConfigError(f"{owner}.{name} must be in {interval}, got {value!r}")
 
 
-STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized")
+STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered")
 STALE_RULE_NAMES = ("proportional", "hard_first")
 
 

@@ -21,12 +21,15 @@ from .strategies import Strategy
 
 
 class Draw(NamedTuple):
-    """Dataset indices to gather, their loss weights (or None), and whether they are already the trained set
-    (True) or a pool the step still selects from by scores (False)."""
+    """Dataset indices to gather, their loss weights (or None), whether they are already the trained set (True)
+    or a pool the step still selects from by scores (False); for an index-only selection, the selector state
+    after it (a gate and controller move) and its metrics."""
 
     index: Tensor
     weight: Tensor | None
     selected: bool
+    selector: TensorDict | None = None
+    info: TensorDict | None = None
 
 
 def stream_seed(seed: int, epoch: int, batch: int = -1, stream: int = 0) -> int:
@@ -70,7 +73,7 @@ def draw(strategy: Strategy, selector: TensorDict, order: Tensor, *, batch: int,
     picked = strategy.select(selector, candidates, key.to(device), _no_scores)
     positions = picked.index if picked.index is not None else picked.mask.nonzero()[:, 0]
     weight = None if picked.weight is None else picked.weight[positions]
-    return Draw(pool[positions.to(pool.device)], weight, True)
+    return Draw(pool[positions.to(pool.device)], weight, True, picked.state, picked.info)
 
 
 def _no_scores() -> TensorDict:

@@ -27,7 +27,8 @@ from . import controller as ctl
 from . import gate as gt
 from . import prng
 from .config import STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, check_range
-from .significance import loss_intensity
+from .significance import intensity as intensity_of
+from .significance import loss_intensity, normalise_by_mean
 
 Significance = Callable[[TensorDict, TensorDict], Tensor]
 
@@ -267,25 +268,81 @@ def sundew(target_rate: float | None = None, *, controller: ctl.ControllerConfig
         scored = score()
         with record_function("fa::significance"):
             scores = significance(scored, batch)
-        ctrl_state = state["controller"]
-        with record_function("fa::gate"):
-            if controller.initial_threshold is None:
-                start = gt.threshold_for_rate(scores, controller.target_rate, gate_cfg.temperature,
-                                              controller.threshold_min, controller.threshold_max)
-                ctrl_state = ctl.calibrate(ctrl_state, start)
-            mask, gate_state, gate_info = gt.gate(scores, ctrl_state["threshold"], state["gate"], key, gate_cfg)
-        with record_function("fa::controller"):
-            new_ctrl = ctl.update(ctrl_state, mask.float().mean(), controller)
-        info = TensorDict(
-            n_scored=torch.tensor(batch.batch_size[0], dtype=torch.int64, device=batch.device),
-            threshold=ctrl_state["threshold"],
-            rate_ema=new_ctrl["rate_ema"],
-            significance_mean=scores.mean(),
-            **gate_info,
-        )
-        return Selection(mask, None, TensorDict(gate=gate_state, controller=new_ctrl), info)
+        mask, gated, info = _gate_and_control(state, scores, key, controller, gate_cfg)
+        info["n_scored"] = torch.tensor(batch.batch_size[0], dtype=torch.int64, device=batch.device)
+        return Selection(mask, None, gated, info)
 
     return Strategy("sundew", init, select, needs=tuple(needs))
+
+
+def _gate_and_control(state: TensorDict, scores: Tensor, key: Tensor, controller: ctl.ControllerConfig,
+                      gate_cfg: gt.GateConfig) -> tuple[Tensor, TensorDict, TensorDict]:
+    """Sundew's decision on `scores`: (calibrate on the first gated batch,) gate at the controller's threshold,
+    then one PI step on the observed rate. Returns the mask, the new gate/controller state and metrics."""
+    ctrl_state = state["controller"]
+    with record_function("fa::gate"):
+        if controller.initial_threshold is None:
+            start = gt.threshold_for_rate(scores, controller.target_rate, gate_cfg.temperature,
+                                          controller.threshold_min, controller.threshold_max)
+            ctrl_state = ctl.calibrate(ctrl_state, start)
+        mask, gate_state, gate_info = gt.gate(scores, ctrl_state["threshold"], state["gate"], key, gate_cfg)
+    with record_function("fa::controller"):
+        new_ctrl = ctl.update(ctrl_state, mask.float().mean(), controller)
+    info = TensorDict(threshold=ctrl_state["threshold"], rate_ema=new_ctrl["rate_ema"],
+                      significance_mean=scores.mean(), **gate_info)
+    return mask, TensorDict(gate=gate_state, controller=new_ctrl), info
+
+
+def sundew_remembered(num_samples: int, target_rate: float = 0.1, *, controller: ctl.ControllerConfig | None = None,
+                      gate: gt.GateConfig | None = None, loss_weight: float = 0.7) -> Strategy:
+    """The seed's gate and PI controller deciding on *remembered* significance, with no scoring forward.
+
+    Each sample's loss and input intensity are kept in a per-sample table (filled by `observe` from the training
+    forward, during warm-up and after), and significance = loss_weight * normalised remembered loss +
+    (1 - loss_weight) * normalised intensity over the pool; never-trained samples count as the hardest seen.
+    Selection reads only indices (`index_only`), so the trainer gathers the images of the chosen samples alone.
+    """
+    check_range("sundew_remembered", "num_samples", num_samples, 1)
+    check_range("sundew_remembered", "loss_weight", loss_weight, 0.0, 1.0)
+    controller = controller or ctl.ControllerConfig(target_rate=target_rate)
+    gate_cfg = default_gate(controller.target_rate) if gate is None else gate
+
+    def init(device=None) -> TensorDict:
+        return TensorDict(gate=gt.init(gate_cfg, device), controller=ctl.init(controller, device),
+                          loss=torch.zeros(num_samples, device=device),
+                          intensity=torch.zeros(num_samples, device=device),
+                          seen=torch.zeros(num_samples, dtype=torch.bool, device=device))
+
+    def select(state, batch, key, score):
+        idx = batch["index"]
+        seen = state["seen"][idx]
+        loss = _hardest_if_unseen(state["loss"][idx], seen)
+        known = state["intensity"][idx]
+        typical = torch.where(seen, known, torch.zeros_like(known)).sum() / seen.sum().clamp_min(1)
+        intensity = torch.where(seen, known, typical.clamp_min(1e-6))
+        with record_function("fa::significance"):
+            scores = loss_weight * normalise_by_mean(loss) + (1 - loss_weight) * normalise_by_mean(intensity)
+        mask, gated, info = _gate_and_control(state, scores, key, controller, gate_cfg)
+        info["n_scored"] = torch.zeros((), dtype=torch.int64, device=idx.device)
+        new_state = TensorDict(dict(state.items(), gate=gated["gate"], controller=gated["controller"]),
+                               device=state.device)
+        return Selection(mask, None, new_state, info)
+
+    def observe(state, batch, trained, losses):
+        index = batch["index"][trained]
+        images = batch["image"][trained]
+        return TensorDict(dict(
+            state.items(),
+            loss=state["loss"].index_put((index,), losses.detach().to(state["loss"].dtype)),
+            intensity=state["intensity"].index_put((index,), intensity_of(images).to(state["intensity"].dtype)),
+            seen=state["seen"].index_put((index,), torch.ones_like(index, dtype=torch.bool))), device=state.device)
+
+    return Strategy("sundew_remembered", init, select, observe=observe, index_only=True)
+
+
+def _hardest_if_unseen(loss: Tensor, seen: Tensor) -> Tensor:
+    top = torch.where(seen, loss, torch.zeros_like(loss)).max().clamp_min(1e-6)
+    return torch.where(seen, loss.clamp_min(0), top)
 
 
 def by_name(name: str, target_rate: float, num_samples: int | None = None, batch_size: int = 128,
@@ -303,6 +360,10 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
             raise ConfigError("strategy 'stale' needs num_samples (the dataset size) for its score table")
         return stale(num_samples, target_rate, rule=stale_rule,
                      **({} if explore is None else {"explore": explore}))
+    if name == "sundew_remembered":
+        if num_samples is None:
+            raise ConfigError("strategy 'sundew_remembered' needs num_samples (the dataset size) for its tables")
+        return sundew_remembered(num_samples, target_rate)
     if name == "prioritized":
         if num_samples is None:
             raise ConfigError("strategy 'prioritized' needs num_samples (the dataset size) for its priorities")

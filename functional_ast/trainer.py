@@ -254,6 +254,11 @@ def _with(state: TensorDict, **parts: dict) -> TensorDict:
     return TensorDict(out, batch_size=state.batch_size, device=state.device)
 
 
+def _replace(state: TensorDict, **leaves) -> TensorDict:
+    """A new state with top-level entries replaced; nothing mutated."""
+    return TensorDict(dict(state.items(), **leaves), batch_size=state.batch_size, device=state.device)
+
+
 def _counters(state: TensorDict) -> dict[str, int]:
     return {k: int(v) for k, v in state["work"].items()}
 
@@ -411,7 +416,11 @@ class Run:
                                        std=self.data.std, device=self.data.device)
                 if drawn.weight is not None:
                     batch["weight"] = drawn.weight.to(self.data.device)
+                if drawn.selector is not None:  # an index-only selection moved its gate/controller
+                    self.state = _replace(self.state, selector=drawn.selector)
                 self.state, metrics = step(self.state, batch)
+                if drawn.info is not None:
+                    metrics = TensorDict(dict(drawn.info.items(), **dict(metrics.items())), device=metrics.device)
                 pending.append(metrics)
                 b += 1
                 global_step = chunk_start + len(pending)
@@ -553,9 +562,7 @@ class Run:
             middle = max(0.0, left - warm_left * c_all - cool_steps * c_all)
             remaining = warm_left + middle / c_sel + min(cool_steps, left / c_all)
         horizon = max(done + 1, done + int(round(remaining)))
-        out = dict(self.state.items())
-        out["opt"] = optim.set_horizon(self.state["opt"], horizon)
-        self.state = TensorDict(out, batch_size=self.state.batch_size, device=self.state.device)
+        self.state = _replace(self.state, opt=optim.set_horizon(self.state["opt"], horizon))
 
     # -- epoch ends -------------------------------------------------------------------------------------
     def _end_epoch(self, epoch: int, all_data: bool) -> None:

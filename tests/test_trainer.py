@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from tensordict import TensorDict
 from torch import nn
 from torchvision.io import write_png
 
@@ -17,6 +18,7 @@ from functional_ast.trainer import Data, Run
 from conftest import REPO, assert_tree_equal
 
 MODEL_SOURCE = '''
+from tensordict import TensorDict
 from torch import nn
 
 def mynet(num_classes, in_channels):
@@ -208,3 +210,31 @@ def test_horizon_schedule_matches_warmup_cosine_and_can_be_replanned():
     longer = optim.set_horizon(state, 20)
     key = next(k for k in state.keys(True, True) if k[-1] == "horizon")
     assert float(state[key]) == 10.0 and float(longer[key]) == 20.0  # the input is untouched
+
+
+def test_sundew_remembered_gates_on_the_table_without_scoring_and_meets_its_target():
+    train, test = _tensors(n=640, seed=2), _tensors(n=64, seed=3)
+    config = fa.TrainConfig(strategy="sundew_remembered", epochs=4, batch_size=16, target_rate=0.25)
+    result = fa.fit(_net(), train, test, config)
+    s = result.summary
+    assert s["samples_scored"] == 0  # no scoring forward: the gate reads remembered loss and intensity
+    gated = [e["epoch_activation_rate"] for e in result.history.epochs if not e["all_data"]]
+    assert len(gated) == 3 and all(abs(rate - 0.25) < 0.08 for rate in gated), gated
+    selector = result.state["selector"]
+    assert bool(selector["seen"].all()) and float(selector["intensity"].min()) > 0  # filled during warm-up
+    steps, thresholds = result.history.series("threshold")
+    assert len(thresholds) > 0 and steps[0] >= 640 // 16  # the controller moves only after warm-up
+
+
+def test_sundew_remembered_select_is_pure_and_prefers_high_remembered_loss():
+    strategy = strategies.sundew_remembered(num_samples=200, target_rate=0.2)
+    state = strategy.init()
+    loss = torch.linspace(0.01, 2.0, 200)
+    state = TensorDict(dict(state.items(), loss=loss, seen=torch.ones(200, dtype=torch.bool),
+                               intensity=torch.ones(200)))
+    before = state.clone()
+    pool = TensorDict(index=torch.arange(200), batch_size=[200])
+    picked = [strategy.select(state, pool, fa.prng.key(i), None) for i in range(20)]
+    assert_tree_equal(state, before)  # nothing mutated
+    rate = torch.stack([p.mask for p in picked]).float().mean(0)
+    assert rate[150:].mean() > 3 * rate[:50].mean()  # higher remembered loss, higher chance to be trained

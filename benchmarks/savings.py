@@ -97,7 +97,7 @@ def _cli_args(args, budget_s: float, label: str) -> list[str]:
             "--time-budget", f"{budget_s:.3f}", "--no-progress", "--no-log-model", "--experiment", "savings-benchmark",
             "--run-name", f"savings-{label}", "--label-noise", str(args.label_noise), "--checkpoint-every", "0"]
     if args.quick:
-        argv += ["--limit-train", "10000", "--limit-test", "2000"]
+        argv += ["--limit-train", "6000", "--limit-test", "2000"]
     if args.tracking_uri:
         argv += ["--tracking-uri", args.tracking_uri]
     return argv
@@ -106,7 +106,7 @@ def _cli_args(args, budget_s: float, label: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.savings", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="CIFAR-10 directory or .tar.gz (see python -m functional_ast --help)")
-    p.add_argument("--quick", action="store_true", help="10,000 train / 2,000 test samples, seeds 0,1 (about 20 min)")
+    p.add_argument("--quick", action="store_true", help="6,000 train / 2,000 test samples, seeds 0,1 (about 20-25 min on 2 cores)")
     p.add_argument("--seeds", type=cli._seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
     p.add_argument("--budget-epochs", default="6,16", help="budgets in full-data epochs of this machine: short,long")
     p.add_argument("--strategies", type=cli._strategy_list, default=list(FULL_STRATEGIES))

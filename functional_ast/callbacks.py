@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import checkpoint, io, plots, tracking
+from .loop import NonFiniteLossError
 from .trainer import Callback, History, Result, Run
 
 
 class Checkpoints(Callback):
     """The whole state, atomically, into `folder` at every safe point (newest `keep` kept); `run.json` beside it
-    (what `info()` returns) and `result.json` at the end. On a failure the last state is saved and named in
-    the error (`error.saved_to`)."""
+    (what `info()` returns) and `result.json` at the end. When a run diverges, its last good state is saved
+    and named in the error (`error.saved_to`)."""
 
     def __init__(self, folder: str | Path, keep: int = 2, info: Callable[[], dict] | None = None):
         self.folder, self.keep, self.info = Path(folder), keep, info
@@ -35,7 +36,9 @@ class Checkpoints(Callback):
         self.save(run)
 
     def on_failure(self, run: Run, error: BaseException) -> None:
-        error.saved_to = self.save(run)
+        if isinstance(error, NonFiniteLossError):  # the state holds the last good parameters: keep them
+            error.saved_to = self.save(run)
+        # Otherwise (Ctrl-C, a bug) the newest safe point stays the one to resume from.
 
     def on_end(self, run: Run, result: Result) -> None:
         io.atomic_write_json(self.folder / "result.json",

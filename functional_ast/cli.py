@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import logging
 import math
 import os
 import platform
@@ -523,7 +522,6 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     """Parse, train or compare, and return the exit code: 0, 1 (training failed), 2 (bad input), 130."""
     args = (parser or build_parser()).parse_args(argv)
     warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
-    logging.getLogger("torchrl").setLevel(logging.WARNING)
     try:
         if distributed.launched_by_torchrun() and (args.time_budget or (args.compare and not args.no_interleave)):
             raise ConfigError("--time-budget and interleaved --compare need one process (each rank's clock would "

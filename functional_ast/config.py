@@ -26,8 +26,8 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
         raise ConfigError(f"{owner}.{name} must be in {interval}, got {value!r}")
 
 
-STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered")
-STALE_RULE_NAMES = ("proportional", "hard_first")
+STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered", "small_loss")
+STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def _unchanged(state: TensorDict, batch: TensorDict, trained: Tensor, losses: Te
 
 
 class PrioritySampling(NamedTuple):
-    """Batches are drawn by a prioritised sampler (see `sampling.PrioritizedBatches`), not by the epoch order:
+    """Batches are drawn by prioritised sampling (`sampling.prioritized_draw`), not by the epoch order:
     each step draws `k` samples standing for a nominal batch of `batch_size` of the epoch."""
 
     rate: float
@@ -144,7 +144,10 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
     k = round(rate * n) are trained, drawn without replacement:
     - rule "proportional": with probability p_i = (1 - explore) * loss_i / sum(loss) + explore / n;
     - rule "hard_first": an `explore` share of k uniformly, then the *hard* samples (remembered loss at
-      or above the batch mean) in random order, then random easy ones if fewer than k are hard.
+      or above the batch mean) in random order, then random easy ones if fewer than k are hard;
+    - rule "small_loss": the opposite, for noisy labels (Co-teaching's small-loss trick): with probability
+      p_i = (1 - explore) * w_i / sum(w) + explore / n, w_i = exp(-2 loss_i / mean(loss)), so samples the model
+      keeps getting wrong (often mislabelled ones) are rarely trained.
     `explore` keeps looking at samples whose remembered loss may be out of date. With `rescale`, each
     trained loss is weighted by 1 / (n * P(selected)), so the (self-normalised) loss estimates the
     batch's mean loss, InfoBatch-style; measured on CIFAR-10 it trained worse than without (README), so it is off.
@@ -167,7 +170,12 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
         top = torch.where(seen, loss, torch.zeros_like(loss)).max().clamp_min(1e-6)
         loss = torch.where(seen, loss.clamp_min(0), top)  # never trained: as hard as the hardest
         hard = _at_or_above_mean(loss)
-        if rule == "proportional":
+        if rule == "small_loss":
+            w = torch.exp(-2.0 * loss / loss.mean().clamp_min(1e-6))
+            p = (1 - explore) * w / w.sum().clamp_min(1e-12) + explore / n
+            index = _gumbel_top_k(p.log(), k, key)
+            included = (k * p).clamp(max=1.0)
+        elif rule == "proportional":
             p = (1 - explore) * loss / loss.sum().clamp_min(1e-12) + explore / n  # per draw
             index = _gumbel_top_k(p.log(), k, key)
             included = (k * p).clamp(max=1.0)  # P(selected) of k draws without replacement, about
@@ -209,12 +217,12 @@ def _hard_first(hard: Tensor, k: int, k_explore: int, key: Tensor) -> tuple[Tens
 def prioritized(num_samples: int, rate: float, *, batch_size: int = 128, alpha: float = 0.6,
                 beta: float = 0.4) -> Strategy:
     """Prioritised replay over the whole dataset: each step trains on round(rate * batch_size) samples drawn
-    by torchrl's PrioritizedSampler (sum tree) with P(i) ~ priority_i ** alpha, weighted by the
-    sampler's importance weights (p_i / p_min) ** -beta. Priorities are the per-sample losses
-    of the last time a sample was trained (state table `priority`), updated by `observe`; no
-    scoring forward. The loop draws the batches (`Strategy.sampling`); the step trains them all and
-    accounts each step as `batch_size` samples seen (`sampling.batch_size`), so savings are against
-    full training of the same epoch."""
+    with replacement with P(i) ~ priority_i ** alpha, weighted by the importance weights
+    (p_i / p_min) ** -beta (`sampling.prioritized_draw`, a pure function of the table and a key). Priorities
+    are the per-sample losses of the last time a sample was trained (state table `priority`), updated by
+    `observe`; no scoring forward. The trainer draws the batches (`Strategy.sampling`); the step trains them
+    all and accounts each step as `batch_size` samples seen, so savings are against full training of the
+    same epoch."""
     check_range("prioritized", "rate", rate, 0.0, 1.0, low_open=True)
     check_range("prioritized", "batch_size", batch_size, 1)
     check_range("prioritized", "alpha", alpha, 0.0)
@@ -360,6 +368,10 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
             raise ConfigError("strategy 'stale' needs num_samples (the dataset size) for its score table")
         return stale(num_samples, target_rate, rule=stale_rule,
                      **({} if explore is None else {"explore": explore}))
+    if name == "small_loss":  # stale's small-loss rule under its own name, to compare it beside `stale`
+        if num_samples is None:
+            raise ConfigError("strategy 'small_loss' needs num_samples (the dataset size) for its score table")
+        return stale(num_samples, target_rate, rule="small_loss", **({} if explore is None else {"explore": explore}))
     if name == "sundew_remembered":
         if num_samples is None:
             raise ConfigError("strategy 'sundew_remembered' needs num_samples (the dataset size) for its tables")

@@ -26,7 +26,8 @@ from torch import nn
 
 from . import checkpoint, data as fdata, distributed, optim, sampling, strategies
 from .config import ConfigError, TrainConfig
-from .loop import NonFiniteLossError, Skips, check_skips, evaluate, gather_metrics
+from .plan import NEVER, Plan, build_optimizer, build_strategy, pool_size, remaining_steps  # noqa: F401
+from .loop import Skips, check_skips, evaluate, gather_metrics
 from .losses import cross_entropy
 from .step import init_state, make_eval_step, make_train_step
 
@@ -36,7 +37,6 @@ STEP_KEYS = ("loss", "activation_rate", "n_trained", "threshold", "rate_ema", "s
 EPOCH_KEYS = ("epoch", "steps", "all_data", "test_accuracy", "test_loss", "train_time_s", "eval_time_s",
               "epoch_activation_rate", "epoch_saved_pct", "saved_pct", "flops_spent", "flops_full",
               "samples_trained", "samples_scored")
-NEVER = 2**62  # "no cool-down epoch planned yet"
 UNKNOWN = -1.0  # a cost per step not measured yet (not NaN: states must compare equal leaf by leaf)
 
 
@@ -136,93 +136,18 @@ class Callback:
     def on_failure(self, run: "Run", error: BaseException) -> None: ...
 
 
-# --------------------------------------------------------------------------- the plan
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The run's shape: which epochs train on all data, batches per epoch, the schedule's first horizon."""
-
-    num_samples: int
-    batch_size: int
-    pool_size: int
-    epochs: int  # planned epochs (a budget run may take more or fewer)
-    warmup_epochs: int
-    cooldown_epochs: int
-    gated: bool
-
-    @classmethod
-    def of(cls, config: TrainConfig, num_samples: int) -> "Plan":
-        if num_samples < config.batch_size:
-            raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({num_samples} "
-                              "samples); lower --batch-size or use more data")
-        gated = config.gated
-        warmup = min(config.warmup_epochs, config.epochs) if gated else 0
-        cooldown = min(config.cooldown_epochs, config.epochs - warmup) if gated else 0
-        return cls(num_samples, config.batch_size, pool_size(config, num_samples), config.epochs, warmup,
-                   cooldown, gated)
-
-    @property
-    def all_data_steps(self) -> int:
-        """Steps of an epoch on all data (batches of batch_size, the last partial one dropped)."""
-        return fdata.num_batches(self.num_samples, self.batch_size, drop_last=True)
-
-    @property
-    def selective_steps(self) -> int:
-        """Steps of a selective epoch (one per pool)."""
-        return fdata.num_batches(self.num_samples, self.pool_size, drop_last=True)
-
-    def first_cooldown_epoch(self) -> int:
-        return self.epochs - self.cooldown_epochs if self.cooldown_epochs else NEVER
-
-    def all_data(self, epoch: int, cooldown_from: int) -> bool:
-        return not self.gated or epoch < self.warmup_epochs or epoch >= cooldown_from
-
-    def steps_in(self, epoch: int, cooldown_from: int) -> int:
-        return self.all_data_steps if self.all_data(epoch, cooldown_from) else self.selective_steps
-
-    @property
-    def total_steps(self) -> int:
-        cooldown_from = self.first_cooldown_epoch()
-        return sum(self.steps_in(e, cooldown_from) for e in range(self.epochs))
-
-
-def pool_size(config: TrainConfig, num_samples: int) -> int:
-    """Samples a selective step draws from: `pool_size`, or batch_size / target_rate (a step then trains about
-    one batch, as a fresh random subset per epoch (RS2) does); batch_size for `full`."""
-    if not config.gated:
-        return config.batch_size
-    size = config.pool_size if config.pool_size is not None else round(config.batch_size / config.target_rate)
-    return max(1, min(size, num_samples))
-
-
-def build_optimizer(config: TrainConfig, plan: Plan) -> optim.GradientTransformation:
-    """SGD (Nesterov) or AdamW on a warm-up + cosine schedule over the steps this strategy takes (the horizon,
-    re-planned under a budget); the warm-up is the first epoch's steps, at most a fifth of the run."""
-    total = plan.total_steps
-    first = plan.all_data_steps if plan.all_data(0, plan.first_cooldown_epoch()) else plan.selective_steps
-    schedule = optim.warmup_cosine_over_horizon(config.peak_lr, total, warmup_steps=min(first, total // 5))
-    if config.optimizer == "sgd":
-        return optim.sgd(schedule, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    return optim.adam(schedule, weight_decay=config.weight_decay)
-
-
-def build_strategy(config: TrainConfig, plan: Plan) -> strategies.Strategy:
-    return strategies.by_name(config.strategy, config.target_rate, num_samples=plan.num_samples,
-                              batch_size=plan.pool_size, explore=config.explore, stale_rule=config.stale_rule)
-
-
 # --------------------------------------------------------------------------- loop state
 
 
-def init_loop(plan: Plan, device) -> TensorDict:
-    """The loop's part of the state: position, clock, skip counters and history, all tensors."""
+def init_loop(plan: Plan, device, budgeted: bool = False) -> TensorDict:
+    """The loop's part of the state: position, clock, skip counters and history, all tensors. Under a budget
+    the cool-down starts when only its cost is left (decided as the budget is spent), not at a planned epoch."""
     i64 = dict(dtype=torch.int64, device=device)
     f64 = dict(dtype=torch.float64, device=device)
     zero_counters = TensorDict({k: torch.zeros((), **i64) for k in
                                 ("flops_spent", "flops_full", "samples_seen", "samples_scored", "samples_trained")})
     loop = TensorDict(epoch=torch.zeros((), **i64), batch=torch.zeros((), **i64),
-                      cooldown_from=torch.tensor(plan.first_cooldown_epoch(), **i64),
+                      cooldown_from=torch.tensor(NEVER if budgeted else plan.first_cooldown_epoch(), **i64),
                       finished=torch.zeros((), dtype=torch.bool, device=device),
                       skipped_in_a_row=torch.zeros((), **i64), skipped_total=torch.zeros((), **i64),
                       warned=torch.zeros((), dtype=torch.bool, device=device), epoch_start=zero_counters,
@@ -334,7 +259,7 @@ class Run:
                                                   score_chunk_size=config.batch_size, **common)
         self.eval_step = make_eval_step(self.model)
         fresh = init_state(self.model, self.optimizer, self.strategy, key=config.seed, device=data.device)
-        fresh.update(init_loop(self.plan, data.device))
+        fresh.update(init_loop(self.plan, data.device, budgeted=config.budget is not None))
         self.template = fresh
         if state is not None:
             checkpoint.check_compatible(state.exclude("history"), fresh.exclude("history"), "the state to resume")
@@ -425,18 +350,18 @@ class Run:
                 b += 1
                 global_step = chunk_start + len(pending)
                 if len(pending) >= self.log_every:
-                    chunk_start = self._flush(pending, chunk_start, all_data)
+                    chunk_start = self._flush(pending, chunk_start, all_data, b)
                     pending = []
                 if self.safe_point_every and global_step % self.safe_point_every == 0:
                     if pending:
-                        chunk_start = self._flush(pending, chunk_start, all_data)
+                        chunk_start = self._flush(pending, chunk_start, all_data, b)
                         pending = []
                     self._set_position(epoch, b)
                     self._hooks("on_safe_point")
             if pending:
-                self._flush(pending, chunk_start, all_data)
+                self._flush(pending, chunk_start, all_data, b)
             float(self.state["step"])  # wait for queued device work before reading the clock
-        except NonFiniteLossError as error:
+        except BaseException as error:  # a diverged run, Ctrl-C, a bug: save what is good, tell the edges
             self.clock.stop()
             self._set_position(epoch, b)
             self._hooks("on_failure", error)
@@ -479,7 +404,7 @@ class Run:
         self.state = _with(self.state, loop={"epoch": torch.tensor(epoch), "batch": torch.tensor(batch)},
                            clock={"train_time": torch.tensor(self.clock.now(), dtype=torch.float64)})
 
-    def _flush(self, pending: list[TensorDict], chunk_start: int, all_data: bool) -> int:
+    def _flush(self, pending: list[TensorDict], chunk_start: int, all_data: bool, batch: int) -> int:
         """Gather pending metrics (one transfer), run the guard, keep the history, call on_metrics, re-plan."""
         loop = self.state["loop"]
         chunk = gather_metrics(pending)
@@ -501,7 +426,7 @@ class Run:
         self.state = _with(self.state, history={"steps": TensorDict(steps)})
         self._hooks("on_metrics", chunk_start, chunk)
         if self.config.budget is not None:
-            self._replan(len(pending), all_data)
+            self._replan(len(pending), all_data, batch)
         return end
 
     # -- budgets ----------------------------------------------------------------------------------------
@@ -537,9 +462,10 @@ class Run:
         self.state = _with(self.state, loop={k: torch.tensor(v, dtype=torch.float64) for k, v in costs.items()})
         self._replan(0, True)
 
-    def _replan(self, steps_just_done: int, all_data: bool) -> None:
-        """Re-estimate the steps the rest of the budget affords and set the schedule's horizon to the total."""
-        kind, budget = self.config.budget
+    def _replan(self, steps_just_done: int, all_data: bool, batch: int | None = None) -> None:
+        """Re-estimate the steps the rest of the budget affords from (epoch, batch) and set the schedule's
+        horizon to the total."""
+        _, budget = self.config.budget
         loop = self.state["loop"]
         used = self.budget_used()
         done = int(self.state["step"])
@@ -551,16 +477,10 @@ class Run:
             self.state = _with(self.state, loop={phase: torch.tensor(cost, dtype=torch.float64)})
         self._used_at_flush = used
         left = max(0.0, budget - used)
-        c_all, c_sel = float(self.state["loop", "cost_all_data"]), float(self.state["loop", "cost_selective"])
-        epoch, batch = self.epoch, int(self.state["loop", "batch"])
-        if not self.plan.gated:
-            remaining = left / c_all
-        else:
-            warm_left = max(0, (self.plan.warmup_epochs - epoch) * self.plan.all_data_steps - (
-                batch if epoch < self.plan.warmup_epochs else 0))
-            cool_steps = self.plan.cooldown_epochs * self.plan.all_data_steps
-            middle = max(0.0, left - warm_left * c_all - cool_steps * c_all)
-            remaining = warm_left + middle / c_sel + min(cool_steps, left / c_all)
+        batch = int(self.state["loop", "batch"]) if batch is None else batch
+        remaining = remaining_steps(self.plan, self.epoch, batch, left,
+                                    float(self.state["loop", "cost_all_data"]),
+                                    float(self.state["loop", "cost_selective"]))
         horizon = max(done + 1, done + int(round(remaining)))
         self.state = _replace(self.state, opt=optim.set_horizon(self.state["opt"], horizon))
 

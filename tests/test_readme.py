@@ -1,16 +1,29 @@
-"""The README's library example runs as written."""
+"""The README's library examples run as written."""
 
 import re
 
 from conftest import REPO
 
 
-def test_readme_library_example_runs(capsys):
+def _blocks():
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## As a library"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text[text.index("## As a library"):text.index("## Architecture")]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_fit_example_runs(capsys):
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(_blocks()[0], "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.summary["epochs"] == 3 and len(result.history.epochs) == 3
+    # epoch 1 on all 1024, then per epoch 4 pools of round(64 / 0.3) = 213, training 64 of each
+    assert result.summary["samples_trained"] == 1024 + 2 * 4 * 64
+    assert "epoch 3: test acc" in capsys.readouterr().out
+
+
+def test_readme_step_example_runs(capsys):
+    namespace: dict = {}
+    exec(compile(_blocks()[1], "README.md", "exec"), namespace)
     state = namespace["state"]
     assert int(state["step"]) == 16  # 2 epochs of 512 // 64 batches
     trained = int(state["work", "samples_trained"])

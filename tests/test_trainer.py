@@ -238,3 +238,40 @@ def test_sundew_remembered_select_is_pure_and_prefers_high_remembered_loss():
     assert_tree_equal(state, before)  # nothing mutated
     rate = torch.stack([p.mask for p in picked]).float().mean(0)
     assert rate[150:].mean() > 3 * rate[:50].mean()  # higher remembered loss, higher chance to be trained
+
+
+def test_remaining_steps_counts_warmup_selective_and_cooldown_at_their_costs():
+    from functional_ast.plan import Plan, remaining_steps
+
+    plan = Plan(num_samples=1000, batch_size=10, pool_size=50, epochs=5, warmup_epochs=1, cooldown_epochs=1,
+                gated=True)  # 100 all-data steps per epoch, 20 selective
+    # at the start: 100 warm-up steps (cost 1) + cool-down 100 (cost 1) reserved, the rest at cost 0.5
+    assert remaining_steps(plan, 0, 0, left=400.0, cost_all_data=1.0, cost_selective=0.5) == 100 + 400 + 100
+    # half-way through warm-up, 50 all-data steps are left
+    assert remaining_steps(plan, 0, 50, left=350.0, cost_all_data=1.0, cost_selective=0.5) == 50 + 400 + 100
+    # less than the cool-down left: only what it affords
+    assert remaining_steps(plan, 3, 0, left=30.0, cost_all_data=1.0, cost_selective=0.5) == 30
+    full = Plan(num_samples=1000, batch_size=10, pool_size=10, epochs=5, warmup_epochs=0, cooldown_epochs=0,
+                gated=False)
+    assert remaining_steps(full, 2, 0, left=30.0, cost_all_data=2.0, cost_selective=2.0) == 15
+
+
+def test_small_loss_prefers_samples_the_model_gets_right():
+    strategy = strategies.by_name("small_loss", 0.2, num_samples=200)
+    state = TensorDict(loss=torch.linspace(0.01, 4.0, 200), seen=torch.ones(200, dtype=torch.bool))
+    pool = TensorDict(index=torch.arange(200), batch_size=[200])
+    picked = torch.stack([strategy.select(state, pool, fa.prng.key(i), None).mask for i in range(50)]).float()
+    assert int(picked[0].sum()) == 40  # a fixed count: round(0.2 * 200)
+    assert picked[:, :50].mean() > 3 * picked[:, 150:].mean()  # low remembered loss, trained more often
+
+
+def test_under_a_budget_the_cooldown_comes_at_the_end_whatever_epochs_says():
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    full = fa.fit(_net(), train, test, fa.TrainConfig(strategy="full", epochs=4, batch_size=16))
+    # epochs=2 would put the cool-down at the second epoch; under a budget of 4 full epochs it must wait
+    config = fa.TrainConfig(strategy="stale", epochs=2, batch_size=16, target_rate=0.25, cooldown_epochs=1,
+                            flop_budget=full.summary["flops_spent"])
+    flags = [e["all_data"] for e in fa.fit(_net(), train, test, config).history.epochs]
+    assert flags[0] == 1.0 and flags[-1] == 1.0 and flags.count(0.0) >= 4, flags
+    first_cooldown = flags.index(1.0, 1)
+    assert all(f == 1.0 for f in flags[first_cooldown:]) and all(f == 0.0 for f in flags[1:first_cooldown]), flags

@@ -1,0 +1,98 @@
+"""The plan of a run: which epochs train on all data, steps per epoch, pools, the optimiser and strategy a
+config builds, and how many steps the rest of a budget affords (pure functions of config and counts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import data as fdata, optim, strategies
+from .config import ConfigError, TrainConfig
+
+NEVER = 2**62  # "no cool-down epoch planned yet"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's shape: which epochs train on all data, batches per epoch, the schedule's first horizon."""
+
+    num_samples: int
+    batch_size: int
+    pool_size: int
+    epochs: int  # planned epochs (a budget run may take more or fewer)
+    warmup_epochs: int
+    cooldown_epochs: int
+    gated: bool
+
+    @classmethod
+    def of(cls, config: TrainConfig, num_samples: int) -> "Plan":
+        if num_samples < config.batch_size:
+            raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({num_samples} "
+                              "samples); lower --batch-size or use more data")
+        gated = config.gated
+        warmup = min(config.warmup_epochs, config.epochs) if gated else 0
+        cooldown = min(config.cooldown_epochs, config.epochs - warmup) if gated else 0
+        return cls(num_samples, config.batch_size, pool_size(config, num_samples), config.epochs, warmup,
+                   cooldown, gated)
+
+    @property
+    def all_data_steps(self) -> int:
+        """Steps of an epoch on all data (batches of batch_size, the last partial one dropped)."""
+        return fdata.num_batches(self.num_samples, self.batch_size, drop_last=True)
+
+    @property
+    def selective_steps(self) -> int:
+        """Steps of a selective epoch (one per pool)."""
+        return fdata.num_batches(self.num_samples, self.pool_size, drop_last=True)
+
+    def first_cooldown_epoch(self) -> int:
+        return self.epochs - self.cooldown_epochs if self.cooldown_epochs else NEVER
+
+    def all_data(self, epoch: int, cooldown_from: int) -> bool:
+        return not self.gated or epoch < self.warmup_epochs or epoch >= cooldown_from
+
+    def steps_in(self, epoch: int, cooldown_from: int) -> int:
+        return self.all_data_steps if self.all_data(epoch, cooldown_from) else self.selective_steps
+
+    @property
+    def total_steps(self) -> int:
+        cooldown_from = self.first_cooldown_epoch()
+        return sum(self.steps_in(e, cooldown_from) for e in range(self.epochs))
+
+
+def pool_size(config: TrainConfig, num_samples: int) -> int:
+    """Samples a selective step draws from: `pool_size`, or batch_size / target_rate (a step then trains about
+    one batch, as a fresh random subset per epoch (RS2) does); batch_size for `full`."""
+    if not config.gated:
+        return config.batch_size
+    size = config.pool_size if config.pool_size is not None else round(config.batch_size / config.target_rate)
+    return max(1, min(size, num_samples))
+
+
+def build_optimizer(config: TrainConfig, plan: Plan) -> optim.GradientTransformation:
+    """SGD (Nesterov) or AdamW on a warm-up + cosine schedule over the steps this strategy takes (the horizon,
+    re-planned under a budget); the warm-up is the first epoch's steps, at most a fifth of the run."""
+    total = plan.total_steps
+    first = plan.all_data_steps if plan.all_data(0, plan.first_cooldown_epoch()) else plan.selective_steps
+    schedule = optim.warmup_cosine_over_horizon(config.peak_lr, total, warmup_steps=min(first, total // 5))
+    if config.optimizer == "sgd":
+        return optim.sgd(schedule, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    return optim.adam(schedule, weight_decay=config.weight_decay)
+
+
+def build_strategy(config: TrainConfig, plan: Plan) -> strategies.Strategy:
+    return strategies.by_name(config.strategy, config.target_rate, num_samples=plan.num_samples,
+                              batch_size=plan.pool_size, explore=config.explore, stale_rule=config.stale_rule)
+
+
+
+
+def remaining_steps(plan: Plan, epoch: int, batch: int, left: float, cost_all_data: float,
+                    cost_selective: float) -> float:
+    """Steps that `left` budget affords from (epoch, batch): the rest of the warm-up on all data, selective
+    steps, then the cool-down epochs on all data (at the measured cost per step of each phase)."""
+    if not plan.gated:
+        return left / cost_all_data
+    warm_left = max(0, (plan.warmup_epochs - epoch) * plan.all_data_steps - (batch if epoch < plan.warmup_epochs else 0))
+    cool_steps = plan.cooldown_epochs * plan.all_data_steps
+    middle = max(0.0, left - warm_left * cost_all_data - cool_steps * cost_all_data)
+    return warm_left + middle / cost_selective + min(cool_steps, left / cost_all_data)

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="CIFAR-10 directory or .tar.gz (see python -m functional_ast --help)")
     p.add_argument("--quick", action="store_true", help="6,000 train / 2,000 test samples, seeds 0,1 (about 20-25 min on 2 cores)")
     p.add_argument("--seeds", type=cli._seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
-    p.add_argument("--budget-epochs", default="6,16", help="budgets in full-data epochs of this machine: short,long")
+    p.add_argument("--budget-epochs", default="6,16",
+                   help="budgets in full-data epochs of this machine: short,long (one value: a single budget)")
     p.add_argument("--strategies", type=cli._strategy_list, default=list(FULL_STRATEGIES))
     p.add_argument("--model", default="cnn")
     p.add_argument("--target-rate", type=float, default=TARGET_RATE)
@@ -122,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(s in BASELINES for s in args.strategies) or all(s in BASELINES for s in args.strategies):
         print("error: --strategies needs a baseline (full or random) and a selective strategy", file=sys.stderr)
         return 2
-    labels = ("short", "long")
     budgets = [float(b) for b in args.budget_epochs.split(",")]
+    labels = ("short", "long") if len(budgets) == 2 else tuple(f"budget{i + 1}" for i in range(len(budgets)))
     try:
         data = cli.load_data(cli.build_parser().parse_args(_cli_args(args, 1.0, "probe")))
         epoch_s = epoch_seconds(data, args.model, args.batch_size, args.seeds[0])
@@ -152,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    headline = out["by_budget"][labels[min(1, len(budgets) - 1)]]
-    out["equal_time"] = dict(headline["equal_time"], budget="long" if len(budgets) > 1 else "short",
+    headline = out["by_budget"][labels[-1]]  # the longest budget given last
+    out["equal_time"] = dict(headline["equal_time"], budget=labels[-1],
                              by_budget={k: v["equal_time"] for k, v in out["by_budget"].items()})
     out["equal_accuracy"] = dict(headline["equal_accuracy"] or {}, budget=out["equal_time"]["budget"],
                                  by_budget={k: v["equal_accuracy"] for k, v in out["by_budget"].items()})
@@ -164,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label} budget ({entry['budget_epochs']:g} full epochs, {entry['budget_s']:.0f} s), equal time: "
               f"{t['best']} minus {t['baseline']} = {t['words']}")
         a = entry["equal_accuracy"]
-        if a and a["best"]:
-            ratio = "never reached it in every seed" if a["time_ratio"] is None else (
-                f"{a['time_ratio']:.2f}x of full's time" + ("" if a["ci95"][0] is None else
-                                                            f" (95% CI {a['ci95'][0]:.2f} to {a['ci95'][1]:.2f})"))
-            print(f"{label} budget, equal accuracy: {a['best']} reached full's final accuracy in {a['reached_in']}; "
-                  f"{ratio}")
+        if a and a["time_ratio"] is None:
+            reached = ", ".join(f"{s['strategy']} {s['reached_in']}" for s in a["strategies"].values())
+            print(f"{label} budget, equal accuracy: no selective strategy reached full's final accuracy in every "
+                  f"seed ({reached})")
+        elif a:
+            ci = "" if a["ci95"][0] is None else f" (95% CI {a['ci95'][0]:.2f} to {a['ci95'][1]:.2f})"
+            print(f"{label} budget, equal accuracy: {a['best']} reached full's final accuracy in {a['reached_in']}, "
+                  f"at {a['time_ratio']:.2f}x of full's time{ci}")
     io.atomic_write_json(args.json, out)
     print(f"wrote {args.json}")
     return 0

@@ -115,8 +115,10 @@ def compare_bands(runs: dict[str, list[list[dict]]], x_key: str, x_label: str, y
             ax.plot(curves[0][0], curves[0][1], marker="o", ms=3, color=color, label=f"{name} (1 seed)")
             continue
         lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
-        if lo > hi:
-            raise ValueError(f"compare_bands: the seeds of {name!r} share no {x_key} range")
+        if lo > hi:  # no common range to average over: draw each seed as it is
+            for k, (x, y) in enumerate(curves):
+                ax.plot(x, y, marker="o", ms=3, color=color, lw=0.8, label=f"{name} (seeds apart)" if not k else None)
+            continue
         if hi == lo:
             grid = np.array([lo])
         elif log_x and lo > 0:

@@ -148,6 +148,9 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
             "confidence": confidence}
 
 
+MIN_SEEDS_FOR_VERDICT = 3  # below this, an interval that excludes the null is reported but not called
+
+
 def describe_difference(d: dict, unit: str = "pp", scale: float = 100.0) -> str:
     """One plain-words line for a `paired_difference` (or `ratio_interval`) result.
 
@@ -175,4 +178,7 @@ def describe_difference(d: dict, unit: str = "pp", scale: float = 100.0) -> str:
         verdict = f"below {null:g}"
     else:
         verdict = f"not distinguishable from {null:g}"
+    if verdict != f"not distinguishable from {null:g}" and n < MIN_SEEDS_FOR_VERDICT:
+        # Two seeds that happen to differ by the same amount give a zero-width interval: not evidence.
+        verdict = f"{verdict} in both seeds, but too few seeds to call (fewer than {MIN_SEEDS_FOR_VERDICT})"
     return f"{text} ({conf} {fmt(low)} to {fmt(high)}, {seeds}): {verdict}"

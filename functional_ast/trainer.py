@@ -313,6 +313,8 @@ class Run:
             return
         all_data = self.plan.all_data(epoch, cooldown_from)
         first_batch = int(self.state["loop", "batch"])
+        if first_batch == 0 and self._cooldown_due(epoch, all_data, starts_at=epoch):  # this epoch cools down
+            cooldown_from, all_data = epoch, True
         if first_batch == 0:
             self.state = _with(self.state, loop={"epoch_start": self.state["work"].clone()})
         n_batches = self.plan.steps_in(epoch, cooldown_from)
@@ -387,14 +389,16 @@ class Run:
         budget = self.config.budget
         return budget is not None and self.budget_used() >= budget[1]
 
-    def _cooldown_due(self, epoch: int, all_data: bool) -> bool:
-        """Under a budget, a selective epoch ends early once only the cool-down epochs' cost is left."""
+    def _cooldown_due(self, epoch: int, all_data: bool, starts_at: int | None = None) -> bool:
+        """Under a budget, a selective epoch ends early once only the cool-down epochs' cost is left; the
+        cool-down then starts at `starts_at` (default: the next epoch)."""
         if self.config.budget is None or all_data or not self.plan.cooldown_epochs:
             return False
         left = self.config.budget[1] - self.budget_used()
         if left > self._cooldown_cost():
             return False
-        self.state = _with(self.state, loop={"cooldown_from": torch.tensor(epoch + 1, dtype=torch.int64)})
+        start = epoch + 1 if starts_at is None else starts_at
+        self.state = _with(self.state, loop={"cooldown_from": torch.tensor(start, dtype=torch.int64)})
         return True
 
     def _cooldown_cost(self) -> float:
@@ -600,9 +604,10 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
             states: dict[int, TensorDict] | None = None, device=None, interleave: bool = True,
             slices: int = 20, log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
             collective: distributed.Collective = distributed.LOCAL, meter=None) -> list[Result]:
-    """Train every config (strategies and seeds) on the same data; with `interleave`, round-robin: each run
-    trains one epoch (or, under a time budget, budget/`slices` seconds) in turn, so a slow or fast spell of
-    the machine falls on all of them alike. `states[i]` resumes config i. Results in the order given."""
+    """Train every config (strategies and seeds) on the same data; with `interleave`, taking turns: each run
+    trains one epoch in turn or, under a shared time budget, the run with the least train time so far trains
+    budget/`slices` seconds next (lockstep), so a slow or fast spell of the machine falls on all of them alike.
+    `states[i]` resumes config i. Results in the order given."""
     configs = list(configs)
     if not configs:
         raise ConfigError("compare: no configuration to run")
@@ -615,8 +620,13 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
     if not interleave:
         return [run.finish() for run in runs]
     while not all(run.finished for run in runs):
-        for run in runs:
+        budget = first.budget
+        if budget is not None and budget[0] == "time" and all(r.config.budget == budget for r in runs):
+            # Lockstep in train time: the run that has trained least goes next, for a 20th of the budget, so
+            # every run spends each stretch of its budget in the same minutes of the host's life.
+            min((r for r in runs if not r.finished), key=lambda r: r.clock.now()).advance(budget[1] / slices)
+            continue
+        for run in runs:  # an epoch each, in turn
             if not run.finished:
-                budget = run.config.budget
-                run.advance(budget[1] / slices if budget and budget[0] == "time" else None)
+                run.advance()
     return [run.finish() for run in runs]

@@ -137,7 +137,17 @@ def test_compare_bands_lines_and_bands_with_different_x_grids():
     plt.close(fig)
 
 
-def test_compare_bands_rejects_disjoint_seeds():
+def test_compare_bands_draws_disjoint_seeds_apart_without_a_band():
+    from matplotlib.collections import PolyCollection
+
     runs = {"x": [_seed([1.0, 2.0], [0.1, 0.2]), _seed([3.0, 4.0], [0.3, 0.4])]}
-    with pytest.raises(ValueError):
-        compare_bands(runs, "flops_spent", "FLOPs")
+    fig = compare_bands(runs, "flops_spent", "FLOPs")  # nothing to average over: each seed as it is
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2 and not any(isinstance(c, PolyCollection) for c in ax.collections)
+
+
+def test_two_seeds_with_the_same_difference_are_not_called():
+    d = stats.paired_difference([0.6080, 0.6050], [0.6035, 0.6005])  # +0.45 pp in both seeds: a zero-width CI
+    assert d["excludes_zero"] is True  # the arithmetic is what it is
+    words = stats.describe_difference(d)
+    assert "too few seeds to call" in words and not words.endswith(": above 0")

@@ -336,18 +336,10 @@ class Run:
                     break
                 if until is not None and self.clock.now() >= until:
                     break
-                drawn = sampling.draw(self.strategy, self.state["selector"], order, batch=b, size=size,
-                                      seed=self.config.seed, epoch=epoch, all_data=all_data)
-                generator = fdata.epoch_generator(self.config.seed, epoch, b) if self.config.augment else None
-                batch = fdata.batch_at(self.data.train, drawn.index, generator=generator, mean=self.data.mean,
-                                       std=self.data.std, device=self.data.device)
-                if drawn.weight is not None:
-                    batch["weight"] = drawn.weight.to(self.data.device)
-                if drawn.selector is not None:  # an index-only selection moved its gate/controller
-                    self.state = _replace(self.state, selector=drawn.selector)
+                self.state, batch, info = self._draw_batch(self.state, order, epoch, b, size, all_data)
                 self.state, metrics = step(self.state, batch)
-                if drawn.info is not None:
-                    metrics = TensorDict(dict(drawn.info.items(), **dict(metrics.items())), device=metrics.device)
+                if info is not None:  # an index-only selection's metrics (threshold, rate EMA, ...)
+                    metrics = TensorDict(dict(info.items(), **dict(metrics.items())), device=metrics.device)
                 pending.append(metrics)
                 b += 1
                 global_step = chunk_start + len(pending)
@@ -376,6 +368,21 @@ class Run:
         self._set_position(epoch, b)
         if epoch_over:
             self._end_epoch(epoch, all_data)
+
+    def _draw_batch(self, state: TensorDict, order: torch.Tensor, epoch: int, b: int, size: int, all_data: bool
+                    ) -> tuple[TensorDict, TensorDict, TensorDict | None]:
+        """Batch `b` of `epoch`: draw its indices (sampling.draw), gather and augment those samples. Returns the
+        state (with the selector an index-only selection moved), the batch and that selection's metrics."""
+        drawn = sampling.draw(self.strategy, state["selector"], order, batch=b, size=size, seed=self.config.seed,
+                              epoch=epoch, all_data=all_data)
+        generator = fdata.epoch_generator(self.config.seed, epoch, b) if self.config.augment else None
+        batch = fdata.batch_at(self.data.train, drawn.index, generator=generator, mean=self.data.mean,
+                               std=self.data.std, device=self.data.device)
+        if drawn.weight is not None:
+            batch["weight"] = drawn.weight.to(self.data.device)
+        if drawn.selector is not None:
+            state = _replace(state, selector=drawn.selector)
+        return state, batch, drawn.info
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if self._order is None or self._order[0] != epoch:
@@ -448,13 +455,8 @@ class Run:
             state, samples = self.state, []
             order = self._epoch_order(0)
             for b in range(steps + 1):
-                drawn = sampling.draw(self.strategy, state["selector"], order,
-                                      batch=b % (self.plan.all_data_steps if all_data else self.plan.selective_steps),
-                                      size=size, seed=self.config.seed, epoch=0, all_data=all_data)
-                batch = fdata.batch_at(self.data.train, drawn.index, mean=self.data.mean, std=self.data.std,
-                                       device=self.data.device)
-                if drawn.weight is not None:
-                    batch["weight"] = drawn.weight.to(self.data.device)
+                position = b % (self.plan.all_data_steps if all_data else self.plan.selective_steps)
+                state, batch, _ = self._draw_batch(state, order, 0, position, size, all_data)
                 flops = float(state["work", "flops_spent"])
                 start = time.perf_counter()
                 state, metrics = step(state, batch)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --strategies needs a baseline (full or random) and a selective strategy", file=sys.stderr)
         return 2
     budgets = [float(b) for b in args.budget_epochs.split(",")]
-    labels = ("short", "long") if len(budgets) == 2 else tuple(f"budget{i + 1}" for i in range(len(budgets)))
+    labels = ("short", "long") if len(budgets) == 2 else tuple(f"{b:g}-epochs" for b in budgets)
     try:
         data = cli.load_data(cli.build_parser().parse_args(_cli_args(args, 1.0, "probe")))
         epoch_s = epoch_seconds(data, args.model, args.batch_size, args.seeds[0])

@@ -1,16 +1,19 @@
 """The honest savings benchmark: selection against budget-matched full data and a random subset, over seeds.
 
-    python -m benchmarks.savings --data PATH [--quick] [--seeds 0,1,2] [--budget-epochs 6,16] [--json savings.json]
+    python -m benchmarks.savings --data PATH [--quick] [--seeds 0,1,2] [--budget-epochs 6,16]
+                                 [--budget-kind time|flops] [--json savings.json]
 
-For each budget (a wall-clock of N full-data epochs, measured on this machine before the runs),
-every strategy and seed trains for exactly that budget with its learning-rate schedule re-planned
-to anneal at the budget; the runs take turns (a 20th of the budget each), so the host's speed
-drift falls on all of them alike. Two questions, each over seeds with a 95% t-interval:
+For each budget (the wall-clock of N full-data epochs, measured on this machine before the runs, or
+with `--budget-kind flops` their FLOPs), every strategy and seed trains for exactly that budget with
+its learning-rate schedule re-planned to anneal at the budget; the runs take turns in lockstep (the
+run that has trained least goes next, a 20th of the budget), so the host's speed drift falls on all
+of them alike. Two questions, each over seeds with a 95% t-interval:
 
-1. Equal time: at the budget, the best selective strategy minus the best baseline (the higher of
-   budget-matched full data and a random subset per epoch), paired by seed.
+1. Equal time (or equal FLOPs): at the budget, the best selective strategy minus the best baseline
+   (the higher of budget-matched full data and a random subset per epoch), paired by seed.
 2. Equal accuracy: the train wall-clock at which each selective strategy first reaches the
-   budget-matched full run's final accuracy (same seed), as a fraction of that run's time.
+   budget-matched full run's final accuracy (same seed), as a fraction of that run's time; the
+   FLOPs executed by then, as a fraction of full's, beside it.
 
 Writes the JSON (`equal_time`, `equal_accuracy`, one entry per budget under `by_budget`) and a
 figure per budget (accuracy against wall-clock, a band over seeds) beside it; the figures and
@@ -37,9 +40,11 @@ FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
 TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 (README); 30% leaves selection room
 
 
-def epoch_seconds(data, model_spec: str, batch_size: int, seed: int) -> float:
-    """Seconds of one full-data epoch on this machine: the median of a few steps on a throwaway state."""
-    config = TrainConfig(strategy="full", batch_size=batch_size, seed=seed, time_budget=1.0)
+def epoch_cost(data, model_spec: str, batch_size: int, seed: int, kind: str = "time") -> float:
+    """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch on this machine: the median of a few
+    steps on a throwaway state."""
+    budget = {"time_budget": 1.0} if kind == "time" else {"flop_budget": 1.0}
+    config = TrainConfig(strategy="full", batch_size=batch_size, seed=seed, **budget)
     run = Run(cli.model_builder(model_spec, data), data, config)
     run._probe_costs(steps=5)
     return float(run.state["loop", "cost_all_data"]) * run.plan.all_data_steps
@@ -61,7 +66,8 @@ def equal_time(rows: list[dict]) -> dict:
 
 
 def equal_accuracy(results) -> dict:
-    """For each selective strategy: time to reach full's final accuracy (same seed) / full's train time."""
+    """For each selective strategy: time to reach full's final accuracy (same seed) / full's train time, and the
+    FLOPs executed by then / full's FLOPs."""
     full = {r.summary["seed"]: r for r in results if r.summary["strategy"] == "full"}
     per_strategy: dict[str, list[dict]] = {}
     for r in results:
@@ -69,33 +75,39 @@ def equal_accuracy(results) -> dict:
         if name in BASELINES or seed not in full:
             continue
         goal, full_time = full[seed].summary["test_accuracy"], full[seed].summary["train_time_s"]
+        full_flops = full[seed].summary["flops_spent"]
         reached = report.time_to_accuracy(r.history, goal)
-        per_strategy.setdefault(name, []).append(dict(strategy=name, seed=seed, goal_accuracy=goal,
-                                                      full_time_s=full_time, reached_time_s=reached,
-                                                      time_ratio=None if reached is None else reached / full_time))
+        flops = report.time_to_accuracy(r.history, goal, axis="flops_spent")
+        per_strategy.setdefault(name, []).append(dict(
+            strategy=name, seed=seed, goal_accuracy=goal, full_time_s=full_time, reached_time_s=reached,
+            time_ratio=None if reached is None else reached / full_time,
+            flop_ratio=None if flops is None else flops / full_flops))
     summaries = {}
     for name, rows in per_strategy.items():
         ratios = [r["time_ratio"] for r in rows if r["time_ratio"] is not None]
         entry = dict(strategy=name, reached_in=f"{len(ratios)} of {len(rows)} seeds", rows=rows,
-                     time_ratio=None, ci95=[None, None])
+                     time_ratio=None, ci95=[None, None], flop_ratio=None, flop_ci95=[None, None])
         if len(ratios) == len(rows) and ratios:
             d = stats.paired_difference(ratios, [0.0] * len(ratios))
-            entry.update(time_ratio=d["diff"], ci95=d["ci"])
+            f = stats.paired_difference([r["flop_ratio"] for r in rows], [0.0] * len(rows))
+            entry.update(time_ratio=d["diff"], ci95=d["ci"], flop_ratio=f["diff"], flop_ci95=f["ci"])
         summaries[name] = entry
     reached = [s for s in summaries.values() if s["time_ratio"] is not None]
     best = min(reached, key=lambda s: s["time_ratio"]) if reached else (next(iter(summaries.values()), None))
     return dict(best=best["strategy"] if best else None, baseline="full",
                 time_ratio=best["time_ratio"] if best else None, ci95=best["ci95"] if best else [None, None],
+                flop_ratio=best["flop_ratio"] if best else None,
                 reached_in=best["reached_in"] if best else None, seeds=len(full),
                 strategies=summaries, rows=[row for s in summaries.values() for row in s["rows"]])
 
 
-def _cli_args(args, budget_s: float, label: str) -> list[str]:
+def _cli_args(args, budget: float, label: str) -> list[str]:
     argv = ["--data", args.data, "--model", args.model, "--target-rate", str(args.target_rate),
             "--warmup-epochs", "1", "--cooldown-epochs", "1", "--batch-size", str(args.batch_size),
             "--compare", ",".join(args.strategies), "--seeds", ",".join(map(str, args.seeds)),
-            "--time-budget", f"{budget_s:.3f}", "--no-progress", "--no-log-model", "--experiment", "savings-benchmark",
-            "--run-name", f"savings-{label}", "--label-noise", str(args.label_noise), "--checkpoint-every", "0"]
+            "--time-budget" if args.budget_kind == "time" else "--flop-budget", repr(float(budget)),
+            "--no-progress", "--no-log-model", "--experiment", "savings-benchmark", "--run-name", f"savings-{label}",
+            "--label-noise", str(args.label_noise), "--checkpoint-every", "0"]
     if args.quick:
         argv += ["--limit-train", "6000", "--limit-test", "2000"]
     if args.tracking_uri:
@@ -106,10 +118,13 @@ def _cli_args(args, budget_s: float, label: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.savings", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="CIFAR-10 directory or .tar.gz (see python -m functional_ast --help)")
-    p.add_argument("--quick", action="store_true", help="6,000 train / 2,000 test samples, seeds 0,1 (about 20-25 min on 2 cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="6,000 train / 2,000 test samples, seeds 0,1 (about 15 min on 2 idle cores)")
     p.add_argument("--seeds", type=cli._seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
     p.add_argument("--budget-epochs", default="6,16",
                    help="budgets in full-data epochs of this machine: short,long (one value: a single budget)")
+    p.add_argument("--budget-kind", choices=("time", "flops"), default="time",
+                   help="match wall-clock (default) or FLOPs executed; a FLOP budget is the FLOPs of N full epochs")
     p.add_argument("--strategies", type=cli._strategy_list, default=list(FULL_STRATEGIES))
     p.add_argument("--model", default="cnn")
     p.add_argument("--target-rate", type=float, default=TARGET_RATE)
@@ -127,20 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     labels = ("short", "long") if len(budgets) == 2 else tuple(f"{b:g}-epochs" for b in budgets)
     try:
         data = cli.load_data(cli.build_parser().parse_args(_cli_args(args, 1.0, "probe")))
-        epoch_s = epoch_seconds(data, args.model, args.batch_size, args.seeds[0])
+        epoch_s = epoch_cost(data, args.model, args.batch_size, args.seeds[0])
+        epoch_flops = epoch_cost(data, args.model, args.batch_size, args.seeds[0], "flops")
         out = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                "mode": "quick" if args.quick else "full", "seeds": args.seeds, "strategies": args.strategies,
-               "target_rate": args.target_rate, "label_noise": args.label_noise, "full_epoch_s": epoch_s,
-               "by_budget": {}}
-        print(f"one full-data epoch takes about {epoch_s:.1f} s here; budgets: "
-              + ", ".join(f"{b:g} epochs = {b * epoch_s:.0f} s" for b in budgets), flush=True)
+               "target_rate": args.target_rate, "label_noise": args.label_noise, "budget_kind": args.budget_kind,
+               "full_epoch_s": epoch_s, "full_epoch_flops": epoch_flops, "by_budget": {}}
+        print(f"one full-data epoch takes about {epoch_s:.1f} s and {epoch_flops:.3g} FLOPs here; budgets: "
+              + ", ".join(f"{b:g} epochs = {b * epoch_s:.0f} s" for b in budgets)
+              + ("" if args.budget_kind == "time" else " (matched in FLOPs)"), flush=True)
         for label, epochs in zip(labels, budgets):
             budget_s = epochs * epoch_s
+            budget = budget_s if args.budget_kind == "time" else epochs * epoch_flops
             run_args = cli.build_parser().parse_args(
-                _cli_args(args, budget_s, label) + ["--eval-every", f"{budget_s / args.eval_points:.3f}"])
+                _cli_args(args, budget, label) + ["--eval-every", f"{budget_s / args.eval_points:.3f}"])
             results = cli.compare_strategies(run_args)
             rows = report.comparison_table(results)
-            entry = {"budget_epochs": epochs, "budget_s": budget_s, "equal_time": equal_time(rows),
+            entry = {"budget_epochs": epochs, "budget_s": budget_s, "budget_kind": args.budget_kind,
+                     "budget": budget, "equal_time": equal_time(rows),
                      "equal_accuracy": equal_accuracy(results) if "full" in args.strategies else None}
             figure = plots.compare_bands(
                 {name: [report._evaluated(r.history) for r in results if r.summary["strategy"] == name]
@@ -159,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     out["equal_accuracy"] = dict(headline["equal_accuracy"] or {}, budget=out["equal_time"]["budget"],
                                  by_budget={k: v["equal_accuracy"] for k, v in out["by_budget"].items()})
     print(f"\nmachine: {out['machine']}; mode {out['mode']}; seeds {args.seeds}; target rate {args.target_rate}; "
-          f"label noise {args.label_noise}; one full epoch = {epoch_s:.1f} s")
+          f"label noise {args.label_noise}; one full epoch = {epoch_s:.1f} s, {epoch_flops:.3g} FLOPs")
+    equal = "equal time" if args.budget_kind == "time" else "equal FLOPs"
     for label, entry in out["by_budget"].items():
         t = entry["equal_time"]
-        print(f"{label} budget ({entry['budget_epochs']:g} full epochs, {entry['budget_s']:.0f} s), equal time: "
+        size = f"{entry['budget_s']:.0f} s" if args.budget_kind == "time" else f"{entry['budget']:.3g} FLOPs"
+        print(f"{label} budget ({entry['budget_epochs']:g} full epochs, {size}), {equal}: "
               f"{t['best']} minus {t['baseline']} = {t['words']}")
         a = entry["equal_accuracy"]
         if a and a["time_ratio"] is None:
@@ -172,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a:
             ci = "" if a["ci95"][0] is None else f" (95% CI {a['ci95'][0]:.2f} to {a['ci95'][1]:.2f})"
             print(f"{label} budget, equal accuracy: {a['best']} reached full's final accuracy in {a['reached_in']}, "
-                  f"at {a['time_ratio']:.2f}x of full's time{ci}")
+                  f"at {a['time_ratio']:.2f}x of full's time{ci} and {a['flop_ratio']:.2f}x of its FLOPs")
     io.atomic_write_json(args.json, out)
     print(f"wrote {args.json}")
     return 0

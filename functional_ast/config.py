@@ -26,7 +26,10 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
         raise ConfigError(f"{owner}.{name} must be in {interval}, got {value!r}")
 
 
-STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered", "small_loss")
+STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered", "small_loss",
+                  "infobatch")
+# Strategies that pick their own share of each batch (their selection pool is one batch, not batch / target_rate).
+OWN_RATE_STRATEGIES = ("infobatch",)
 STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
 
 

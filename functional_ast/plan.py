@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import data as fdata, optim, strategies
-from .config import ConfigError, TrainConfig
+from .config import OWN_RATE_STRATEGIES, ConfigError, TrainConfig
 
 NEVER = 2**62  # "no cool-down epoch planned yet"
 
@@ -61,8 +61,9 @@ class Plan:
 
 def pool_size(config: TrainConfig, num_samples: int) -> int:
     """Samples a selective step draws from: `pool_size`, or batch_size / target_rate (a step then trains about
-    one batch, as a fresh random subset per epoch (RS2) does); batch_size for `full`."""
-    if not config.gated:
+    one batch, as a fresh random subset per epoch (RS2) does); batch_size for `full` and for a strategy that picks
+    its own share of each batch (`config.OWN_RATE_STRATEGIES`)."""
+    if not config.gated or config.strategy in OWN_RATE_STRATEGIES:
         return config.batch_size
     size = config.pool_size if config.pool_size is not None else round(config.batch_size / config.target_rate)
     return max(1, min(size, num_samples))

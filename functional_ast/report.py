@@ -17,10 +17,11 @@ def accuracy_at(history: History, seconds: float) -> float | None:
     return done[-1]["test_accuracy"] if done else None
 
 
-def time_to_accuracy(history: History, accuracy: float) -> float | None:
-    """Train wall-clock at the end of the first epoch whose test accuracy reached `accuracy` (None if never)."""
+def time_to_accuracy(history: History, accuracy: float, axis: str = "train_time_s") -> float | None:
+    """Train wall-clock (or another epoch record's `axis`, such as "flops_spent") at the end of the first epoch
+    whose test accuracy reached `accuracy` (None if never)."""
     reached = [e for e in _evaluated(history) if e["test_accuracy"] >= accuracy]
-    return reached[0]["train_time_s"] if reached else None
+    return reached[0][axis] if reached else None
 
 
 def _evaluated(history: History) -> list[dict]:
@@ -39,7 +40,7 @@ def comparison_table(results: Sequence[Result]) -> list[dict]:
         rnd = random_by_seed.get(s.get("seed", 0))
         rows.append(dict(
             strategy=s["strategy"], seed=s.get("seed", 0), epochs=s["epochs"], test_accuracy=s["test_accuracy"],
-            train_time_s=s["train_time_s"],
+            train_time_s=s["train_time_s"], flops_spent=s["flops_spent"],
             speedup_vs_full=(full.summary["train_time_s"] / s["train_time_s"]) if full and s["train_time_s"] else None,
             flops_ratio_vs_full=(s["flops_spent"] / full.summary["flops_spent"]) if full else None,
             samples_trained=s["samples_trained"], samples_scored=s["samples_scored"],

@@ -158,10 +158,6 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
     if rule not in STALE_RULES:
         raise ConfigError(f"stale: unknown rule {rule!r}; choose one of: {', '.join(STALE_RULES)}")
 
-    def init(device=None) -> TensorDict:
-        return TensorDict(loss=torch.zeros(num_samples, device=device),
-                          seen=torch.zeros(num_samples, dtype=torch.bool, device=device))
-
     def select(state, batch, key, score):
         idx = batch["index"]
         n = idx.shape[0]
@@ -186,12 +182,49 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
                           stale_seen_frac=seen.float().mean(), stale_hard_frac=hard.float().mean())
         return Selection(_mask_of(index, n), weight, state, info, index)
 
-    def observe(state, batch, trained, losses):
-        trained = batch["index"][trained]
-        return TensorDict(loss=state["loss"].index_put((trained,), losses.detach().to(state["loss"].dtype)),
-                          seen=state["seen"].index_put((trained,), torch.ones_like(trained, dtype=torch.bool)))
+    return Strategy("stale", lambda device=None: _loss_table(num_samples, device), select,
+                    observe=_remember_losses, index_only=True)
 
-    return Strategy("stale", init, select, observe=observe, index_only=True)
+
+def infobatch(num_samples: int, prune: float = 0.5) -> Strategy:
+    """InfoBatch (Qin et al., ICLR 2024) on remembered losses: of each batch, keep every sample whose loss (from
+    the last time it was trained) is at or above the mean over the samples seen so far, and each one below it with
+    probability 1 - prune; a kept below-mean sample's loss is weighted 1 / (1 - prune), so the batch's weighted loss
+    estimates its unpruned mean. The number trained varies from batch to batch (about 1 - prune * the below-mean
+    share); never-trained samples are always kept. Its selection pool is one batch (`plan.pool_size`), and the
+    annealing to full data at the end of training is the run's cool-down (`cooldown_epochs`).
+    """
+    check_range("infobatch", "num_samples", num_samples, 1)
+    check_range("infobatch", "prune", prune, 0.0, 1.0, high_open=True)
+
+    def select(state, batch, key, score):
+        idx = batch["index"]
+        n = idx.shape[0]
+        seen_all = state["seen"]
+        mean = torch.where(seen_all, state["loss"], 0.0).sum() / seen_all.sum().clamp_min(1)
+        easy = state["seen"][idx] & (state["loss"][idx] < mean)
+        keep = ~easy | (prng.uniform(key, n).to(idx.device) >= prune)
+        keep = keep | (~keep.any() & (torch.arange(n, device=idx.device) == 0))  # never an empty batch
+        weight = torch.where(easy, 1.0 / (1.0 - prune), 1.0)
+        info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
+                          infobatch_easy_frac=easy.float().mean())
+        return Selection(keep, weight, state, info, keep.nonzero()[:, 0])
+
+    return Strategy("infobatch", lambda device=None: _loss_table(num_samples, device), select,
+                    observe=_remember_losses, index_only=True)
+
+
+def _loss_table(num_samples: int, device=None) -> TensorDict:
+    return TensorDict(loss=torch.zeros(num_samples, device=device),
+                      seen=torch.zeros(num_samples, dtype=torch.bool, device=device))
+
+
+def _remember_losses(state: TensorDict, batch: TensorDict, trained: Tensor, losses: Tensor) -> TensorDict:
+    """The table with the trained samples' losses (from the training forward) written in and marked seen."""
+    index = batch["index"][trained]
+    loss = state["loss"].index_put((index,), losses.detach().to(state["loss"].dtype))
+    seen = state["seen"].index_put((index,), torch.ones_like(index, dtype=torch.bool))
+    return TensorDict(dict(state.items(), loss=loss, seen=seen), device=state.device)
 
 
 def _at_or_above_mean(loss: Tensor) -> Tensor:
@@ -372,6 +405,10 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
         if num_samples is None:
             raise ConfigError("strategy 'small_loss' needs num_samples (the dataset size) for its score table")
         return stale(num_samples, target_rate, rule="small_loss", **({} if explore is None else {"explore": explore}))
+    if name == "infobatch":
+        if num_samples is None:
+            raise ConfigError("strategy 'infobatch' needs num_samples (the dataset size) for its loss table")
+        return infobatch(num_samples)
     if name == "sundew_remembered":
         if num_samples is None:
             raise ConfigError("strategy 'sundew_remembered' needs num_samples (the dataset size) for its tables")

@@ -268,6 +268,7 @@ class Run:
         self.clock = _Clock(float(self.state["clock", "train_time"]))
         self._order: tuple[int, torch.Tensor] | None = None
         self._started = False
+        self._cooldown_cost_s: float | None = None  # the state's estimate as a Python float (no per-step sync)
 
     # -- position ---------------------------------------------------------------------------------------
     @property
@@ -409,7 +410,12 @@ class Run:
         return True
 
     def _cooldown_cost(self) -> float:
-        return self.plan.cooldown_epochs * self.plan.all_data_steps * float(self.state["loop", "cost_all_data"])
+        """The cool-down's cost at the state's cost per all-data step, read from the state once per estimate
+        (it is checked every step; on a GPU each read would wait for the device)."""
+        if self._cooldown_cost_s is None:
+            per_step = float(self.state["loop", "cost_all_data"])
+            self._cooldown_cost_s = self.plan.cooldown_epochs * self.plan.all_data_steps * per_step
+        return self._cooldown_cost_s
 
     def _set_position(self, epoch: int, batch: int) -> None:
         self.state = _with(self.state, loop={"epoch": torch.tensor(epoch), "batch": torch.tensor(batch)},
@@ -466,6 +472,7 @@ class Run:
                                    else float(state["work", "flops_spent"]) - flops)
             costs[phase] = sorted(samples)[len(samples) // 2]
         self.state = _with(self.state, loop={k: torch.tensor(v, dtype=torch.float64) for k, v in costs.items()})
+        self._cooldown_cost_s = None
         self._replan(0, True)
 
     def _replan(self, steps_just_done: int, all_data: bool, batch: int | None = None) -> None:
@@ -481,6 +488,7 @@ class Run:
             previous = float(loop[phase])
             cost = measured if previous == UNKNOWN else 0.7 * previous + 0.3 * measured
             self.state = _with(self.state, loop={phase: torch.tensor(cost, dtype=torch.float64)})
+            self._cooldown_cost_s = None
         self._used_at_flush = used
         left = max(0.0, budget - used)
         batch = int(self.state["loop", "batch"]) if batch is None else batch

@@ -11,7 +11,7 @@ from functional_ast.trainer import History, Result
 
 def _result(name, curve, flops=100, trained=10, seed=0):
     h = History()
-    h.epochs = [dict(train_time_s=t, test_accuracy=a, flops_spent=flops) for t, a in curve]
+    h.epochs = [dict(train_time_s=t, test_accuracy=a, flops_spent=flops * t / curve[-1][0]) for t, a in curve]
     summary = dict(strategy=name, seed=seed, epochs=len(curve), test_accuracy=curve[-1][1], train_time_s=curve[-1][0],
                    flops_spent=flops, samples_trained=trained, samples_scored=0, energy_j=1.0, energy_kind="estimate",
                    samples_per_s=trained / curve[-1][0], flops_per_s=flops / curve[-1][0])
@@ -52,6 +52,7 @@ def test_equal_accuracy_is_the_time_to_full_s_final_accuracy_over_full_s_time():
                _result("sundew", [(100, 0.75)], seed=0), _result("sundew", [(100, 0.82)], seed=1)]
     r = savings.equal_accuracy(results)
     assert r["best"] == "stale" and r["time_ratio"] == pytest.approx(0.5) and r["reached_in"] == "2 of 2 seeds"
+    assert r["flop_ratio"] == pytest.approx(0.5)  # FLOPs executed by then (here in proportion to time)
     assert r["strategies"]["sundew"]["time_ratio"] is None  # missed it in one seed: no ratio claimed
     assert r["strategies"]["sundew"]["reached_in"] == "1 of 2 seeds"
 
@@ -80,6 +81,27 @@ def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monke
     # every run trained for the budget (the first step boundary past it), full data included
     assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in rows)
     assert (tmp_path / "s-short.png").is_file() and (tmp_path / "s-long.png").is_file()
+
+
+def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch, capsys):
+    from test_cli import _image_folder
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    code = savings.main(["--data", str(data), "--seeds", "0,1", "--budget-epochs", "2", "--budget-kind", "flops",
+                         "--strategies", "full,infobatch", "--target-rate", "0.25", "--batch-size", "16",
+                         "--eval-points", "2", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                         "--json", str(tmp_path / "s.json")])
+    assert code == 0
+    assert "2-epochs budget" in capsys.readouterr().out
+    result = json.loads((tmp_path / "s.json").read_text())
+    entry = result["by_budget"]["2-epochs"]
+    assert entry["budget_kind"] == "flops" and entry["budget"] == pytest.approx(2 * result["full_epoch_flops"])
+    step_flops = result["full_epoch_flops"] / (96 // 16)  # 96 images in batches of 16
+    # every run stops at the first step past the FLOP budget, full data and infobatch alike
+    assert all(entry["budget"] <= r["flops_spent"] < entry["budget"] + 1.01 * step_flops
+               for r in result["equal_time"]["rows"])
+    assert "flop_ratio" in result["equal_accuracy"]
 
 
 def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, monkeypatch, capsys):

@@ -265,6 +265,39 @@ def test_small_loss_prefers_samples_the_model_gets_right():
     assert picked[:, :50].mean() > 3 * picked[:, 150:].mean()  # low remembered loss, trained more often
 
 
+def test_infobatch_keeps_the_hard_prunes_the_easy_at_its_rate_and_reweights_them():
+    strategy = strategies.by_name("infobatch", 0.3, num_samples=400)
+    seen = torch.arange(400) < 300  # the last 100 never trained
+    state = TensorDict(loss=torch.where(seen, torch.linspace(0.0, 2.0, 400), 0.0), seen=seen)
+    easy = seen & (state["loss"] < state["loss"][seen].mean())  # the mean over the seen samples only
+    assert 140 <= int(easy.sum()) <= 160
+    before = state.clone()
+    pool = TensorDict(index=torch.arange(400), batch_size=[400])
+    picks = [strategy.select(state, pool, fa.prng.key(i), None) for i in range(40)]
+    assert_tree_equal(state, before)  # nothing mutated
+    kept = torch.stack([p.mask for p in picks]).float()
+    assert bool(kept[:, ~easy].eq(1).all())  # above the mean, or never trained: always kept
+    assert 0.45 < float(kept[:, easy].mean()) < 0.55  # below it: kept with probability 1 - 0.5
+    assert len({int(k.sum()) for k in kept}) > 1  # the trained count varies
+    weight = picks[0].weight
+    assert bool(weight[easy].eq(2.0).all()) and bool(weight[~easy].eq(1.0).all())
+    assert picks[0].index.tolist() == picks[0].mask.nonzero()[:, 0].tolist()
+
+
+def test_infobatch_trains_in_batch_sized_pools_without_scoring():
+    train, test = _tensors(n=640, seed=2), _tensors(n=64, seed=3)
+    config = fa.TrainConfig(strategy="infobatch", epochs=3, batch_size=16, target_rate=0.1)
+    result = fa.fit(_net(), train, test, config)
+    assert result.summary["samples_scored"] == 0
+    epochs = result.history.epochs
+    assert [e["all_data"] for e in epochs] == [1.0, 0.0, 0.0]
+    for e in epochs[1:]:  # rate about 1 - 0.5 * (below-mean share), whatever target_rate says
+        assert 0.5 < e["epoch_activation_rate"] < 0.95, e
+    steps = [e["steps"] for e in epochs]  # cumulative: a pool is one batch (not batch / target_rate)
+    assert steps == [40, 80, 120]
+    assert bool(result.state["selector", "seen"].all())
+
+
 def test_under_a_budget_the_cooldown_comes_at_the_end_whatever_epochs_says():
     train, test = _tensors(), _tensors(n=32, seed=1)
     full = fa.fit(_net(), train, test, fa.TrainConfig(strategy="full", epochs=4, batch_size=16))

@@ -14,6 +14,7 @@ STRATEGIES = {
     "sundew-gradnorm": lambda: fa.sundew(0.25, significance=fa.significance.grad_norm,
                                          needs=("loss", "grad_norm")),
     "stale": lambda: strategies.stale(num_samples=64, rate=0.25),
+    "infobatch": lambda: strategies.infobatch(num_samples=64),
 }
 
 
@@ -56,6 +57,8 @@ def test_trains_only_the_selected_samples_in_a_compact_batch(name):
         assert n == 32 and scored == 0
     elif name in ("random", "stale"):
         assert n == 8 and scored == 0
+    elif name == "infobatch":  # nothing trained yet: every sample counts as hard and is kept
+        assert n == 32 and scored == 0
     else:
         assert scored == 32 and 2 <= n < 32
 

@@ -200,9 +200,9 @@ def infobatch(num_samples: int, prune: float = 0.5) -> Strategy:
     def select(state, batch, key, score):
         idx = batch["index"]
         n = idx.shape[0]
-        seen_all = state["seen"]
-        mean = torch.where(seen_all, state["loss"], 0.0).sum() / seen_all.sum().clamp_min(1)
-        easy = state["seen"][idx] & (state["loss"][idx] < mean)
+        loss, seen = state["loss"], state["seen"]
+        mean = torch.where(seen, loss, 0.0).sum() / seen.sum().clamp_min(1)  # over every sample trained so far
+        easy = seen[idx] & (loss[idx] < mean)
         keep = ~easy | (prng.uniform(key, n).to(idx.device) >= prune)
         keep = keep | (~keep.any() & (torch.arange(n, device=idx.device) == 0))  # never an empty batch
         weight = torch.where(easy, 1.0 / (1.0 - prune), 1.0)

@@ -632,7 +632,7 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
     while not all(run.finished for run in runs):
         budget = first.budget
         if budget is not None and budget[0] == "time" and all(r.config.budget == budget for r in runs):
-            # Lockstep in train time: the run that has trained least goes next, for a 20th of the budget, so
+            # Lockstep in train time: the run that has trained least goes next, for budget/slices seconds, so
             # every run spends each stretch of its budget in the same minutes of the host's life.
             min((r for r in runs if not r.finished), key=lambda r: r.clock.now()).advance(budget[1] / slices)
             continue

@@ -50,6 +50,11 @@ def epoch_cost(data, model_spec: str, batch_size: int, seed: int, kind: str = "t
     return float(run.state["loop", "cost_all_data"]) * run.plan.all_data_steps
 
 
+def _device_name(device: torch.device) -> str:
+    """The device the runs trained on, as a reader would name it ("cpu", "cuda:0 (NVIDIA H200)")."""
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
 def equal_time(rows: list[dict]) -> dict:
     """Best selective strategy (mean accuracy over seeds) minus the better baseline, paired by seed."""
     groups = report.by_strategy(rows)
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         epoch_s = epoch_cost(data, args.model, args.batch_size, args.seeds[0])
         epoch_flops = epoch_cost(data, args.model, args.batch_size, args.seeds[0], "flops")
         out = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+               "device": _device_name(data.device),
                "mode": "quick" if args.quick else "full", "seeds": args.seeds, "strategies": args.strategies,
                "target_rate": args.target_rate, "label_noise": args.label_noise, "budget_kind": args.budget_kind,
                "full_epoch_s": epoch_s, "full_epoch_flops": epoch_flops, "by_budget": {}}
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                              by_budget={k: v["equal_time"] for k, v in out["by_budget"].items()})
     out["equal_accuracy"] = dict(headline["equal_accuracy"] or {}, budget=out["equal_time"]["budget"],
                                  by_budget={k: v["equal_accuracy"] for k, v in out["by_budget"].items()})
-    print(f"\nmachine: {out['machine']}; mode {out['mode']}; seeds {args.seeds}; target rate {args.target_rate}; "
+    print(f"\nmachine: {out['machine']}; device {out['device']}; mode {out['mode']}; seeds {args.seeds}; target rate {args.target_rate}; "
           f"label noise {args.label_noise}; one full epoch = {epoch_s:.1f} s, {epoch_flops:.3g} FLOPs")
     equal = "equal time" if args.budget_kind == "time" else "equal FLOPs"
     for label, entry in out["by_budget"].items():

@@ -68,7 +68,7 @@ def draw(strategy: Strategy, selector: TensorDict, order: Tensor, *, batch: int,
     pool = order[batch * size:(batch + 1) * size]
     if all_data or not strategy.index_only:
         return Draw(pool, None, all_data)
-    device = selector.device if selector.device is not None else pool.device
+    device = selector.device or next((t.device for t in selector.values(True, True)), pool.device)  # the tables'
     candidates = TensorDict(index=pool.to(device), batch_size=[pool.shape[0]], device=device)
     picked = strategy.select(selector, candidates, key.to(device), _no_scores)
     positions = picked.index if picked.index is not None else picked.mask.nonzero()[:, 0]

@@ -437,8 +437,8 @@ class Run:
         for key, values in self.state["history", "steps"].items():
             values = _grown(values, end)
             if key in chunk:
-                values = values.index_put((torch.arange(chunk_start, end),),
-                                          torch.tensor(chunk[key], dtype=values.dtype))
+                values = values.index_put((torch.arange(chunk_start, end, device=values.device),),
+                                          torch.tensor(chunk[key], dtype=values.dtype, device=values.device))
             steps[key] = values
         self.state = _with(self.state, history={"steps": TensorDict(steps)})
         self._hooks("on_metrics", chunk_start, chunk)
@@ -524,8 +524,8 @@ class Run:
                           flops_spent=after["flops_spent"], flops_full=after["flops_full"],
                           samples_trained=after["samples_trained"], samples_scored=after["samples_scored"])
             table = _grown(state["history", "epochs"], epoch + 1)
-            row = torch.tensor([float(record[k]) for k in EPOCH_KEYS], dtype=table.dtype)
-            table = table.index_put((torch.tensor([epoch]),), row[None])
+            row = torch.tensor([float(record[k]) for k in EPOCH_KEYS], dtype=table.dtype, device=table.device)
+            table = table.index_put((torch.tensor([epoch], device=table.device),), row[None])
             self.state = _with(state, history={"epochs": table},
                                clock={"eval_time": torch.tensor(eval_time, dtype=torch.float64)})
         self.state = _with(self.state, loop={"epoch": torch.tensor(epoch + 1), "batch": torch.tensor(0),

@@ -74,6 +74,7 @@ def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monke
     for key in ("best", "baseline", "time_ratio", "ci95", "seeds", "rows"):
         assert key in result["equal_accuracy"], key
     assert set(result["by_budget"]) == {"short", "long"} and result["equal_time"]["seeds"] == 2
+    assert result["device"] == "cpu" and "device cpu" in out  # a reader can tell which device gave the figures
     rows = result["equal_time"]["rows"]
     assert sorted((r["strategy"], r["seed"]) for r in rows) == sorted(
         (s, seed) for s in ("full", "random", "stale") for seed in (0, 1))

@@ -170,6 +170,25 @@ def test_index_only_strategies_gather_only_the_images_they_train():
     assert not pool.selected and torch.equal(pool.index, order[50:100])  # a scoring strategy gets the pool
 
 
+def test_index_only_selection_runs_on_the_device_of_the_selector_tables():
+    # A selector TensorDict built without a device (as the state's sub-TensorDicts can be) must still select on
+    # its tables' device: on CUDA, candidates left on the CPU order's device met CUDA tables (InfoBatch failed).
+    seen = {}
+
+    def select(state, batch, key, score):
+        seen["index"], seen["key"] = batch["index"].device, key.device
+        return strategies.Selection(torch.ones(batch.shape[0], dtype=torch.bool), None, state, TensorDict(),
+                                    torch.arange(3))
+
+    strategy = strategies.Strategy("probe", lambda device=None: None, select, index_only=True)
+    selector = TensorDict(loss=torch.zeros(100, device="meta"))
+    assert selector.device is None
+    order = sampling.epoch_order(100, seed=0, epoch=1)
+    drawn = sampling.draw(strategy, selector, order, batch=0, size=50, seed=0, epoch=1, all_data=False)
+    assert seen == {"index": torch.device("meta"), "key": torch.device("meta")}
+    assert torch.equal(drawn.index, order[:3])
+
+
 def test_prioritized_draws_follow_the_state_table_and_are_pure():
     table = torch.full((64,), 1e-3)
     table[7] = 100.0

@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                              by_budget={k: v["equal_time"] for k, v in out["by_budget"].items()})
     out["equal_accuracy"] = dict(headline["equal_accuracy"] or {}, budget=out["equal_time"]["budget"],
                                  by_budget={k: v["equal_accuracy"] for k, v in out["by_budget"].items()})
-    print(f"\nmachine: {out['machine']}; device {out['device']}; mode {out['mode']}; seeds {args.seeds}; target rate {args.target_rate}; "
-          f"label noise {args.label_noise}; one full epoch = {epoch_s:.1f} s, {epoch_flops:.3g} FLOPs")
+    print(f"\nmachine: {out['machine']}; device {out['device']}; mode {out['mode']}; seeds {args.seeds}; "
+          f"target rate {args.target_rate}; label noise {args.label_noise}; "
+          f"one full epoch = {epoch_s:.1f} s, {epoch_flops:.3g} FLOPs")
     equal = "equal time" if args.budget_kind == "time" else "equal FLOPs"
     for label, entry in out["by_budget"].items():
         t = entry["equal_time"]

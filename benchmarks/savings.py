@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one full-data epoch takes about {epoch_s:.1f} s and {epoch_flops:.3g} FLOPs here; budgets: "
               + ", ".join(f"{b:g} epochs = {b * epoch_s:.0f} s" for b in budgets)
               + ("" if args.budget_kind == "time" else " (matched in FLOPs)"), flush=True)
+        runs = len(args.strategies) * len(args.seeds)
+        print(f"{runs} runs per budget ({len(args.strategies)} strategies x {len(args.seeds)} seeds): about "
+              f"{runs * sum(budgets) * epoch_s / 60:.0f} min of training in all, plus evaluations", flush=True)
         for label, epochs in zip(labels, budgets):
             budget_s = epochs * epoch_s
             budget = budget_s if args.budget_kind == "time" else epochs * epoch_flops

@@ -75,6 +75,7 @@ def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monke
         assert key in result["equal_accuracy"], key
     assert set(result["by_budget"]) == {"short", "long"} and result["equal_time"]["seeds"] == 2
     assert result["device"] == "cpu" and "device cpu" in out  # a reader can tell which device gave the figures
+    assert "6 runs per budget (3 strategies x 2 seeds)" in out  # the duration is announced before the runs
     rows = result["equal_time"]["rows"]
     assert sorted((r["strategy"], r["seed"]) for r in rows) == sorted(
         (s, seed) for s in ("full", "random", "stale") for seed in (0, 1))

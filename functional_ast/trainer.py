@@ -386,8 +386,11 @@ class Run:
         return state, batch, drawn.info
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
+        """The epoch's shuffled order, moved to the data's device once per epoch: a subset step's selected
+        positions then index it where they were computed, with no device-to-host copy (a GPU sync) per step."""
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, sampling.epoch_order(self.plan.num_samples, self.config.seed, epoch))
+            order = sampling.epoch_order(self.plan.num_samples, self.config.seed, epoch)
+            self._order = (epoch, order.to(self.data.device))
         return self._order[1]
 
     def _epoch_cap_reached(self, epoch: int) -> bool:

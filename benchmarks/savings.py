@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="budgets in full-data epochs of this machine: short,long (one value: a single budget)")
     p.add_argument("--budget-kind", choices=("time", "flops"), default="time",
                    help="match wall-clock (default) or FLOPs executed; a FLOP budget is the FLOPs of N full epochs")
-    p.add_argument("--strategies", type=cli._strategy_list, default=list(FULL_STRATEGIES))
+    p.add_argument("--strategies", type=cli._strategy_list, default=list(FULL_STRATEGIES),
+                   help="comma-separated; NAME:cooldown=N gives one entry its own cool-down (all-data epochs at "
+                        "the end; every other entry has 1), e.g. full,stale,stale:cooldown=8")
     p.add_argument("--model", default="cnn")
     p.add_argument("--target-rate", type=float, default=TARGET_RATE)
     p.add_argument("--batch-size", type=int, default=128)

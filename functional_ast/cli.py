@@ -64,13 +64,41 @@ def _bounded(kind, low=None, high=None, low_open=False, high_open=False):
     return parse
 
 
+# A --compare entry may override these per strategy: "stale:cooldown=8" is stale with 8 cool-down epochs.
+VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs"}
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
+    """"NAME[:option=N[:option=N]]" -> (strategy name, TrainConfig overrides); "stale:cooldown=8" ->
+    ("stale", {"cooldown_epochs": 8}). Raises ConfigError naming what is wrong."""
+    name, *options = spec.split(":")
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(f"unknown strategy {name or '(none)'}; choose from {','.join(STRATEGY_NAMES)}")
+    overrides = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in VARIANT_OPTIONS or not value.isdigit():
+            raise ConfigError(f"{spec}: expected NAME:option=N with option one of {', '.join(VARIANT_OPTIONS)} "
+                              "and N a whole number of epochs, e.g. stale:cooldown=8")
+        overrides[VARIANT_OPTIONS[key]] = int(value)
+    return name, overrides
+
+
+def variant_label(spec: str) -> str:
+    """A name for folders, MLflow run names and metric keys (no ':' or '='): "stale:cooldown=8" -> "stale-cooldown8"."""
+    return spec.replace(":", "-").replace("=", "")
+
+
 def _strategy_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STRATEGY_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown strategy {', '.join(unknown) or '(none)'}; "
-                                         f"choose from {','.join(STRATEGY_NAMES)}")
-    return list(dict.fromkeys(names))
+    specs = [n.strip() for n in text.split(",") if n.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError(f"no strategy given; choose from {','.join(STRATEGY_NAMES)}")
+    for spec in specs:
+        try:
+            parse_variant(spec)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return list(dict.fromkeys(specs))
 
 
 def _seed_list(text: str) -> list[int]:
@@ -141,7 +169,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     c.add_argument("--flop-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="FLOPS",
                    help="the same with a budget of executed FLOPs (deterministic; immune to the machine's speed)")
     c.add_argument("--compare", type=_strategy_list, default=None, metavar="S1,S2,...",
-                   help=f"run these strategies side by side (from {','.join(STRATEGY_NAMES)})")
+                   help=f"run these strategies side by side (from {','.join(STRATEGY_NAMES)}); NAME:cooldown=N or "
+                        "NAME:warmup=N sets that entry's all-data epochs, e.g. stale,stale:cooldown=8")
     c.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
                    help="with --compare: run every strategy with each seed; the table gives mean ± std and paired "
                         "differences against full and random with 95%% intervals")
@@ -181,13 +210,15 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
 
 
 def train_config(args: argparse.Namespace, strategy: str | None = None, seed: int | None = None) -> TrainConfig:
-    """The TrainConfig the flags describe (for `strategy` and `seed` when given)."""
-    return TrainConfig(strategy=strategy or args.strategy, target_rate=args.target_rate, epochs=args.epochs,
+    """The TrainConfig the flags describe (for `strategy`, a name or a --compare variant, and `seed` when given)."""
+    name, overrides = parse_variant(strategy or args.strategy)
+    return TrainConfig(strategy=name, target_rate=args.target_rate, epochs=args.epochs,
                        warmup_epochs=args.warmup_epochs, cooldown_epochs=args.cooldown_epochs,
                        batch_size=args.batch_size, pool_size=args.pool_size, stale_rule=args.stale_rule,
                        explore=args.explore, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
-                       time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise)
+                       time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise
+                       ).replace(**overrides)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -446,7 +477,8 @@ def compare_strategies(args: argparse.Namespace,
         done: dict[int, Result] = {}
         configs, states, callbacks = [], {}, {}
         for i, (name, seed) in enumerate(jobs):
-            sub = folder / (name if len(seeds) == 1 else f"{name}-seed{seed}")
+            label = variant_label(name)
+            sub = folder / (label if len(seeds) == 1 else f"{label}-seed{seed}")
             if main:
                 sub.mkdir(exist_ok=True)
             config = train_config(args, strategy=name, seed=seed)
@@ -455,7 +487,7 @@ def compare_strategies(args: argparse.Namespace,
             if sub_info is not None and (finished := finished_result(sub)) is not None:
                 done[i] = finished
                 continue
-            run_name = f"{name}-{_model_label(args.model)}" + (f"-seed{seed}" if len(seeds) > 1 else "")
+            run_name = f"{label}-{_model_label(args.model)}" + (f"-seed{seed}" if len(seeds) > 1 else "")
             states[len(configs)] = _resume_state(sub, sub_info, data.device)
             callbacks[len(configs)] = (_callbacks(args, config, data, sub, run_name, config_key, sub_info,
                                                   parent_run_id=parent.run_id, bar=args.no_interleave,
@@ -470,6 +502,8 @@ def compare_strategies(args: argparse.Namespace,
         for (i, _), result in zip(configs, fresh):
             done[i] = result
         results = [done[i] for i in range(len(jobs))]
+        for (name, _), result in zip(jobs, results):  # a variant's rows, curves and figures carry its spec
+            result.summary["strategy"] = name
         if not main:
             return results
         rows = report.comparison_table(results)
@@ -482,7 +516,7 @@ def compare_strategies(args: argparse.Namespace,
             parent.log_figure(fig, fig_name)
             report.plots.plt.close(fig)
         for row in rows:
-            prefix = row["strategy"] if len(seeds) == 1 else f"{row['strategy']}/seed{row['seed']}"
+            prefix = variant_label(row["strategy"]) + ("" if len(seeds) == 1 else f"/seed{row['seed']}")
             parent.log_metrics({f"{prefix}/{k}": v for k, v in row.items()
                                 if isinstance(v, (int, float)) and v is not None and not isinstance(v, bool)}, step=0)
     print(f"Browse the runs: {tracking.ui_command(args.tracking_uri)}")

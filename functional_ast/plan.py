@@ -30,9 +30,10 @@ class Plan:
                               "samples); lower --batch-size or use more data")
         gated = config.gated
         warmup = min(config.warmup_epochs, config.epochs) if gated else 0
-        cooldown = min(config.cooldown_epochs, config.epochs - warmup) if gated else 0
+        # Under a budget `epochs` does not end training, so it does not cap the cool-down either.
+        cooldown = config.cooldown_epochs if config.budget else min(config.cooldown_epochs, config.epochs - warmup)
         return cls(num_samples, config.batch_size, pool_size(config, num_samples), config.epochs, warmup,
-                   cooldown, gated)
+                   cooldown if gated else 0, gated)
 
     @property
     def all_data_steps(self) -> int:

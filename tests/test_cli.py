@@ -106,6 +106,9 @@ def test_cli_full_strategy_has_no_warmup_and_saves_nothing(synthetic):
     (["--model", "alexnet"], "--model"),
     (["--strategy", "magic"], "--strategy"),
     (["--batch-size", "1"], "--batch-size"),
+    (["--compare", "full,magic"], "--compare"),
+    (["--compare", "stale:cool=8"], "--compare"),
+    (["--compare", "stale:cooldown=x"], "--compare"),
 ])
 def test_bad_flag_values_are_one_line_errors_with_exit_2(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -218,6 +221,25 @@ def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, c
     # Every gated strategy trains exactly warm-up (all 96) + its rate of the second epoch's pool (0.25 x 64).
     for name in ("random", "stale", "prioritized"):
         assert metrics[f"{name}/samples_trained"] == 96 + 16, name
+
+
+def test_compare_runs_variants_with_their_own_cooldown_side_by_side(synthetic):
+    data, uri = synthetic
+    results = cli.compare_strategies(cli.build_parser().parse_args([
+        "--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "16", "--target-rate", "0.25",
+        "--tracking-uri", uri, "--no-progress", "--compare", "full,random,random:cooldown=1"]))
+    assert [r.summary["strategy"] for r in results] == ["full", "random", "random:cooldown=1"]
+    client = _client(uri)  # MLflow accepts the variant's metric keys and run names (no ':' or '=' in them)
+    runs = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FINISHED" and "random-cooldown1/samples_trained" in parent.data.metrics
+    assert "random-cooldown1-cnn" in {r.info.run_name for r in runs}
+    plain, tail = results[1], results[2]
+    # 96 samples, pools of 64: random trains 96 (warm-up) + 16 + 16; its variant swaps the last epoch for all 96.
+    assert [e["all_data"] for e in plain.history.epochs] == [1.0, 0.0, 0.0]
+    assert [e["all_data"] for e in tail.history.epochs] == [1.0, 0.0, 1.0]
+    assert plain.summary["samples_trained"] == 96 + 16 + 16 and tail.summary["samples_trained"] == 96 + 16 + 96
+    assert cli.parse_variant("stale:warmup=2:cooldown=8") == ("stale", {"warmup_epochs": 2, "cooldown_epochs": 8})
 
 
 def test_time_budget_stops_every_strategy_at_the_budget(synthetic):

@@ -317,6 +317,15 @@ def test_infobatch_trains_in_batch_sized_pools_without_scoring():
     assert bool(result.state["selector", "seen"].all())
 
 
+def test_under_a_budget_epochs_does_not_cap_the_cooldown():
+    from functional_ast.plan import Plan
+
+    capped = fa.TrainConfig(strategy="stale", epochs=4, warmup_epochs=1, cooldown_epochs=8)
+    assert Plan.of(capped, 1000).cooldown_epochs == 3  # an epoch-ended run cools down in its last 3 epochs
+    assert Plan.of(capped.replace(time_budget=60.0), 1000).cooldown_epochs == 8  # a budget ends it, not epochs
+    assert Plan.of(capped.replace(strategy="full", time_budget=60.0), 1000).cooldown_epochs == 0
+
+
 def test_under_a_budget_the_cooldown_comes_at_the_end_whatever_epochs_says():
     train, test = _tensors(), _tensors(n=32, seed=1)
     full = fa.fit(_net(), train, test, fa.TrainConfig(strategy="full", epochs=4, batch_size=16))

@@ -10,7 +10,8 @@ run that has trained least goes next, a 20th of the budget), so the host's speed
 of them alike. Two questions, each over seeds with a 95% t-interval:
 
 1. Equal time (or equal FLOPs): at the budget, the best selective strategy minus the best baseline
-   (the higher of budget-matched full data and a random subset per epoch), paired by seed.
+   (the higher of budget-matched full data and a random subset per epoch; an entry such as
+   `random:cooldown=8` is a baseline too), paired by seed.
 2. Equal accuracy: the train wall-clock at which each selective strategy first reaches the
    budget-matched full run's final accuracy (same seed), as a fraction of that run's time; the
    FLOPs executed by then, as a fraction of full's, beside it.
@@ -35,7 +36,6 @@ from functional_ast.config import ConfigError
 from functional_ast.data import DataError
 from functional_ast.trainer import Run, TrainConfig
 
-BASELINES = ("full", "random")
 FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
 TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 (README); 30% leaves selection room
 
@@ -59,9 +59,8 @@ def equal_time(rows: list[dict]) -> dict:
     """Best selective strategy (mean accuracy over seeds) minus the better baseline, paired by seed."""
     groups = report.by_strategy(rows)
     mean = {name: stats.mean_std([r["test_accuracy"] for r in group])[0] for name, group in groups.items()}
-    selective = [n for n in groups if n not in BASELINES]
-    best = max(selective, key=mean.get)
-    baseline = max((n for n in BASELINES if n in groups), key=mean.get)
+    best = max((n for n in groups if not report.is_baseline(n)), key=mean.get)
+    baseline = max(filter(report.is_baseline, groups), key=mean.get)
     base = {r["seed"]: r["test_accuracy"] for r in groups[baseline]}
     pairs = [(r["test_accuracy"], base[r["seed"]]) for r in groups[best] if r["seed"] in base]
     d = stats.paired_difference([a for a, _ in pairs], [b for _, b in pairs])
@@ -77,7 +76,7 @@ def equal_accuracy(results) -> dict:
     per_strategy: dict[str, list[dict]] = {}
     for r in results:
         name, seed = r.summary["strategy"], r.summary["seed"]
-        if name in BASELINES or seed not in full:
+        if report.is_baseline(name) or seed not in full:
             continue
         goal, full_time = full[seed].summary["test_accuracy"], full[seed].summary["train_time_s"]
         full_flops = full[seed].summary["flops_spent"]
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="savings.json")
     args = p.parse_args(argv)
     args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
-    if not any(s in BASELINES for s in args.strategies) or all(s in BASELINES for s in args.strategies):
+    if all(report.is_baseline(s) for s in args.strategies) or not any(map(report.is_baseline, args.strategies)):
         print("error: --strategies needs a baseline (full or random) and a selective strategy", file=sys.stderr)
         return 2
     budgets = [float(b) for b in args.budget_epochs.split(",")]

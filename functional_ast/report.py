@@ -11,6 +11,12 @@ from .trainer import History, Result
 BASELINES = ("full", "random")
 
 
+def is_baseline(spec: str) -> bool:
+    """Whether a --compare entry is a baseline: full or random, with or without per-entry options
+    ("random:cooldown=8", random subsets with the same all-data tail as the rule it is compared with)."""
+    return spec.split(":")[0] in BASELINES
+
+
 def accuracy_at(history: History, seconds: float) -> float | None:
     """Test accuracy of the last epoch finished within `seconds` of train wall-clock (None if none was)."""
     done = [e for e in _evaluated(history) if e["train_time_s"] <= seconds * (1 + 1e-9)]
@@ -77,11 +83,9 @@ def paired_against_baselines(rows: Sequence[dict], key: str = "test_accuracy") -
     groups = by_strategy(rows)
     out = []
     for name, group in groups.items():
-        if name in BASELINES:
+        if is_baseline(name):
             continue
-        for base in BASELINES:
-            if base not in groups:
-                continue
+        for base in filter(is_baseline, groups):
             base_by_seed = {r["seed"]: r[key] for r in groups[base]}
             pairs = [(r[key], base_by_seed[r["seed"]]) for r in group if r["seed"] in base_by_seed]
             if not pairs:

@@ -46,6 +46,17 @@ def test_equal_time_pairs_the_best_selective_strategy_with_the_better_baseline()
     assert "not distinguishable" in noisy["words"]
 
 
+def test_a_baseline_with_its_own_cooldown_is_a_baseline_not_the_best_selective_strategy():
+    results = _seeded({"full": [0.80, 0.81], "random:cooldown=8": [0.83, 0.84], "stale:cooldown=8": [0.82, 0.83]})
+    rows = report.comparison_table(results)
+    r = savings.equal_time(rows)
+    assert r["best"] == "stale:cooldown=8" and r["baseline"] == "random:cooldown=8"
+    assert r["diff_pp"] == pytest.approx(-1.0)
+    paired = {(p["strategy"], p["baseline"]) for p in report.paired_against_baselines(rows)}
+    assert paired == {("stale:cooldown=8", "full"), ("stale:cooldown=8", "random:cooldown=8")}
+    assert set(savings.equal_accuracy(results)["strategies"]) == {"stale:cooldown=8"}
+
+
 def test_equal_accuracy_is_the_time_to_full_s_final_accuracy_over_full_s_time():
     results = [_result("full", [(50, 0.70), (100, 0.80)], seed=0), _result("full", [(50, 0.70), (100, 0.80)], seed=1),
                _result("stale", [(40, 0.81), (100, 0.85)], seed=0), _result("stale", [(60, 0.80), (100, 0.84)], seed=1),

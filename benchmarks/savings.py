@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="savings.json")
     args = p.parse_args(argv)
     args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
-    if all(report.is_baseline(s) for s in args.strategies) or not any(map(report.is_baseline, args.strategies)):
+    if {report.is_baseline(s) for s in args.strategies} != {True, False}:
         print("error: --strategies needs a baseline (full or random) and a selective strategy", file=sys.stderr)
         return 2
     budgets = [float(b) for b in args.budget_epochs.split(",")]

@@ -136,3 +136,9 @@ def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, mon
     # one controller update per pool of batch/target samples: the higher target has smaller pools, more updates
     assert rows[1]["updates_per_gated_epoch"] > rows[0]["updates_per_gated_epoch"] > 0
     assert "| 0.25 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("strategies", ["full,random:cooldown=2", "stale,stale:cooldown=2"])
+def test_savings_benchmark_needs_a_baseline_and_a_selective_strategy(strategies, capsys):
+    assert savings.main(["--data", "unused", "--strategies", strategies]) == 2
+    assert "needs a baseline (full or random) and a selective strategy" in capsys.readouterr().err

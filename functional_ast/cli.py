@@ -173,7 +173,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                         "NAME:warmup=N sets that entry's all-data epochs, e.g. stale,stale:cooldown=8")
     c.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
                    help="with --compare: run every strategy with each seed; the table gives mean ± std and paired "
-                        "differences against full and random with 95%% intervals")
+                        "differences against each baseline (full, random and their variants) with 95%% intervals")
     c.add_argument("--no-interleave", action="store_true",
                    help="with --compare: run strategies one after another instead of taking turns (an epoch, or "
                         "a 20th of a time budget, each), which lets the machine's speed drift bias the times")

@@ -65,7 +65,7 @@ def _bounded(kind, low=None, high=None, low_open=False, high_open=False):
 
 
 # A --compare entry may override these per strategy: "stale:cooldown=8" is stale with 8 cool-down epochs.
-VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs"}
+VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs", "reference": "reference_epochs"}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
@@ -146,6 +146,9 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    help="stale: draw in proportion to remembered loss, or hard (above the pool mean) first")
     t.add_argument("--explore", type=_bounded(float, 0.0, 1.0), default=None,
                    help="stale: share of each step's picks drawn uniformly from the pool (default 0.2)")
+    t.add_argument("--reference-epochs", type=_bounded(int, 1), default=_DEFAULTS.reference_epochs,
+                   help="rho_loss: epochs each of its two reference models trains on one half of the data before "
+                        "the run (their time and FLOPs count as the run's)")
     t.add_argument("--epochs", type=_bounded(int, 1), default=_DEFAULTS.epochs)
     t.add_argument("--warmup-epochs", type=_bounded(int, 0), default=_DEFAULTS.warmup_epochs,
                    help="epochs on all data before selection starts (controller idle)")
@@ -217,8 +220,8 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        batch_size=args.batch_size, pool_size=args.pool_size, stale_rule=args.stale_rule,
                        explore=args.explore, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
-                       time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise
-                       ).replace(**overrides)
+                       time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
+                       reference_epochs=args.reference_epochs).replace(**overrides)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -27,7 +27,7 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
 
 
 STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered", "small_loss",
-                  "infobatch")
+                  "infobatch", "rho_loss")
 # Strategies that pick their own share of each batch (their selection pool is one batch, not batch / target_rate).
 OWN_RATE_STRATEGIES = ("infobatch",)
 STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
@@ -59,6 +59,7 @@ class TrainConfig:
     time_budget: float | None = None
     flop_budget: float | None = None
     label_noise: float = 0.0
+    reference_epochs: int = 2  # rho_loss: epochs of each half's reference model (`reference.py`), charged to the run
 
     def __post_init__(self) -> None:
         name = "TrainConfig"
@@ -66,7 +67,8 @@ class TrainConfig:
         _one_of(name, "stale_rule", self.stale_rule, STALE_RULE_NAMES)
         _one_of(name, "optimizer", self.optimizer, ("sgd", "adam"))
         check_range(name, "target_rate", self.target_rate, 0.0, 1.0, low_open=True)
-        for field_name, low in (("epochs", 1), ("warmup_epochs", 0), ("cooldown_epochs", 0), ("batch_size", 2)):
+        for field_name, low in (("epochs", 1), ("warmup_epochs", 0), ("cooldown_epochs", 0), ("batch_size", 2),
+                                ("reference_epochs", 1)):
             _integer(name, field_name, getattr(self, field_name), low)
         if self.pool_size is not None:
             _integer(name, "pool_size", self.pool_size, 1)

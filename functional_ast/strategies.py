@@ -214,6 +214,60 @@ def infobatch(num_samples: int, prune: float = 0.5) -> Strategy:
                     observe=_remember_losses, index_only=True)
 
 
+def rho_loss(num_samples: int, rate: float, *, explore: float = 0.2, min_selected: int = 1) -> Strategy:
+    """RHO-LOSS (Mindermann et al., ICML 2022) on remembered losses: train the samples that are learnable and not
+    yet learnt.
+
+    Of each pool of n samples, k = round(rate * n) are drawn without replacement with probability
+    p_i = (1 - explore) * r_i / sum(r) + explore / n, where r_i = max(loss_i - reference_i, 0) is the reducible
+    loss: the learner's loss from the last time i was trained (as `stale` keeps it) minus i's irreducible loss,
+    the loss of a model that never trained on i (state "reference", written once by `with_reference`; the trainer
+    computes it with `reference.cross_fitted_losses` and charges its cost to the run). Never-trained samples count
+    as the pool's largest. The paper scores a fresh candidate batch; here no scoring forward runs. Until a
+    reference is written it is 0 and the rule is `stale`'s proportional one.
+    """
+    check_range("rho_loss", "rate", rate, 0.0, 1.0, low_open=True)
+    check_range("rho_loss", "explore", explore, 0.0, 1.0)
+    check_range("rho_loss", "num_samples", num_samples, 1)
+
+    def init(device=None) -> TensorDict:
+        table = _loss_table(num_samples, device)
+        table["reference"] = torch.zeros(num_samples, device=device)
+        table["has_reference"] = torch.zeros((), dtype=torch.bool, device=device)
+        table["reference_time_s"] = torch.zeros((), dtype=torch.float64, device=device)
+        table["reference_accuracy"] = torch.zeros((), dtype=torch.float64, device=device)
+        return table
+
+    def select(state, batch, key, score):
+        idx = batch["index"]
+        n = idx.shape[0]
+        k = min(n, max(min_selected, round(rate * n)))
+        seen = state["seen"][idx]
+        reducible = (state["loss"][idx] - state["reference"][idx]).clamp_min(0)
+        top = torch.where(seen, reducible, torch.zeros_like(reducible)).max().clamp_min(1e-6)
+        reducible = torch.where(seen, reducible, top)
+        p = (1 - explore) * reducible / reducible.sum().clamp_min(1e-12) + explore / n
+        index = _gumbel_top_k(p.clamp_min(1e-12).log(), k, key)
+        info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
+                          stale_seen_frac=seen.float().mean(), rho_reducible_mean=reducible.mean())
+        return Selection(_mask_of(index, n), None, state, info, index)
+
+    return Strategy("rho_loss", init, select, observe=_remember_losses, index_only=True)
+
+
+def with_reference(state: TensorDict, losses: Tensor, seconds: float = 0.0, accuracy: float = 0.0) -> TensorDict:
+    """rho_loss's selector state with the irreducible losses [N] written in, and what they cost (seconds) and the
+    references' accuracy on the samples they scored, for the summary (a new TensorDict; nothing mutated)."""
+    if losses.shape != state["reference"].shape:
+        raise ConfigError(f"rho_loss: {losses.shape[0]} reference losses for a table of "
+                          f"{state['reference'].shape[0]} samples; compute them on the same training set")
+    f64 = dict(dtype=torch.float64, device=state.device)
+    return TensorDict(dict(state.items(), reference=losses.detach().to(state["reference"]),
+                           has_reference=torch.ones_like(state["has_reference"]),
+                           reference_time_s=torch.tensor(seconds, **f64),
+                           reference_accuracy=torch.tensor(accuracy, **f64)), device=state.device)
+
+
 def _loss_table(num_samples: int, device=None) -> TensorDict:
     return TensorDict(loss=torch.zeros(num_samples, device=device),
                       seen=torch.zeros(num_samples, dtype=torch.bool, device=device))
@@ -409,6 +463,10 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
         if num_samples is None:
             raise ConfigError("strategy 'infobatch' needs num_samples (the dataset size) for its loss table")
         return infobatch(num_samples)
+    if name == "rho_loss":
+        if num_samples is None:
+            raise ConfigError("strategy 'rho_loss' needs num_samples (the dataset size) for its loss tables")
+        return rho_loss(num_samples, target_rate, **({} if explore is None else {"explore": explore}))
     if name == "sundew_remembered":
         if num_samples is None:
             raise ConfigError("strategy 'sundew_remembered' needs num_samples (the dataset size) for its tables")

@@ -24,7 +24,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from . import checkpoint, data as fdata, distributed, optim, sampling, strategies
+from . import checkpoint, data as fdata, distributed, optim, reference, sampling, strategies
 from .config import ConfigError, TrainConfig
 from .plan import NEVER, Plan, build_optimizer, build_strategy, pool_size, remaining_steps  # noqa: F401
 from .loop import Skips, check_skips, evaluate, gather_metrics
@@ -295,11 +295,24 @@ class Run:
         """Call the callbacks' on_start (once per process); the first `advance` does it if needed."""
         if not self._started:
             self._started = True
+            if "has_reference" in self.state["selector"].keys() and not bool(self.state["selector", "has_reference"]):
+                self._fit_reference()
             if self.config.budget is not None:
                 self._used_at_flush = self.budget_used()
                 if float(self.state["loop", "cost_all_data"]) == UNKNOWN:
                     self._probe_costs()
             self._hooks("on_start")
+
+    def _fit_reference(self) -> None:
+        """rho_loss: train the cross-fitted references (`reference.py`) and charge their wall-clock and FLOPs to
+        this run's clock and work counters, so a budget pays for them."""
+        ref = reference.cross_fitted_losses(self.model, self.data, self.config, self.config.reference_epochs)
+        selector = strategies.with_reference(self.state["selector"], ref.losses, ref.seconds, ref.accuracy)
+        spent = self.state["work", "flops_spent"] + ref.flops
+        self.clock.spent += ref.seconds
+        self.state = _replace(self.state, selector=selector)
+        self.state = _with(self.state, work={"flops_spent": spent},
+                           clock={"train_time": torch.tensor(self.clock.now(), dtype=torch.float64)})
 
     # -- training ---------------------------------------------------------------------------------------
     def advance(self, seconds: float | None = None) -> None:
@@ -594,7 +607,15 @@ def summarize(run: Run, history: History) -> dict:
                 flops_per_s=counters["flops_spent"] / train_time if train_time else 0.0,
                 steps=int(state["step"]), model_params=sum(p.numel() for p in state["params"].values()),
                 skipped_nonfinite_updates=int(state["loop", "skipped_total"]), energy_j=energy_j,
-                energy_kind=energy_kind)
+                energy_kind=energy_kind, **_reference_summary(state["selector"]))
+
+
+def _reference_summary(selector: TensorDict) -> dict:
+    """rho_loss's reference: its share of the train time and its accuracy on the samples it scored."""
+    if "reference_time_s" not in selector.keys():
+        return {}
+    return dict(reference_time_s=float(selector["reference_time_s"]),
+                reference_accuracy=float(selector["reference_accuracy"]))
 
 
 # --------------------------------------------------------------------------- entry points

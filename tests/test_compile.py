@@ -166,7 +166,7 @@ class _SyncingOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("name", ["full", "random", "stale", "prioritized"])
+@pytest.mark.parametrize("name", ["full", "random", "stale", "prioritized", "rho_loss"])
 def test_fixed_count_strategies_gather_their_sub_batch_without_a_data_dependent_shape(name):
     state, step = _setup(name)
     state, _ = step(state, _batch(name, 0))

@@ -15,6 +15,7 @@ STRATEGIES = {
                                          needs=("loss", "grad_norm")),
     "stale": lambda: strategies.stale(num_samples=64, rate=0.25),
     "infobatch": lambda: strategies.infobatch(num_samples=64),
+    "rho_loss": lambda: strategies.rho_loss(num_samples=64, rate=0.25),
 }
 
 
@@ -55,7 +56,7 @@ def test_trains_only_the_selected_samples_in_a_compact_batch(name):
     assert int(new["work"]["samples_trained"]) == n and int(new["work"]["samples_scored"]) == scored
     if name == "full":
         assert n == 32 and scored == 0
-    elif name in ("random", "stale"):
+    elif name in ("random", "stale", "rho_loss"):
         assert n == 8 and scored == 0
     elif name == "infobatch":  # nothing trained yet: every sample counts as hard and is kept
         assert n == 32 and scored == 0

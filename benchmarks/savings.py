@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                      "equal_accuracy": equal_accuracy(results) if "full" in args.strategies else None}
             figure = plots.compare_bands(
                 {name: [report._evaluated(r.history) for r in results if r.summary["strategy"] == name]
-                 for name in args.strategies}, "train_time_s", "train wall-clock (s)")
+                 for name in args.strategies},
+                *(("train_time_s", "train wall-clock (s)") if args.budget_kind == "time"
+                  else ("flops_spent", "training FLOPs executed")))
             path = Path(args.json).with_name(f"{Path(args.json).stem}-{label}.png")
             figure.savefig(path, dpi=120)
             plots.plt.close(figure)

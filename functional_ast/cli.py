@@ -30,7 +30,7 @@ from . import checkpoint, distributed, io, report, tracking
 from . import data as fdata
 from . import meter as fmeter
 from .callbacks import Checkpoints, Console, MLflowTracking
-from .config import STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, TrainConfig
+from .config import STALE_RULE_NAMES, STRATEGY_NAMES, VARIANT_OPTIONS, ConfigError, TrainConfig, parse_variant  # noqa: F401
 from .loop import NonFiniteLossError
 from .models import MODELS, build_model
 from .trainer import Data, History, Result, Run, compare, fit
@@ -62,26 +62,6 @@ def _bounded(kind, low=None, high=None, low_open=False, high_open=False):
         return value
 
     return parse
-
-
-# A --compare entry may override these per strategy: "stale:cooldown=8" is stale with 8 cool-down epochs.
-VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs", "reference": "reference_epochs"}
-
-
-def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
-    """"NAME[:option=N[:option=N]]" -> (strategy name, TrainConfig overrides); "stale:cooldown=8" ->
-    ("stale", {"cooldown_epochs": 8}). Raises ConfigError naming what is wrong."""
-    name, *options = spec.split(":")
-    if name not in STRATEGY_NAMES:
-        raise ConfigError(f"unknown strategy {name or '(none)'}; choose from {','.join(STRATEGY_NAMES)}")
-    overrides = {}
-    for option in options:
-        key, _, value = option.partition("=")
-        if key not in VARIANT_OPTIONS or not value.isdigit():
-            raise ConfigError(f"{spec}: expected NAME:option=N with option one of {', '.join(VARIANT_OPTIONS)} "
-                              "and N a whole number of epochs, e.g. stale:cooldown=8")
-        overrides[VARIANT_OPTIONS[key]] = int(value)
-    return name, overrides
 
 
 def variant_label(spec: str) -> str:

@@ -33,6 +33,26 @@ OWN_RATE_STRATEGIES = ("infobatch",)
 STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
 
 
+# A --compare entry may override these per strategy: "stale:cooldown=8" is stale with 8 cool-down epochs.
+VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs", "reference": "reference_epochs"}
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
+    """"NAME[:option=N[:option=N]]" -> (strategy name, TrainConfig overrides); "stale:cooldown=8" ->
+    ("stale", {"cooldown_epochs": 8}). Raises ConfigError naming what is wrong."""
+    name, *options = spec.split(":")
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(f"unknown strategy {name or '(none)'}; choose from {','.join(STRATEGY_NAMES)}")
+    overrides = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in VARIANT_OPTIONS or not value.isdigit():
+            raise ConfigError(f"{spec}: expected NAME:option=N with option one of {', '.join(VARIANT_OPTIONS)} "
+                              "and N a whole number of epochs, e.g. stale:cooldown=8")
+        overrides[VARIANT_OPTIONS[key]] = int(value)
+    return name, overrides
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run's results (what a resume must match), validated on creation.

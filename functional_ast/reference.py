@@ -73,7 +73,7 @@ def cross_fitted_losses(model: nn.Module, data, config: TrainConfig, epochs: int
         flops += int(result.summary["flops_spent"])
         apply = make_apply(run.model)
         params, buffers = run.state["params"], run.state["buffers"]
-        for chunk in scored.split(score_batch_size):
+        for chunk in scored.to(data.train.data.device).split(score_batch_size):
             batch = fdata.batch_at(data.train, chunk, mean=data.mean, std=data.std, device=data.device)
             with torch.no_grad():
                 logits = apply.eval(params, buffers, batch["image"])

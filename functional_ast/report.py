@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Sequence
 
 from . import plots, stats
+from .config import parse_variant
 from .trainer import History, Result
 
 BASELINES = ("full", "random")
@@ -14,7 +15,7 @@ BASELINES = ("full", "random")
 def is_baseline(spec: str) -> bool:
     """Whether a --compare entry is a baseline: full or random, with or without per-entry options
     ("random:cooldown=8", random subsets with the same all-data tail as the rule it is compared with)."""
-    return spec.split(":")[0] in BASELINES
+    return parse_variant(spec)[0] in BASELINES
 
 
 def accuracy_at(history: History, seconds: float) -> float | None:

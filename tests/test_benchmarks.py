@@ -101,6 +101,8 @@ def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
+    axes, bands = [], savings.plots.compare_bands
+    monkeypatch.setattr(savings.plots, "compare_bands", lambda runs, *a, **k: axes.append(a[:2]) or bands(runs, *a, **k))
     code = savings.main(["--data", str(data), "--seeds", "0,1", "--budget-epochs", "2", "--budget-kind", "flops",
                          "--strategies", "full,infobatch,stale:cooldown=2", "--target-rate", "0.25", "--batch-size", "16",
                          "--eval-points", "2", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
@@ -115,6 +117,7 @@ def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch
     assert all(entry["budget"] <= r["flops_spent"] < entry["budget"] + 1.01 * step_flops
                for r in result["equal_time"]["rows"])
     assert "flop_ratio" in result["equal_accuracy"]
+    assert axes[-1] == ("flops_spent", "training FLOPs executed")  # the benchmark's figure: x is what was matched
     # a variant is a row and an equal-accuracy entry of its own; its cool-down (2 of the 2 epochs' budget left
     # after the warm-up) means all data from the warm-up to the budget
     assert {r["strategy"] for r in result["equal_time"]["rows"]} == {"full", "infobatch", "stale:cooldown=2"}

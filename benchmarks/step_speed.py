@@ -38,7 +38,7 @@ import torch
 from tensordict import TensorDict
 
 import functional_ast as fa
-from functional_ast import strategies
+from functional_ast import io, strategies
 from functional_ast.models import build_model
 from functional_ast import sampling
 from torch.profiler import record_function
@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['page_faults_per_step'][name]:8.0f} page faults/step")
     for key, value in ratios.items():
         print(f"{key} = {value:.2f}", flush=True)
+    io.atomic_write_json(args.json, result)  # the throughput figures survive a cut in the slower parts below
     result["breakdown"] = {name: breakdown(runners[name], steps) for name in GATED}
     memory_variants = ["plain_eager", "functional_eager", "random", "sundew", "stale", "prioritized",
                        "grad_norm_all", "grad_norm_chunk_16"]
@@ -312,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({graphs_end - graphs_after_warmup} recompiles during timing)")
     for v, m in result["peak_memory"].items():
         print(f"peak memory {v:<20} {m['peak_mb']:8.1f} MB ({m['kind']})")
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    io.atomic_write_json(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

@@ -145,3 +145,19 @@ def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, mon
 def test_savings_benchmark_needs_a_baseline_and_a_selective_strategy(strategies, capsys):
     assert savings.main(["--data", "unused", "--strategies", strategies]) == 2
     assert "needs a baseline (full or random) and a selective strategy" in capsys.readouterr().err
+
+
+def test_step_speed_keeps_its_throughput_figures_when_a_later_part_is_cut(tmp_path, monkeypatch):
+    from benchmarks import step_speed
+
+    def cut(*args, **kwargs):  # as a call's time limit or a profiler crash would, after the figures print
+        raise RuntimeError("cut during the profile breakdown")
+
+    monkeypatch.setattr(step_speed, "breakdown", cut)
+    path = tmp_path / "speed.json"
+    with pytest.raises(RuntimeError, match="cut"):
+        step_speed.main(["--no-compile", "--steps", "1", "--repeats", "1", "--batch-size", "16", "--samples", "320",
+                         "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert {"plain_eager", "functional_eager", "random", "stale"} <= set(result["images_per_s"])
+    assert result["ratios"]["functional_eager/plain_eager"] > 0 and "breakdown" not in result

@@ -63,7 +63,8 @@ def cross_fitted_losses(model: nn.Module, data, config: TrainConfig, epochs: int
     ref_config = TrainConfig(strategy="full", epochs=epochs, batch_size=config.batch_size, optimizer=config.optimizer,
                              lr=config.lr, weight_decay=config.weight_decay, augment=config.augment, seed=config.seed,
                              compile=config.compile)
-    for scored, trained_on in (halves(n, config.seed), reversed(halves(n, config.seed))):
+    first, second = halves(n, config.seed)
+    for scored, trained_on in ((first, second), (second, first)):
         subset = fdata.LabelledImages(data.train.data[trained_on.to(data.train.data.device)], data.train.classes)
         probe = fdata.LabelledImages(data.train.data[scored[: config.batch_size].to(data.train.data.device)],
                                      data.train.classes)  # the run's own end-of-run evaluation: kept tiny

@@ -30,7 +30,7 @@ from . import checkpoint, distributed, io, report, tracking
 from . import data as fdata
 from . import meter as fmeter
 from .callbacks import Checkpoints, Console, MLflowTracking
-from .config import STALE_RULE_NAMES, STRATEGY_NAMES, VARIANT_OPTIONS, ConfigError, TrainConfig, parse_variant  # noqa: F401
+from .config import STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, TrainConfig, parse_variant
 from .loop import NonFiniteLossError
 from .models import MODELS, build_model
 from .trainer import Data, History, Result, Run, compare, fit

@@ -59,7 +59,7 @@ def cross_fitted_losses(model: nn.Module, data, config: TrainConfig, epochs: int
                           f"{config.batch_size}; lower --batch-size or use more data")
     start = time.perf_counter()
     losses = torch.zeros(n, dtype=torch.float32, device=data.device)
-    correct, flops = 0, 0
+    correct, flops = torch.zeros((), dtype=torch.int64, device=data.device), 0
     ref_config = TrainConfig(strategy="full", epochs=epochs, batch_size=config.batch_size, optimizer=config.optimizer,
                              lr=config.lr, weight_decay=config.weight_decay, augment=config.augment, seed=config.seed,
                              compile=config.compile)
@@ -79,10 +79,10 @@ def cross_fitted_losses(model: nn.Module, data, config: TrainConfig, epochs: int
             with torch.no_grad():
                 logits = apply.eval(params, buffers, batch["image"])
             losses = losses.index_put((chunk.to(data.device),), cross_entropy(logits, batch["label"]).float())
-            correct += int((logits.argmax(1) == batch["label"]).sum())
-        flops += len(scored) * _forward_flops(apply, params, buffers, tuple(data.train.data["image"].shape[1:]))
-    float(losses.sum())  # wait for the device before reading the clock
-    return ReferenceLosses(losses, time.perf_counter() - start, flops, correct / n)
+            correct = correct + (logits.argmax(1) == batch["label"]).sum()
+    flops += n * _forward_flops(apply, params, buffers, tuple(data.train.data["image"].shape[1:]))  # both halves
+    accuracy = int(correct) / n  # one read, which also waits for the device before the clock is read
+    return ReferenceLosses(losses, time.perf_counter() - start, flops, accuracy)
 
 
 def _forward_flops(apply, params, buffers, shape: tuple[int, ...]) -> int:

@@ -243,9 +243,7 @@ def rho_loss(num_samples: int, rate: float, *, explore: float = 0.2, min_selecte
         n = idx.shape[0]
         k = min(n, max(min_selected, round(rate * n)))
         seen = state["seen"][idx]
-        reducible = (state["loss"][idx] - state["reference"][idx]).clamp_min(0)
-        top = torch.where(seen, reducible, torch.zeros_like(reducible)).max().clamp_min(1e-6)
-        reducible = torch.where(seen, reducible, top)
+        reducible = _hardest_if_unseen(state["loss"][idx] - state["reference"][idx], seen)  # clamped at 0
         p = (1 - explore) * reducible / reducible.sum().clamp_min(1e-12) + explore / n
         index = _gumbel_top_k(p.clamp_min(1e-12).log(), k, key)
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),

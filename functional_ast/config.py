@@ -27,14 +27,15 @@ def check_range(owner: str, name: str, value: float, low: float | None = None, h
 
 
 STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_remembered", "small_loss",
-                  "infobatch", "rho_loss")
+                  "infobatch", "rho_loss", "proxy")
 # Strategies that pick their own share of each batch (their selection pool is one batch, not batch / target_rate).
 OWN_RATE_STRATEGIES = ("infobatch",)
 STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
 
 
 # A --compare entry may override these per strategy: "stale:cooldown=8" is stale with 8 cool-down epochs.
-VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs", "reference": "reference_epochs"}
+VARIANT_OPTIONS = {"warmup": "warmup_epochs", "cooldown": "cooldown_epochs", "reference": "reference_epochs",
+                   "width": "proxy_width"}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
@@ -48,7 +49,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
         key, _, value = option.partition("=")
         if key not in VARIANT_OPTIONS or not value.isdigit():
             raise ConfigError(f"{spec}: expected NAME:option=N with option one of {', '.join(VARIANT_OPTIONS)} "
-                              "and N a whole number of epochs, e.g. stale:cooldown=8")
+                              "and N a whole number (epochs; channels for width), e.g. stale:cooldown=8")
         overrides[VARIANT_OPTIONS[key]] = int(value)
     return name, overrides
 
@@ -80,6 +81,7 @@ class TrainConfig:
     flop_budget: float | None = None
     label_noise: float = 0.0
     reference_epochs: int = 2  # rho_loss: epochs of each half's reference model (`reference.py`), charged to the run
+    proxy_width: int = 8  # proxy: width of the scoring network, `models.cnn(width=proxy_width)` (`proxy.py`)
 
     def __post_init__(self) -> None:
         name = "TrainConfig"
@@ -88,7 +90,7 @@ class TrainConfig:
         _one_of(name, "optimizer", self.optimizer, ("sgd", "adam"))
         check_range(name, "target_rate", self.target_rate, 0.0, 1.0, low_open=True)
         for field_name, low in (("epochs", 1), ("warmup_epochs", 0), ("cooldown_epochs", 0), ("batch_size", 2),
-                                ("reference_epochs", 1)):
+                                ("reference_epochs", 1), ("proxy_width", 1)):
             _integer(name, field_name, getattr(self, field_name), low)
         if self.pool_size is not None:
             _integer(name, "pool_size", self.pool_size, 1)

@@ -81,9 +81,11 @@ def build_optimizer(config: TrainConfig, plan: Plan) -> optim.GradientTransforma
     return optim.adam(schedule, weight_decay=config.weight_decay)
 
 
-def build_strategy(config: TrainConfig, plan: Plan) -> strategies.Strategy:
+def build_strategy(config: TrainConfig, plan: Plan, proxy_model=None) -> strategies.Strategy:
+    """The config's strategy; `proxy_model` is the scoring network of strategy `proxy` (ignored by the others)."""
     return strategies.by_name(config.strategy, config.target_rate, num_samples=plan.num_samples,
-                              batch_size=plan.pool_size, explore=config.explore, stale_rule=config.stale_rule)
+                              batch_size=plan.pool_size, explore=config.explore, stale_rule=config.stale_rule,
+                              proxy_model=proxy_model)
 
 
 

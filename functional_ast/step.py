@@ -174,8 +174,10 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
             n_trained = selection.mask.sum()
             # A sampling strategy's batch stands for a larger nominal batch of the epoch.
             n_seen = seen_per_step or (strategy.sampling.batch_size if strategy.sampling is not None else n)
+            # A strategy that runs a model of its own (a proxy) counts its FLOPs in its state's "flops".
+            other = selector["flops"] - state["selector", "flops"] if "flops" in selector.keys() else None
             work_state, work_metrics = work.account(state["work"], costs, n_seen,
-                                                          selection.info["n_scored"], n_trained)
+                                                    selection.info["n_scored"], n_trained, other)
         # A new TensorDict over the same keys (any extra ones kept): built in one go, never set in place.
         leaves = dict(state.items())
         leaves.update(params=new_params, buffers=new_buffers, opt=new_opt, selector=selector, work=work_state,

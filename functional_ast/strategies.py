@@ -439,9 +439,10 @@ def _hardest_if_unseen(loss: Tensor, seen: Tensor) -> Tensor:
 
 
 def by_name(name: str, target_rate: float, num_samples: int | None = None, batch_size: int = 128,
-            explore: float | None = None, stale_rule: str = "proportional") -> Strategy:
+            explore: float | None = None, stale_rule: str = "proportional", proxy_model=None) -> Strategy:
     """Build a strategy from its CLI name (one of STRATEGIES); `stale` and `prioritized` need the dataset size
-    (`batch_size` is prioritized's nominal batch); `explore` (None: its default) and `stale_rule` are stale's."""
+    (`batch_size` is prioritized's nominal batch); `explore` (None: its default) and `stale_rule` are stale's;
+    `proxy` needs its small model (`proxy_model`, an nn.Module taking the batch's images)."""
     if name == "full":
         return full()
     if name == "random":
@@ -465,6 +466,12 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
         if num_samples is None:
             raise ConfigError("strategy 'rho_loss' needs num_samples (the dataset size) for its loss tables")
         return rho_loss(num_samples, target_rate, **({} if explore is None else {"explore": explore}))
+    if name == "proxy":
+        if proxy_model is None:
+            raise ConfigError("strategy 'proxy' needs proxy_model, the small network that scores the pool "
+                              "(e.g. models.cnn(width=8))")
+        from .proxy import proxy  # proxy.py builds on this module and step.py
+        return proxy(proxy_model, target_rate)
     if name == "sundew_remembered":
         if num_samples is None:
             raise ConfigError("strategy 'sundew_remembered' needs num_samples (the dataset size) for its tables")

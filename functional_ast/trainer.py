@@ -24,7 +24,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from . import checkpoint, data as fdata, distributed, optim, reference, sampling, strategies
+from . import checkpoint, data as fdata, distributed, models, optim, reference, sampling, strategies
 from .config import ConfigError, TrainConfig
 from .plan import NEVER, Plan, build_optimizer, build_strategy, pool_size, remaining_steps  # noqa: F401
 from .loop import Skips, check_skips, evaluate, gather_metrics
@@ -245,7 +245,7 @@ class Run:
         self.model = model() if callable(model) and not isinstance(model, nn.Module) else model
         self.name = name or config.strategy
         self.plan = Plan.of(config, len(data.train))
-        self.strategy = build_strategy(config, self.plan)
+        self.strategy = build_strategy(config, self.plan, _proxy_model(config, data))
         self.optimizer = build_optimizer(config, self.plan)
         common = dict(compile=config.compile, collective=collective)
         self.all_data_step = make_train_step(self.model, cross_entropy, self.optimizer,
@@ -607,15 +607,27 @@ def summarize(run: Run, history: History) -> dict:
                 flops_per_s=counters["flops_spent"] / train_time if train_time else 0.0,
                 steps=int(state["step"]), model_params=sum(p.numel() for p in state["params"].values()),
                 skipped_nonfinite_updates=int(state["loop", "skipped_total"]), energy_j=energy_j,
-                energy_kind=energy_kind, **_reference_summary(state["selector"]))
+                energy_kind=energy_kind, **_selector_summary(state["selector"]))
 
 
-def _reference_summary(selector: TensorDict) -> dict:
-    """rho_loss's reference: its share of the train time and its accuracy on the samples it scored."""
-    if "reference_time_s" not in selector.keys():
-        return {}
-    return dict(reference_time_s=float(selector["reference_time_s"]),
-                reference_accuracy=float(selector["reference_accuracy"]))
+def _proxy_model(config: TrainConfig, data: Data) -> nn.Module | None:
+    """Strategy `proxy`'s scoring network: the cnn at `config.proxy_width`, for the data's channels and classes."""
+    if config.strategy != "proxy":
+        return None
+    return models.cnn(num_classes=len(data.train.classes), in_channels=int(data.train.data["image"].shape[1]),
+                      width=config.proxy_width)
+
+
+def _selector_summary(selector: TensorDict) -> dict:
+    """rho_loss's reference (its share of the train time, its accuracy on the samples it scored) and a proxy's
+    FLOPs (part of flops_spent)."""
+    out = {}
+    if "reference_time_s" in selector.keys():
+        out.update(reference_time_s=float(selector["reference_time_s"]),
+                   reference_accuracy=float(selector["reference_accuracy"]))
+    if "flops" in selector.keys():
+        out.update(proxy_flops=int(selector["flops"]))
+    return out
 
 
 # --------------------------------------------------------------------------- entry points

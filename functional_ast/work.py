@@ -65,9 +65,12 @@ def init(device: torch.device | str | None = None) -> TensorDict:
 
 
 def account(state: TensorDict, costs: WorkCosts, batch_size: int, n_scored: torch.Tensor,
-            n_trained: torch.Tensor) -> tuple[TensorDict, TensorDict]:
-    """Add one step's work; returns (new counters, step metrics incl. step and cumulative saved_pct)."""
+            n_trained: torch.Tensor, other_flops: torch.Tensor | None = None) -> tuple[TensorDict, TensorDict]:
+    """Add one step's work; returns (new counters, step metrics incl. step and cumulative saved_pct).
+    `other_flops`: FLOPs the strategy executed outside the main model (a proxy model's, say)."""
     spent = n_scored.to(torch.int64) * costs.score_flops + n_trained.to(torch.int64) * costs.train_flops
+    if other_flops is not None:
+        spent = spent + other_flops.to(torch.int64)
     full = torch.full_like(spent, batch_size * costs.train_flops)
     new = TensorDict(
         flops_spent=state["flops_spent"] + spent,

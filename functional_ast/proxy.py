@@ -1,0 +1,89 @@
+"""Selection by a cheap proxy model: a small network scores every sample of a pool, the main model trains the
+hardest (airbench96_faster's data filtering; Coleman et al., "Selection via Proxy", ICLR 2020).
+
+`proxy(model, rate)` is a Strategy whose selector state holds the proxy's parameters, buffers and SGD state:
+- `select`: a train-mode forward of the proxy over the pool (no gradient, BatchNorm statistics of the pool, its
+  running statistics left alone), then the k = round(rate * n) samples with the highest proxy loss;
+- `observe`: one SGD step of the proxy on every `train_every`-th sample the main model just trained (of the
+  whole batch during warm-up and cool-down, of the selected ones otherwise; airbench trains its proxy on a
+  quarter of the steps), so the proxy keeps learning at a fraction of the cost;
+  a non-finite proxy gradient leaves the proxy as it was.
+Both count the FLOPs they execute in the state's "flops" counter, which the step adds to the run's work (so a
+time or FLOP budget pays for the proxy). Everything is a pure function of (state, batch, key).
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from . import optim, work
+from .config import check_range
+from .losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
+from .step import all_finite, keep_if
+from .strategies import Selection, Strategy, _mask_of
+
+DEFAULT_WIDTH = 8  # `models.cnn(width=8)`: about 1/14 of the default cnn's (width 32) FLOPs per sample
+
+
+def proxy(model: nn.Module, rate: float, *, train_every: int = 4, lr: float = 0.05, momentum: float = 0.9,
+          weight_decay: float = 5e-4, min_selected: int = 1) -> Strategy:
+    """Train the round(rate * n) samples of each pool of n that `model` (the proxy, used as a shape and for its
+    initial parameters) finds hardest; the proxy learns by Nesterov SGD at a constant `lr` on every
+    `train_every`-th sample the main model trains (a strided share: a static shape, no host sync)."""
+    check_range("proxy", "rate", rate, 0.0, 1.0, low_open=True)
+    check_range("proxy", "train_every", train_every, 1)
+    check_range("proxy", "lr", lr, 0.0, low_open=True)
+    apply = make_apply(model)
+    loss_and_grad = make_loss_and_grad(apply, cross_entropy)
+    optimizer = optim.sgd(lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    params0, buffers0 = params_of(model), buffers_of(model)
+    costs: dict[tuple, tuple[int, int]] = {}  # memo of a pure function of the input shape
+
+    def flops_of(x: torch.Tensor) -> tuple[int, int]:
+        """(forward, forward + backward) FLOPs per sample of the proxy on inputs shaped like x's rows."""
+        key = (tuple(x.shape[1:]), x.dtype)
+        if key not in costs:
+            p, b = params0.to("meta"), buffers0.to("meta")
+
+            def inputs(n):
+                return torch.empty((n, *key[0]), dtype=x.dtype, device="meta"), torch.zeros(
+                    n, dtype=torch.int64, device="meta")
+
+            costs[key] = (work.flops_per_sample(lambda n: apply.train(p, b, inputs(n)[0])),
+                          work.flops_per_sample(lambda n: loss_and_grad(p, b, *inputs(n),
+                                                                        torch.ones(n, device="meta"))))
+        return costs[key]
+
+    def init(device=None) -> TensorDict:
+        params = params0.to(device) if device is not None else params0.clone()
+        return TensorDict(params=params, buffers=buffers0.to(params.device), opt=optimizer.init(params),
+                          flops=torch.zeros((), dtype=torch.int64, device=params.device))
+
+    def select(state, batch, key, score):
+        x, y = batch["image"], batch["label"]
+        n = y.shape[0]
+        k = min(n, max(min_selected, round(rate * n)))
+        with torch.no_grad():
+            logits, _ = apply.train(state["params"], state["buffers"], x)  # the pool's BatchNorm statistics
+            loss = cross_entropy(logits, y)
+        index = torch.topk(loss, k).indices.sort().values
+        spent = state["flops"] + n * flops_of(x)[0]
+        info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=y.device),
+                          proxy_loss_mean=loss.mean(), proxy_selected_loss_mean=loss[index].mean())
+        return Selection(_mask_of(index, n), None, TensorDict(dict(state.items(), flops=spent), device=state.device),
+                         info, index)
+
+    def observe(state, batch, trained, losses):
+        trained = trained[::train_every]
+        x, y = batch["image"][trained], batch["label"][trained]
+        grads, (_, buffers, _) = loss_and_grad(state["params"], state["buffers"], x, y,
+                                               torch.ones(y.shape[0], device=y.device))
+        updates, opt = optimizer.update(grads, state["opt"], state["params"])
+        learnt = TensorDict(params=optim.apply_updates(state["params"], updates), buffers=buffers, opt=opt,
+                            device=state.device)
+        kept = keep_if(all_finite(torch.zeros((), device=y.device), grads), learnt, state.exclude("flops"))
+        return TensorDict(dict(kept.items(), flops=state["flops"] + y.shape[0] * flops_of(x)[1]), device=state.device)
+
+    return Strategy("proxy", init, select, observe=observe)

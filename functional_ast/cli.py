@@ -129,6 +129,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     t.add_argument("--reference-epochs", type=_bounded(int, 1), default=_DEFAULTS.reference_epochs,
                    help="rho_loss: epochs each of its two reference models trains on one half of the data before "
                         "the run (their time and FLOPs count as the run's)")
+    t.add_argument("--proxy-width", type=_bounded(int, 1), default=_DEFAULTS.proxy_width,
+                   help="proxy: width of the small cnn that scores each pool (its FLOPs count as the run's)")
     t.add_argument("--epochs", type=_bounded(int, 1), default=_DEFAULTS.epochs)
     t.add_argument("--warmup-epochs", type=_bounded(int, 0), default=_DEFAULTS.warmup_epochs,
                    help="epochs on all data before selection starts (controller idle)")
@@ -201,7 +203,7 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        explore=args.explore, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
-                       reference_epochs=args.reference_epochs).replace(**overrides)
+                       reference_epochs=args.reference_epochs, proxy_width=args.proxy_width).replace(**overrides)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -3,7 +3,8 @@ hardest (airbench96_faster's data filtering; Coleman et al., "Selection via Prox
 
 `proxy(model, rate)` is a Strategy whose selector state holds the proxy's parameters, buffers and SGD state:
 - `select`: a train-mode forward of the proxy over the pool (no gradient, BatchNorm statistics of the pool, its
-  running statistics left alone), then the k = round(rate * n) samples with the highest proxy loss;
+  running statistics left alone), then k = round(rate * n) samples drawn in proportion to the proxy's loss
+  (rule "proportional", with an `explore` share uniform) or the k with the highest (rule "hardest", airbench's);
 - `observe`: one SGD step of the proxy on every `train_every`-th sample the main model just trained (of the
   whole batch during warm-up and cool-down, of the selected ones otherwise; airbench trains its proxy on a
   quarter of the steps), so the proxy keeps learning at a fraction of the cost;
@@ -19,21 +20,29 @@ from tensordict import TensorDict
 from torch import nn
 
 from . import optim, work
-from .config import check_range
+from .config import ConfigError, check_range
 from .losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
 from .step import all_finite, keep_if
-from .strategies import Selection, Strategy, _mask_of
+from .strategies import Selection, Strategy, _mask_of, _proportional_draw
 
 DEFAULT_WIDTH = 8  # `models.cnn(width=8)`: about 1/14 of the default cnn's (width 32) FLOPs per sample
 
 
-def proxy(model: nn.Module, rate: float, *, train_every: int = 4, lr: float = 0.05, momentum: float = 0.9,
-          weight_decay: float = 5e-4, min_selected: int = 1) -> Strategy:
-    """Train the round(rate * n) samples of each pool of n that `model` (the proxy, used as a shape and for its
-    initial parameters) finds hardest; the proxy learns by Nesterov SGD at a constant `lr` on every
-    `train_every`-th sample the main model trains (a strided share: a static shape, no host sync)."""
+RULES = ("proportional", "hardest")
+
+
+def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore: float = 0.2, train_every: int = 4,
+          lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4, min_selected: int = 1) -> Strategy:
+    """Train round(rate * n) samples of each pool of n, chosen by `model`'s loss (the proxy, used as a shape and
+    for its initial parameters): rule "proportional" draws them as `stale` does from remembered losses
+    (p_i = (1 - explore) * loss_i / sum(loss) + explore / n), rule "hardest" keeps the k highest (airbench's).
+    The proxy learns by Nesterov SGD at a constant `lr` on every `train_every`-th sample the main model trains
+    (a strided share: a static shape, no host sync)."""
     check_range("proxy", "rate", rate, 0.0, 1.0, low_open=True)
+    check_range("proxy", "explore", explore, 0.0, 1.0)
     check_range("proxy", "train_every", train_every, 1)
+    if rule not in RULES:
+        raise ConfigError(f"proxy: unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
     check_range("proxy", "lr", lr, 0.0, low_open=True)
     apply = make_apply(model)
     loss_and_grad = make_loss_and_grad(apply, cross_entropy)
@@ -68,7 +77,10 @@ def proxy(model: nn.Module, rate: float, *, train_every: int = 4, lr: float = 0.
         with torch.no_grad():
             logits, _ = apply.train(state["params"], state["buffers"], x)  # the pool's BatchNorm statistics
             loss = cross_entropy(logits, y)
-        index = torch.topk(loss, k).indices.sort().values
+        if rule == "hardest":
+            index = torch.topk(loss, k).indices.sort().values
+        else:
+            index, _ = _proportional_draw(loss, k, explore, key)
         spent = state["flops"] + n * flops_of(x)[0]
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=y.device),
                           proxy_loss_mean=loss.mean(), proxy_selected_loss_mean=loss[index].mean())

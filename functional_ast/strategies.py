@@ -124,6 +124,13 @@ def all_data(strategy: Strategy) -> Strategy:
                     observe=strategy.observe)
 
 
+def _proportional_draw(weight: Tensor, k: int, explore: float, key: Tensor) -> tuple[Tensor, Tensor]:
+    """(k positions ascending, P(selected) per sample, about): k draws without replacement with probability
+    p_i = (1 - explore) * weight_i / sum(weight) + explore / n per draw (weights >= 0)."""
+    p = (1 - explore) * weight / weight.sum().clamp_min(1e-12) + explore / weight.shape[0]
+    return _gumbel_top_k(p.log(), k, key), (k * p).clamp(max=1.0)
+
+
 def _gumbel_top_k(log_p: Tensor, k: int, key: Tensor) -> Tensor:
     """k positions (ascending) drawn without replacement with probabilities proportional to exp(log_p)."""
     u = prng.uniform(key, log_p.shape[0]).to(log_p.device).clamp(1e-7, 1 - 1e-7)
@@ -167,14 +174,9 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
         loss = torch.where(seen, loss.clamp_min(0), top)  # never trained: as hard as the hardest
         hard = _at_or_above_mean(loss)
         if rule == "small_loss":
-            w = torch.exp(-2.0 * loss / loss.mean().clamp_min(1e-6))
-            p = (1 - explore) * w / w.sum().clamp_min(1e-12) + explore / n
-            index = _gumbel_top_k(p.log(), k, key)
-            included = (k * p).clamp(max=1.0)
+            index, included = _proportional_draw(torch.exp(-2.0 * loss / loss.mean().clamp_min(1e-6)), k, explore, key)
         elif rule == "proportional":
-            p = (1 - explore) * loss / loss.sum().clamp_min(1e-12) + explore / n  # per draw
-            index = _gumbel_top_k(p.log(), k, key)
-            included = (k * p).clamp(max=1.0)  # P(selected) of k draws without replacement, about
+            index, included = _proportional_draw(loss, k, explore, key)
         else:
             included, index = _hard_first(hard, k, round(explore * k), key)
         weight = 1.0 / (n * included).clamp_min(1e-6) if rescale else None
@@ -244,8 +246,7 @@ def rho_loss(num_samples: int, rate: float, *, explore: float = 0.2, min_selecte
         k = min(n, max(min_selected, round(rate * n)))
         seen = state["seen"][idx]
         reducible = _hardest_if_unseen(state["loss"][idx] - state["reference"][idx], seen)  # clamped at 0
-        p = (1 - explore) * reducible / reducible.sum().clamp_min(1e-12) + explore / n
-        index = _gumbel_top_k(p.clamp_min(1e-12).log(), k, key)
+        index, _ = _proportional_draw(reducible, k, explore, key)
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
                           stale_seen_frac=seen.float().mean(), rho_reducible_mean=reducible.mean())
         return Selection(_mask_of(index, n), None, state, info, index)
@@ -471,7 +472,8 @@ def by_name(name: str, target_rate: float, num_samples: int | None = None, batch
             raise ConfigError("strategy 'proxy' needs proxy_model, the small network that scores the pool "
                               "(e.g. models.cnn(width=8))")
         from .proxy import proxy  # proxy.py builds on this module and step.py
-        return proxy(proxy_model, target_rate)
+        rule = "hardest" if stale_rule == "hard_first" else "proportional"  # --stale-rule hard_first: airbench's top-k
+        return proxy(proxy_model, target_rate, rule=rule, **({} if explore is None else {"explore": explore}))
     if name == "sundew_remembered":
         if num_samples is None:
             raise ConfigError("strategy 'sundew_remembered' needs num_samples (the dataset size) for its tables")

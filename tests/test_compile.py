@@ -30,7 +30,8 @@ NUM_SAMPLES, BATCH, RATE = 64, 32, 0.25
 
 
 def _strategy(name: str):
-    return strategies.by_name(name, RATE, num_samples=NUM_SAMPLES, batch_size=BATCH)
+    proxy_model = tiny_mlp() if name == "proxy" else None  # the proxy's scoring network
+    return strategies.by_name(name, RATE, num_samples=NUM_SAMPLES, batch_size=BATCH, proxy_model=proxy_model)
 
 
 def _batch(name: str, i: int) -> TensorDict:
@@ -166,7 +167,7 @@ class _SyncingOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("name", ["full", "random", "stale", "prioritized", "rho_loss"])
+@pytest.mark.parametrize("name", ["full", "random", "stale", "prioritized", "rho_loss", "proxy"])
 def test_fixed_count_strategies_gather_their_sub_batch_without_a_data_dependent_shape(name):
     state, step = _setup(name)
     state, _ = step(state, _batch(name, 0))

@@ -16,6 +16,7 @@ STRATEGIES = {
     "stale": lambda: strategies.stale(num_samples=64, rate=0.25),
     "infobatch": lambda: strategies.infobatch(num_samples=64),
     "rho_loss": lambda: strategies.rho_loss(num_samples=64, rate=0.25),
+    "proxy": lambda: strategies.by_name("proxy", 0.25, proxy_model=tiny_mlp()),
 }
 
 
@@ -56,7 +57,7 @@ def test_trains_only_the_selected_samples_in_a_compact_batch(name):
     assert int(new["work"]["samples_trained"]) == n and int(new["work"]["samples_scored"]) == scored
     if name == "full":
         assert n == 32 and scored == 0
-    elif name in ("random", "stale", "rho_loss"):
+    elif name in ("random", "stale", "rho_loss", "proxy"):  # the proxy's own forwards are not the main model's
         assert n == 8 and scored == 0
     elif name == "infobatch":  # nothing trained yet: every sample counts as hard and is kept
         assert n == 32 and scored == 0

@@ -123,7 +123,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    help="samples each step selects from after warm-up (default: batch size / target rate, so a "
                         "step trains about one --batch-size; give --batch-size to select within each batch)")
     t.add_argument("--stale-rule", choices=STALE_RULE_NAMES, default=_DEFAULTS.stale_rule,
-                   help="stale: draw in proportion to remembered loss, or hard (above the pool mean) first")
+                   help="stale: draw in proportion to remembered loss, or hard (above the pool mean) first; "
+                        "proxy: hard_first keeps the k highest proxy losses (airbench's rule)")
     t.add_argument("--explore", type=_bounded(float, 0.0, 1.0), default=None,
                    help="stale: share of each step's picks drawn uniformly from the pool (default 0.2)")
     t.add_argument("--reference-epochs", type=_bounded(int, 1), default=_DEFAULTS.reference_epochs,

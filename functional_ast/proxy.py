@@ -1,5 +1,5 @@
 """Selection by a cheap proxy model: a small network scores every sample of a pool, the main model trains the
-hardest (airbench96_faster's data filtering; Coleman et al., "Selection via Proxy", ICLR 2020).
+ones it finds hard (airbench96_faster's data filtering; Coleman et al., "Selection via Proxy", ICLR 2020).
 
 `proxy(model, rate)` is a Strategy whose selector state holds the proxy's parameters, buffers and SGD state:
 - `select`: a train-mode forward of the proxy over the pool (no gradient, BatchNorm statistics of the pool, its
@@ -24,9 +24,6 @@ from .config import ConfigError, check_range
 from .losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
 from .step import all_finite, keep_if
 from .strategies import Selection, Strategy, _mask_of, _proportional_draw
-
-DEFAULT_WIDTH = 8  # `models.cnn(width=8)`: about 1/14 of the default cnn's (width 32) FLOPs per sample
-
 
 RULES = ("proportional", "hardest")
 

@@ -17,6 +17,8 @@ STRATEGIES = {
     "infobatch": lambda: strategies.infobatch(num_samples=64),
     "rho_loss": lambda: strategies.rho_loss(num_samples=64, rate=0.25),
     "proxy": lambda: strategies.by_name("proxy", 0.25, proxy_model=tiny_mlp()),
+    "small_loss": lambda: strategies.stale(num_samples=64, rate=0.25, rule="small_loss"),
+    "sundew_remembered": lambda: strategies.sundew_remembered(num_samples=64, target_rate=0.25),
 }
 
 
@@ -57,10 +59,12 @@ def test_trains_only_the_selected_samples_in_a_compact_batch(name):
     assert int(new["work"]["samples_trained"]) == n and int(new["work"]["samples_scored"]) == scored
     if name == "full":
         assert n == 32 and scored == 0
-    elif name in ("random", "stale", "rho_loss", "proxy"):  # the proxy's own forwards are not the main model's
+    elif name in ("random", "stale", "rho_loss", "proxy", "small_loss"):  # the proxy's forwards are not the model's
         assert n == 8 and scored == 0
     elif name == "infobatch":  # nothing trained yet: every sample counts as hard and is kept
         assert n == 32 and scored == 0
+    elif name == "sundew_remembered":  # the gate on remembered significance: a varying count, no scoring forward
+        assert 1 <= n <= 32 and scored == 0
     else:
         assert scored == 32 and 2 <= n < 32
 

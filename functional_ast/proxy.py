@@ -22,7 +22,7 @@ from torch import nn
 from . import optim, work
 from .config import ConfigError, check_range
 from .losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
-from .step import all_finite, keep_if
+from .step import all_finite, keep_if, measure_costs
 from .strategies import Selection, Strategy, _mask_of, _proportional_draw
 
 RULES = ("proportional", "hardest")
@@ -45,21 +45,13 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
     loss_and_grad = make_loss_and_grad(apply, cross_entropy)
     optimizer = optim.sgd(lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     params0, buffers0 = params_of(model), buffers_of(model)
-    costs: dict[tuple, tuple[int, int]] = {}  # memo of a pure function of the input shape
+    costs: dict[tuple, work.WorkCosts] = {}  # memo of a pure function of the input shape
 
-    def flops_of(x: torch.Tensor) -> tuple[int, int]:
-        """(forward, forward + backward) FLOPs per sample of the proxy on inputs shaped like x's rows."""
+    def flops_of(state: TensorDict, x: torch.Tensor) -> work.WorkCosts:
+        """FLOPs per sample of the proxy's scoring forward and of its training step, on rows shaped like x's."""
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in costs:
-            p, b = params0.to("meta"), buffers0.to("meta")
-
-            def inputs(n):
-                return torch.empty((n, *key[0]), dtype=x.dtype, device="meta"), torch.zeros(
-                    n, dtype=torch.int64, device="meta")
-
-            costs[key] = (work.flops_per_sample(lambda n: apply.train(p, b, inputs(n)[0])),
-                          work.flops_per_sample(lambda n: loss_and_grad(p, b, *inputs(n),
-                                                                        torch.ones(n, device="meta"))))
+            costs[key] = measure_costs(lambda p, b, xs, ys: apply.train(p, b, xs), loss_and_grad, state, x)
         return costs[key]
 
     def init(device=None) -> TensorDict:
@@ -78,7 +70,7 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
             index = torch.topk(loss, k).indices.sort().values
         else:
             index, _ = _proportional_draw(loss, k, explore, key)
-        spent = state["flops"] + n * flops_of(x)[0]
+        spent = state["flops"] + n * flops_of(state, x).score_flops
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=y.device),
                           proxy_loss_mean=loss.mean(), proxy_selected_loss_mean=loss[index].mean())
         return Selection(_mask_of(index, n), None, TensorDict(dict(state.items(), flops=spent), device=state.device),
@@ -93,6 +85,7 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
         learnt = TensorDict(params=optim.apply_updates(state["params"], updates), buffers=buffers, opt=opt,
                             device=state.device)
         kept = keep_if(all_finite(torch.zeros((), device=y.device), grads), learnt, state.exclude("flops"))
-        return TensorDict(dict(kept.items(), flops=state["flops"] + y.shape[0] * flops_of(x)[1]), device=state.device)
+        return TensorDict(dict(kept.items(), flops=state["flops"] + y.shape[0] * flops_of(state, x).train_flops),
+                          device=state.device)
 
     return Strategy("proxy", init, select, observe=observe)

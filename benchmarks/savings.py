@@ -19,6 +19,11 @@ of them alike. Two questions, each over seeds with a 95% t-interval:
 Writes the JSON (`equal_time`, `equal_accuracy`, one entry per budget under `by_budget`) and a
 figure per budget (accuracy against wall-clock, a band over seeds) beside it; the figures and
 tables are also logged to a parent MLflow run per budget.
+
+Every run checkpoints at each evaluation and epoch end (in --checkpoint-dir). A benchmark that was
+stopped (killed, a machine handed back) continues with the same command plus `--resume`: the budgets
+probed when it started are kept, finished runs are read back and the others continue from their newest
+checkpoint, with their train clocks where the checkpoints left them; the JSON lists when each part ran.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -105,6 +111,20 @@ def equal_accuracy(results) -> dict:
                 strategies=summaries, rows=[row for s in summaries.values() for row in s["rows"]])
 
 
+# The benchmark flags that decide its results: a --resume must give the same ones.
+RESULT_FLAGS = ("data", "quick", "seeds", "budget_epochs", "budget_kind", "strategies", "model", "target_rate",
+                "batch_size", "label_noise", "eval_points")
+
+
+def _settings(args) -> dict:
+    return {k: getattr(args, k) for k in RESULT_FLAGS}
+
+
+def _started_budgets(checkpoints: Path, labels) -> set[str]:
+    """The budgets whose comparison has run folders under `checkpoints` (what --resume continues)."""
+    return {label for label in labels if any((checkpoints / f"savings-{label}").glob("*/run.json"))}
+
+
 def _cli_args(args, budget: float, label: str) -> list[str]:
     argv = ["--data", args.data, "--model", args.model, "--target-rate", str(args.target_rate),
             "--warmup-epochs", "1", "--cooldown-epochs", "1", "--batch-size", str(args.batch_size),
@@ -112,6 +132,8 @@ def _cli_args(args, budget: float, label: str) -> list[str]:
             "--time-budget" if args.budget_kind == "time" else "--flop-budget", repr(float(budget)),
             "--no-progress", "--no-log-model", "--experiment", "savings-benchmark", "--run-name", f"savings-{label}",
             "--label-noise", str(args.label_noise), "--checkpoint-every", "0"]
+    if args.checkpoint_dir:
+        argv += ["--checkpoint-dir", str(args.checkpoint_dir)]
     if args.quick:
         argv += ["--limit-train", "6000", "--limit-test", "2000"]
     if args.tracking_uri:
@@ -139,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-points", type=int, default=12, help="evaluations per run (about; the last is at the budget)")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--json", default="savings.json")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="where the runs keep their checkpoints (default: checkpoints/savings-benchmark/<json name> "
+                        "beside the run store)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped benchmark (same flags): its budgets as first probed, finished runs read "
+                        "back, the others from their newest checkpoint")
     args = p.parse_args(argv)
     args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
     if {report.is_baseline(s) for s in args.strategies} != {True, False}:
@@ -146,15 +174,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     budgets = [float(b) for b in args.budget_epochs.split(",")]
     labels = ("short", "long") if len(budgets) == 2 else tuple(f"{b:g}-epochs" for b in budgets)
+    probe_args = cli.build_parser().parse_args(_cli_args(args, 1.0, "probe"))
+    args.checkpoint_dir = Path(args.checkpoint_dir or cli.checkpoint_root(probe_args) / Path(args.json).stem)
+    plan_path = args.checkpoint_dir / "benchmark.json"
+    now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     try:
-        data = cli.load_data(cli.build_parser().parse_args(_cli_args(args, 1.0, "probe")))
-        epoch_s = epoch_cost(data, args.model, args.batch_size, args.seeds[0])
-        epoch_flops = epoch_cost(data, args.model, args.batch_size, args.seeds[0], "flops")
+        if args.resume:
+            if not plan_path.is_file():
+                raise ConfigError(f"--resume: no benchmark to resume in {args.checkpoint_dir}; run the same command "
+                                  "without --resume to start it (or pass the --checkpoint-dir it used)")
+            plan = json.loads(plan_path.read_text())
+            differ = [f"{k}: {plan['settings'].get(k)!r} then, {v!r} now" for k, v in _settings(args).items()
+                      if plan["settings"].get(k) != v]
+            if differ:
+                raise ConfigError(f"--resume: the benchmark in {args.checkpoint_dir} was started with other flags "
+                                  f"({'; '.join(differ)}); resume with the original flags")
+            plan["parts"].append(now)
+        data = cli.load_data(probe_args)
+        if not args.resume:
+            plan = {"settings": _settings(args), "parts": [now],
+                    "full_epoch_s": epoch_cost(data, args.model, args.batch_size, args.seeds[0]),
+                    "full_epoch_flops": epoch_cost(data, args.model, args.batch_size, args.seeds[0], "flops")}
+        args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(plan_path, plan)
+        epoch_s, epoch_flops = plan["full_epoch_s"], plan["full_epoch_flops"]
+        resumable = _started_budgets(args.checkpoint_dir, labels) if args.resume else set()
         out = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                "device": _device_name(data.device),
                "mode": "quick" if args.quick else "full", "seeds": args.seeds, "strategies": args.strategies,
                "target_rate": args.target_rate, "label_noise": args.label_noise, "budget_kind": args.budget_kind,
-               "full_epoch_s": epoch_s, "full_epoch_flops": epoch_flops, "by_budget": {}}
+               "full_epoch_s": epoch_s, "full_epoch_flops": epoch_flops, "parts": plan["parts"], "by_budget": {}}
+        if args.resume:
+            print(f"resuming the benchmark started {plan['parts'][0]} (part {len(plan['parts'])}); budgets as "
+                  "probed then", flush=True)
         print(f"one full-data epoch takes about {epoch_s:.1f} s and {epoch_flops:.3g} FLOPs here; budgets: "
               + ", ".join(f"{b:g} epochs = {b * epoch_s:.0f} s" for b in budgets)
               + ("" if args.budget_kind == "time" else " (matched in FLOPs)"), flush=True)
@@ -165,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             budget_s = epochs * epoch_s
             budget = budget_s if args.budget_kind == "time" else epochs * epoch_flops
             run_args = cli.build_parser().parse_args(
-                _cli_args(args, budget, label) + ["--eval-every", f"{budget_s / args.eval_points:.3f}"])
+                _cli_args(args, budget, label) + ["--eval-every", f"{budget_s / args.eval_points:.3f}"]
+                + (["--resume"] if label in resumable else []))
             results = cli.compare_strategies(run_args)
             rows = report.comparison_table(results)
             entry = {"budget_epochs": epochs, "budget_s": budget_s, "budget_kind": args.budget_kind,

@@ -6,7 +6,8 @@ Gated variants (random, sundew, stale, prioritized at a 10% rate) run as the CLI
 each step selects from a pool of batch-size / rate samples (1280) and trains about one
 batch of them; their images/s count every image of the pool.
 
-Variants run interleaved (round-robin, repeated) on the same in-memory data so that
+Every variant but functional_channels_last (the step with `channels_last=True`, NHWC images) keeps
+the images NCHW, as the trainer does off a CPU. Variants run interleaved (round-robin, repeated) on the same in-memory data so that
 machine noise hits them alike; each reports median images/s and its spread, and the
 page faults per step (minor faults of the process while that variant ran). Prints one
 line per ratio (e.g. `functional_eager/plain_eager = 0.97`), the share of a gated
@@ -44,7 +45,8 @@ from functional_ast import sampling
 from torch.profiler import record_function
 
 RATE = 0.1
-VARIANTS = ("plain_eager", "functional_eager", "functional_compiled", "random", "sundew", "stale", "prioritized")
+VARIANTS = ("plain_eager", "functional_eager", "functional_channels_last", "functional_compiled", "random", "sundew",
+            "stale", "prioritized")
 GATED = ("random", "sundew", "stale", "prioritized")
 
 
@@ -95,7 +97,8 @@ class Runner:
         self.strategy = strategy
         self.state = fa.init_state(model, tx, strategy, key=0, device=self.device)
         self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled",
-                                       score_chunk_size=args.batch_size)
+                                       score_chunk_size=args.batch_size,
+                                       channels_last=name == "functional_channels_last")
         self.sampler = strategy.sampling  # prioritised draws: a pure function of the state's table and a key
 
     def _batch(self) -> TensorDict:
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     med = {n: v["median"] for n, v in result["images_per_s"].items()}
-    ratios = {"functional_eager/plain_eager": med["functional_eager"] / med["plain_eager"]}
+    ratios = {"functional_eager/plain_eager": med["functional_eager"] / med["plain_eager"],
+              "functional_channels_last/functional_eager": med["functional_channels_last"] / med["functional_eager"]}
     if "functional_compiled" in med:
         ratios["functional_compiled/functional_eager"] = med["functional_compiled"] / med["functional_eager"]
         ratios["functional_compiled/plain_eager"] = med["functional_compiled"] / med["plain_eager"]

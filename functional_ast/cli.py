@@ -30,7 +30,7 @@ from . import checkpoint, distributed, io, report, tracking
 from . import data as fdata
 from . import meter as fmeter
 from .callbacks import Checkpoints, Console, MLflowTracking
-from .config import STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, TrainConfig, parse_variant
+from .config import MEMORY_FORMATS, STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, TrainConfig, parse_variant
 from .loop import NonFiniteLossError
 from .models import MODELS, build_model
 from .trainer import Data, History, Result, Run, compare, fit
@@ -148,6 +148,9 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     t.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     t.add_argument("--compile", action="store_true", help="torch.compile the scoring pass and the update")
+    t.add_argument("--memory-format", choices=MEMORY_FORMATS, default=_DEFAULTS.memory_format,
+                   help="image layout in the forward passes: auto = channels_last on a CPU (about 1.5x faster cnn "
+                        "steps there), contiguous elsewhere")
     c = p.add_argument_group("budgets and comparisons")
     c.add_argument("--time-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="SECONDS",
                    help="train for this wall-clock (eval excluded) instead of --epochs; the learning-rate schedule "
@@ -204,7 +207,8 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        explore=args.explore, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
-                       reference_epochs=args.reference_epochs, proxy_width=args.proxy_width).replace(**overrides)
+                       reference_epochs=args.reference_epochs, proxy_width=args.proxy_width,
+                       memory_format=args.memory_format).replace(**overrides)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -7,6 +7,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import torch
+
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field and the valid range."""
@@ -31,6 +33,9 @@ STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_re
 # Strategies that pick their own share of each batch (their selection pool is one batch, not batch / target_rate).
 OWN_RATE_STRATEGIES = ("infobatch",)
 STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
+# Layout of image batches in the forward passes: "auto" is channels_last on a CPU (measured faster there) and
+# contiguous (NCHW) elsewhere (not measured).
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 # A --compare entry may override these per strategy: "stale:cooldown=8" is stale with 8 cool-down epochs.
@@ -82,12 +87,14 @@ class TrainConfig:
     label_noise: float = 0.0
     reference_epochs: int = 2  # rho_loss: epochs of each half's reference model (`reference.py`), charged to the run
     proxy_width: int = 8  # proxy: width of the scoring network, `models.cnn(width=proxy_width)` (`proxy.py`)
+    memory_format: str = "auto"  # image layout in the forward passes (MEMORY_FORMATS): same values, other speed
 
     def __post_init__(self) -> None:
         name = "TrainConfig"
         _one_of(name, "strategy", self.strategy, STRATEGY_NAMES)
         _one_of(name, "stale_rule", self.stale_rule, STALE_RULE_NAMES)
         _one_of(name, "optimizer", self.optimizer, ("sgd", "adam"))
+        _one_of(name, "memory_format", self.memory_format, MEMORY_FORMATS)
         check_range(name, "target_rate", self.target_rate, 0.0, 1.0, low_open=True)
         for field_name, low in (("epochs", 1), ("warmup_epochs", 0), ("cooldown_epochs", 0), ("batch_size", 2),
                                 ("reference_epochs", 1), ("proxy_width", 1)):
@@ -116,6 +123,11 @@ class TrainConfig:
     def gated(self) -> bool:
         """Whether the strategy selects (every strategy but `full`)."""
         return self.strategy != "full"
+
+    def channels_last(self, device: torch.device | str) -> bool:
+        """Whether image batches are laid out NHWC on `device` (`memory_format`, "auto" resolved)."""
+        return self.memory_format == "channels_last" or (
+            self.memory_format == "auto" and torch.device(device).type == "cpu")
 
     @property
     def budget(self) -> tuple[str, float] | None:

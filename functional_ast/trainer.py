@@ -247,7 +247,8 @@ class Run:
         self.plan = Plan.of(config, len(data.train))
         self.strategy = build_strategy(config, self.plan, _proxy_model(config, data))
         self.optimizer = build_optimizer(config, self.plan)
-        common = dict(compile=config.compile, collective=collective)
+        channels_last = config.channels_last(data.device)
+        common = dict(compile=config.compile, collective=collective, channels_last=channels_last)
         self.all_data_step = make_train_step(self.model, cross_entropy, self.optimizer,
                                              strategies.all_data(self.strategy), **common)
         if self.strategy.index_only or self.strategy.sampling is not None:  # trains what sampling.draw selected
@@ -257,7 +258,7 @@ class Run:
         else:  # scores the pool and selects inside the step
             self.selective_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
                                                   score_chunk_size=config.batch_size, **common)
-        self.eval_step = make_eval_step(self.model)
+        self.eval_step = make_eval_step(self.model, channels_last=channels_last)
         fresh = init_state(self.model, self.optimizer, self.strategy, key=config.seed, device=data.device)
         fresh.update(init_loop(self.plan, data.device, budgeted=config.budget is not None))
         self.template = fresh

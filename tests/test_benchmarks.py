@@ -96,6 +96,62 @@ def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monke
     assert (tmp_path / "s-short.png").is_file() and (tmp_path / "s-long.png").is_file()
 
 
+def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished_runs(tmp_path, monkeypatch, capsys):
+    """Stopped in its long budget (after some checkpoints), the benchmark continues with --resume: the short
+    budget's runs are read back as they finished, the long ones continue from their checkpoints to the budget
+    probed at the start, and the JSON lists both parts. Other flags, or nothing to resume, are refused."""
+    from functional_ast import callbacks, cli
+    from test_cli import _image_folder
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    flags = ["--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2", "--strategies", "full,stale",
+             "--target-rate", "0.25", "--batch-size", "16", "--eval-points", "3",
+             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "s.json")]
+    assert savings.main(flags + ["--resume"]) == 2
+    assert "--resume: no benchmark to resume" in capsys.readouterr().err
+
+    first, compare, save = {}, cli.compare_strategies, callbacks.Checkpoints.on_safe_point
+    saves = []
+
+    def stop_in_the_long_budget(self, run):
+        save(self, run)
+        if first.get("short") is not None:
+            saves.append(run.name)
+            if len(saves) > 4:  # the long budget's runs have checkpoints: stopped as a machine handed back
+                raise KeyboardInterrupt
+
+    def remember(run_args):
+        label = "long" if run_args.run_name.endswith("long") else "short"
+        first[label] = compare(run_args)
+        return first[label]
+
+    monkeypatch.setattr(callbacks.Checkpoints, "on_safe_point", stop_in_the_long_budget)
+    monkeypatch.setattr(savings.cli, "compare_strategies", remember)
+    with pytest.raises(KeyboardInterrupt):
+        savings.main(flags)
+    assert "long" not in first and not (tmp_path / "s.json").exists()
+    monkeypatch.setattr(callbacks.Checkpoints, "on_safe_point", save)
+    monkeypatch.setattr(savings.cli, "compare_strategies", compare)
+
+    assert savings.main(flags[:3] + ["0"] + flags[4:] + ["--resume"]) == 2
+    assert "started with other flags (seeds: [0, 1] then, [0] now)" in capsys.readouterr().err
+    assert savings.main(flags + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming the benchmark started" in out and "resuming from" in out  # the long runs from checkpoints
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert len(result["parts"]) == 2
+    short = {(r["strategy"], r["seed"]): r for r in result["by_budget"]["short"]["equal_time"]["rows"]}
+    for r in first["short"]:  # read back, not trained again
+        assert short[r.summary["strategy"], r.summary["seed"]]["test_accuracy"] == r.summary["test_accuracy"]
+        assert short[r.summary["strategy"], r.summary["seed"]]["train_time_s"] == r.summary["train_time_s"]
+    long_s = result["by_budget"]["long"]["budget_s"]
+    assert long_s == pytest.approx(2 * result["full_epoch_s"])
+    assert sorted((r["strategy"], r["seed"]) for r in result["by_budget"]["long"]["equal_time"]["rows"]) == sorted(
+        (s, seed) for s in ("full", "stale") for seed in (0, 1))
+    assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in result["by_budget"]["long"]["equal_time"]["rows"])
+
+
 def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch, capsys):
     from test_cli import _image_folder
 

@@ -4,6 +4,7 @@ from tensordict import TensorDict
 from torch import nn
 
 import functional_ast as fa
+from functional_ast import step as step_module
 from functional_ast import strategies
 from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
 
@@ -151,6 +152,43 @@ def test_compiled_and_eager_steps_agree():
         torch.testing.assert_close(mc["loss"], me["loss"], rtol=1e-5, atol=1e-6)
     for key in se["params"].keys():
         torch.testing.assert_close(sc["params"][key], se["params"][key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_channels_last_trains_the_same_values_as_contiguous(name):
+    """The NHWC layout changes how the convolutions run, not what they compute: every strategy (the per-sample
+    gradient vmap of "sundew-gradnorm" included) trains the same samples to the same parameters, and the batch
+    given is left as it was."""
+    model, tx = tiny_bn_model(), fa.sgd(0.05, momentum=0.9, weight_decay=1e-4)
+    steps = {layout: fa.make_train_step(model, fa.cross_entropy, tx, STRATEGIES[name](), channels_last=layout)
+             for layout in (False, True)}
+    states = {layout: fa.init_state(model, tx, STRATEGIES[name](), key=0) for layout in (False, True)}
+    for i in range(3):
+        batch = make_batch(32, seed=i)
+        kept = batch.clone()
+        metrics = {}
+        for layout, step in steps.items():
+            states[layout], metrics[layout] = step(states[layout], batch)
+        assert_tree_equal(batch, kept)
+        assert batch["image"].is_contiguous()
+        assert int(metrics[True]["n_trained"]) == int(metrics[False]["n_trained"])
+        torch.testing.assert_close(metrics[True]["loss"], metrics[False]["loss"], rtol=1e-5, atol=1e-6)
+    for key in states[False]["params"].keys():
+        torch.testing.assert_close(states[True]["params"][key], states[False]["params"][key], rtol=1e-5, atol=1e-6)
+    evals = {layout: fa.make_eval_step(model, channels_last=layout)(states[False], make_batch(32, seed=9))
+             for layout in (False, True)}
+    assert int(evals[True]["correct"]) == int(evals[False]["correct"])
+    torch.testing.assert_close(evals[True]["loss_sum"], evals[False]["loss_sum"], rtol=1e-5, atol=1e-5)
+
+
+def test_in_layout_lays_out_image_batches_only():
+    x = make_batch(8)["image"]
+    nhwc = step_module.in_layout(x, True)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(
+        memory_format=torch.channels_last)
+    assert torch.equal(nhwc, x) and step_module.in_layout(x, False) is x
+    flat = torch.randn(8, 48)
+    assert step_module.in_layout(flat, True) is flat
 
 
 def test_state_is_saveable_and_loads_back(tmp_path):

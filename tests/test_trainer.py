@@ -108,6 +108,35 @@ def test_bad_config_and_data_are_one_clear_error_naming_the_field():
         fa.fit(_net(), _tensors(), _tensors(32), fa.TrainConfig(batch_size=512))
 
 
+def test_memory_format_auto_means_channels_last_on_a_cpu_only(monkeypatch):
+    from functional_ast import trainer
+
+    asked = []
+    for name in ("make_train_step", "make_eval_step"):
+        real = getattr(trainer, name)
+        monkeypatch.setattr(trainer, name, lambda *a, _real=real, **k: asked.append(k["channels_last"]) or _real(*a, **k))
+    data = Data.prepare(_tensors(), _tensors(n=32, seed=1))
+    Run(_net(), data, fa.TrainConfig(strategy="stale", batch_size=16))
+    Run(_net(), data, fa.TrainConfig(strategy="stale", batch_size=16, memory_format="contiguous"))
+    assert asked == [True] * 3 + [False] * 3  # all-data step, selective step, eval step
+    assert fa.TrainConfig().channels_last("cpu") and not fa.TrainConfig().channels_last("cuda:0")
+    assert fa.TrainConfig(memory_format="channels_last").channels_last("cuda")
+    assert not fa.TrainConfig(memory_format="contiguous").channels_last("cpu")
+    with pytest.raises(fa.ConfigError, match="TrainConfig.memory_format must be one of auto, channels_last"):
+        fa.TrainConfig(memory_format="nhwc")
+
+
+def test_fit_in_either_memory_format_trains_the_same_model():
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    config = fa.TrainConfig(strategy="stale", epochs=2, batch_size=16, target_rate=0.5)
+    results = [fa.fit(_net(), train, test, config.replace(memory_format=f)) for f in ("contiguous", "channels_last")]
+    assert [e["epoch_activation_rate"] for e in results[0].history.epochs] == [
+        e["epoch_activation_rate"] for e in results[1].history.epochs]
+    for key in results[0].state["params"].keys():
+        torch.testing.assert_close(results[1].state["params"][key], results[0].state["params"][key],
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_resuming_means_loading_the_state():
     """A run stopped at a safe point and continued from its saved state ends bit-identical to an uninterrupted
     one: position, skip counters, selector tables and history live in the state."""

@@ -149,8 +149,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     t.add_argument("--compile", action="store_true", help="torch.compile the scoring pass and the update")
     t.add_argument("--memory-format", choices=MEMORY_FORMATS, default=_DEFAULTS.memory_format,
-                   help="image layout in the forward passes: auto = channels_last on a CPU (about 1.5x faster cnn "
-                        "steps there), contiguous elsewhere")
+                   help="image layout in the forward passes: auto = channels_last on a CPU (faster cnn steps there) "
+                        "when the model runs on it, contiguous elsewhere")
     c = p.add_argument_group("budgets and comparisons")
     c.add_argument("--time-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="SECONDS",
                    help="train for this wall-clock (eval excluded) instead of --epochs; the learning-rate schedule "

@@ -33,8 +33,8 @@ STRATEGY_NAMES = ("full", "random", "sundew", "stale", "prioritized", "sundew_re
 # Strategies that pick their own share of each batch (their selection pool is one batch, not batch / target_rate).
 OWN_RATE_STRATEGIES = ("infobatch",)
 STALE_RULE_NAMES = ("proportional", "hard_first", "small_loss")
-# Layout of image batches in the forward passes: "auto" is channels_last on a CPU (measured faster there) and
-# contiguous (NCHW) elsewhere (not measured).
+# Layout of image batches in the forward passes: "auto" is channels_last on a CPU (measured faster there) for a
+# model that runs on it (the trainer checks once, `step.accepts_channels_last`), and contiguous (NCHW) elsewhere.
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
@@ -125,7 +125,8 @@ class TrainConfig:
         return self.strategy != "full"
 
     def channels_last(self, device: torch.device | str) -> bool:
-        """Whether image batches are laid out NHWC on `device` (`memory_format`, "auto" resolved)."""
+        """Whether image batches are to be laid out NHWC on `device` (`memory_format` with "auto" resolved for the
+        device; the trainer also keeps NCHW for a model that cannot run on NHWC)."""
         return self.memory_format == "channels_last" or (
             self.memory_format == "auto" and torch.device(device).type == "cpu")
 

@@ -199,6 +199,23 @@ def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
+def accepts_channels_last(model: nn.Module, image_shape: tuple[int, ...]) -> bool:
+    """Whether `model`'s train-mode forward runs on an NHWC batch of `image_shape` ([C, H, W]); a model that
+    `.view`s its activations does not. One forward of two zero images on the model's device (the meta device
+    does not propagate the layout, so it cannot tell); nothing of the model is changed."""
+    if len(image_shape) != 3:
+        return False
+    params, buffers = params_of(model), buffers_of(model)
+    device = next(iter(params.values())).device if len(params.keys()) else torch.device("cpu")
+    x = torch.zeros((2, *image_shape), device=device).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            make_apply(model).train(params, buffers, x)
+    except RuntimeError:
+        return False
+    return True
+
+
 def keep_if(condition: torch.Tensor, new: TensorDict, old: TensorDict) -> TensorDict:
     """Leaf-wise torch.where(condition, new, old): a pure, sync-free 'apply this update only if ...'.
 

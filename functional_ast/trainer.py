@@ -29,7 +29,7 @@ from .config import ConfigError, TrainConfig
 from .plan import NEVER, Plan, build_optimizer, build_strategy, pool_size, remaining_steps  # noqa: F401
 from .loop import Skips, check_skips, evaluate, gather_metrics
 from .losses import cross_entropy
-from .step import init_state, make_eval_step, make_train_step
+from .step import accepts_channels_last, init_state, make_eval_step, make_train_step
 
 # Per-step metrics kept in the state's history (for plots and summaries); every metric still goes to callbacks.
 STEP_KEYS = ("loss", "activation_rate", "n_trained", "threshold", "rate_ema", "step_saved_pct", "saved_pct")
@@ -247,7 +247,9 @@ class Run:
         self.plan = Plan.of(config, len(data.train))
         self.strategy = build_strategy(config, self.plan, _proxy_model(config, data))
         self.optimizer = build_optimizer(config, self.plan)
-        channels_last = config.channels_last(data.device)
+        channels_last = config.channels_last(data.device) and (  # "auto" only where the model runs on it
+            config.memory_format == "channels_last"
+            or accepts_channels_last(self.model, tuple(data.train.data["image"].shape[1:])))
         common = dict(compile=config.compile, collective=collective, channels_last=channels_last)
         self.all_data_step = make_train_step(self.model, cross_entropy, self.optimizer,
                                              strategies.all_data(self.strategy), **common)

@@ -119,6 +119,25 @@ def test_memory_format_auto_means_channels_last_on_a_cpu_only(monkeypatch):
     Run(_net(), data, fa.TrainConfig(strategy="stale", batch_size=16))
     Run(_net(), data, fa.TrainConfig(strategy="stale", batch_size=16, memory_format="contiguous"))
     assert asked == [True] * 3 + [False] * 3  # all-data step, selective step, eval step
+
+    class ViewsItsActivations(nn.Module):  # a common way to flatten that NHWC activations refuse
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 4)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.head(h.view(h.shape[0], -1))
+
+    asked.clear()  # three channels: with one, NHWC and NCHW are the same strides and any model runs
+    data = Data.prepare(_tensors(channels=3), _tensors(n=32, seed=1, channels=3))
+    Run(ViewsItsActivations(), data, fa.TrainConfig(strategy="stale", batch_size=16))
+    assert asked == [False] * 3  # "auto" keeps NCHW for it
+    result = fa.fit(ViewsItsActivations(), data, None, fa.TrainConfig(strategy="stale", epochs=1, batch_size=16))
+    assert result.summary["steps"] > 0
+    with pytest.raises(RuntimeError, match="view"):  # asked for explicitly, NHWC is what it gets
+        fa.fit(ViewsItsActivations(), data, None,
+               fa.TrainConfig(strategy="stale", epochs=1, batch_size=16, memory_format="channels_last"))
     assert fa.TrainConfig().channels_last("cpu") and not fa.TrainConfig().channels_last("cuda:0")
     assert fa.TrainConfig(memory_format="channels_last").channels_last("cuda")
     assert not fa.TrainConfig(memory_format="contiguous").channels_last("cpu")

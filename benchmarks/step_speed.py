@@ -7,9 +7,9 @@ each step selects from a pool of batch-size / rate samples (1280) and trains abo
 batch of them; their images/s count every image of the pool.
 
 Every variant but functional_channels_last (the step with `channels_last=True`, NHWC images) keeps
-the images NCHW, as the trainer does off a CPU. Variants run interleaved (round-robin, repeated) on the same in-memory data so that
-machine noise hits them alike; each reports median images/s and its spread, and the
-page faults per step (minor faults of the process while that variant ran). Prints one
+the images NCHW, as the trainer does off a CPU. Variants run interleaved (round-robin, repeated) on
+the same in-memory data so that machine noise hits them alike; each reports median images/s and
+its spread, and the page faults per step (minor faults of the process while that variant ran). Prints one
 line per ratio (e.g. `functional_eager/plain_eager = 0.97`), the share of a gated
 step spent outside the model's forward/backward (from torch.profiler scopes), the
 number of compiled graphs, and peak memory per variant (each in its own process).

@@ -146,9 +146,10 @@ def test_memory_format_auto_means_channels_last_on_a_cpu_only(monkeypatch):
 
 
 def test_fit_in_either_memory_format_trains_the_same_model():
-    train, test = _tensors(), _tensors(n=32, seed=1)
+    train, test = _tensors(channels=3), _tensors(n=32, seed=1, channels=3)  # one channel would be the same strides
     config = fa.TrainConfig(strategy="stale", epochs=2, batch_size=16, target_rate=0.5)
-    results = [fa.fit(_net(), train, test, config.replace(memory_format=f)) for f in ("contiguous", "channels_last")]
+    results = [fa.fit(_net(channels=3), train, test, config.replace(memory_format=f))
+               for f in ("contiguous", "channels_last")]
     assert [e["epoch_activation_rate"] for e in results[0].history.epochs] == [
         e["epoch_activation_rate"] for e in results[1].history.epochs]
     for key in results[0].state["params"].keys():

@@ -238,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="step_speed.json")
     p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    pool = round(args.batch_size / RATE)
+    if args.samples < pool:  # a selective step draws a pool of batch-size / rate distinct samples
+        print(f"error: --samples {args.samples} is fewer than one selection pool ({pool} = --batch-size "
+              f"{args.batch_size} / rate {RATE}); pass --samples {pool} or more", file=sys.stderr)
+        return 2
     malloc_fixed = fix_malloc() if args.malloc_fixed else False
     if args.malloc_fixed and not malloc_fixed:
         print("--malloc-fixed: mallopt is not available here (not glibc); allocator left as it is", file=sys.stderr)

@@ -203,6 +203,16 @@ def test_savings_benchmark_needs_a_baseline_and_a_selective_strategy(strategies,
     assert "needs a baseline (full or random) and a selective strategy" in capsys.readouterr().err
 
 
+def test_step_speed_refuses_fewer_samples_than_one_pool(tmp_path, capsys):
+    from benchmarks import step_speed
+
+    path = tmp_path / "speed.json"
+    code = step_speed.main(["--batch-size", "512", "--samples", "4096", "--json", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not path.exists()
+    assert len(err) == 1 and "--samples 5120 or more" in err[0]
+
+
 def test_step_speed_keeps_its_throughput_figures_when_a_later_part_is_cut(tmp_path, monkeypatch):
     from benchmarks import step_speed
 

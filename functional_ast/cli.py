@@ -290,6 +290,9 @@ _NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_
                      "checkpoint_dir", "keep_checkpoints", "resume", "data_root", "joules_per_gflop",
                      "system_metrics", "no_log_model", "no_interleave", "download", "eval_every"}
 
+# Result flags added after runs may have started: a run.json without one ran as this value would now.
+_FLAGS_BEFORE_THEY_EXISTED = {"memory_format": "contiguous"}
+
 
 def result_config(args: argparse.Namespace, **extra) -> dict:
     """The flags that determine a run's results (what --resume compares)."""
@@ -353,12 +356,15 @@ def read_run_info(folder: Path, config: dict) -> dict | None:
     import json
 
     info = json.loads(path.read_text())
-    old = info["config"]
-    diffs = [f"{k}: {old.get(k)!r} then, {config.get(k)!r} now" for k in sorted(set(old) | set(config))
-             if old.get(k) != config.get(k)]
-    if diffs:
-        raise ConfigError(f"--resume: the run in {folder} was started with other settings ({'; '.join(diffs)}); "
-                          "resume with the original flags, or drop --resume to start a new run")
+    old = {k: v for k, v in _FLAGS_BEFORE_THEY_EXISTED.items() if k in config} | info["config"]
+    differ = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+    if differ:
+        diffs = "; ".join(f"{k}: {old.get(k)!r} then, {config.get(k)!r} now" for k in differ)
+        flags = " ".join(f"--{k.replace('_', '-')} {old[k]}" for k in differ
+                         if isinstance(old.get(k), str) and k in _FLAGS_BEFORE_THEY_EXISTED)
+        raise ConfigError(f"--resume: the run in {folder} was started with other settings ({diffs}); "
+                          f"resume with the original flags{f' ({flags})' if flags else ''}, or drop --resume "
+                          "to start a new run")
     return info
 
 

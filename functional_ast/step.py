@@ -7,7 +7,8 @@ Each step: split the key -> strategy.select (scoring pass if the strategy asks) 
 gather the selected samples into a compact sub-batch -> forward/backward on that
 sub-batch only -> optimiser update -> strategy.observe (the trained samples'
 losses) -> work accounting (FLOPs). A non-finite loss or gradient skips the update: params,
-buffers, optimiser and selector state are kept and `metrics["skipped_nonfinite"]` is 1.
+buffers, optimiser and selector state are kept (the FLOPs spent are still counted, a proxy's
+included) and `metrics["skipped_nonfinite"]` is 1.
 Nothing is mutated; the returned state shares unchanged leaves with the input.
 """
 
@@ -171,8 +172,10 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
             losses = distributed.gather_rows(collective, TensorDict(loss=losses, batch_size=losses.shape),
                                              trained.shape[0])["loss"]
         with record_function("fa::observe"):
-            selector = keep_if(finite, strategy.observe(selection.state, batch, trained, losses),
-                               selection.state)
+            observed = strategy.observe(selection.state, batch, trained, losses)
+            selector = keep_if(finite, observed, selection.state)
+            if "flops" in observed.keys():  # executed even when the update is skipped: counted either way
+                selector = TensorDict(dict(selector.items(), flops=observed["flops"]), device=selector.device)
         with record_function("fa::work"):
             n_trained = selection.mask.sum()
             # A sampling strategy's batch stands for a larger nominal batch of the epoch.

@@ -88,6 +88,23 @@ def test_the_proxys_forward_and_training_flops_are_charged_to_the_step():
     assert forward > 0 and train > 2 * forward
 
 
+def test_a_skipped_update_still_charges_the_proxy_flops_it_executed():
+    model, scorer = tiny_mlp(), tiny_mlp()
+    tx, strategy = fa.sgd(0.05, momentum=0.9), proxy(scorer, 0.25, train_every=4)
+    step = fa.make_train_step(model, fa.cross_entropy, tx, strategy)
+    state = fa.init_state(model, tx, strategy)
+    clean, clean_metrics = step(state, make_batch(32, seed=1))
+    poisoned = make_batch(32, seed=1)
+    poisoned["image"][:] = float("nan")
+    skipped, metrics = step(state, poisoned)
+    assert int(metrics["skipped_nonfinite"]) == 1 and int(clean_metrics["skipped_nonfinite"]) == 0
+    # the same forwards and proxy updates ran (their results were discarded): the same FLOPs charged
+    assert int(metrics["step_flops"]) == int(clean_metrics["step_flops"])
+    assert int(skipped["work", "flops_spent"]) == int(clean["work", "flops_spent"])
+    assert int(skipped["selector", "flops"]) == int(clean["selector", "flops"]) > 0
+    assert_tree_equal(skipped["selector"].exclude("flops"), state["selector"].exclude("flops"))
+
+
 def test_a_run_with_the_proxy_charges_it_reports_it_and_resumes_it_exactly():
     train, test = _tensors(n=640, seed=2), _tensors(n=64, seed=3)
     data = Data.prepare(train, test)

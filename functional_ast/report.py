@@ -54,8 +54,13 @@ def comparison_table(results: Sequence[Result]) -> list[dict]:
             samples_per_s=s.get("samples_per_s"), flops_per_s=s.get("flops_per_s"),
             energy_j=s["energy_j"], energy_kind=s["energy_kind"],
             acc_at_random_time=accuracy_at(r.history, rnd.summary["train_time_s"]) if rnd else None,
+            **{k: s[k] for k in _SELECTOR_KEYS if k in s},
         ))
     return rows
+
+
+# What a strategy's own model cost (trainer's selector summary): rho_loss's reference, a proxy's FLOPs.
+_SELECTOR_KEYS = ("reference_time_s", "reference_accuracy", "proxy_flops")
 
 
 def by_strategy(rows: Sequence[dict]) -> dict[str, list[dict]]:

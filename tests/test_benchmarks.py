@@ -26,6 +26,16 @@ def test_comparison_table_ratios_and_accuracy_at_random_time():
     assert rows["sundew"]["speedup_vs_full"] == pytest.approx(2.5)
     assert rows["sundew"]["acc_at_random_time"] == 0.55 and rows["full"]["acc_at_random_time"] is None
     assert report.accuracy_at(results[1].history, 20) == 0.6
+    assert not {"proxy_flops", "reference_time_s"} & set(rows["sundew"])
+
+
+def test_comparison_rows_keep_what_a_strategys_own_model_cost():
+    proxy, rho = _result("proxy", [(10, 0.5)], flops=300), _result("rho_loss", [(10, 0.5)], flops=300)
+    proxy.summary.update(proxy_flops=120)
+    rho.summary.update(reference_time_s=2.5, reference_accuracy=0.6)
+    rows = {r["strategy"]: r for r in report.comparison_table([_result("full", [(10, 0.5)]), proxy, rho])}
+    assert rows["proxy"]["proxy_flops"] == 120 and "reference_time_s" not in rows["proxy"]
+    assert (rows["rho_loss"]["reference_time_s"], rows["rho_loss"]["reference_accuracy"]) == (2.5, 0.6)
 
 
 def _seeded(acc_by_strategy):

@@ -175,7 +175,8 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
             observed = strategy.observe(selection.state, batch, trained, losses)
             selector = keep_if(finite, observed, selection.state)
             if "flops" in observed.keys():  # executed even when the update is skipped: counted either way
-                selector = TensorDict(dict(selector.items(), flops=observed["flops"]), device=selector.device)
+                selector = TensorDict(dict(selector.items(), flops=observed["flops"]), batch_size=selector.batch_size,
+                                      device=selector.device)
         with record_function("fa::work"):
             n_trained = selection.mask.sum()
             # A sampling strategy's batch stands for a larger nominal batch of the epoch.

@@ -24,6 +24,11 @@ Every run checkpoints every 100 steps and at each epoch end (in --checkpoint-dir
 stopped (killed, a machine handed back) continues with the same command plus `--resume`: the budgets
 probed when it started are kept, finished runs are read back and the others continue from their newest
 checkpoint, with their train clocks where the checkpoints left them; the JSON lists when each part ran.
+A resume may add seeds (`--seeds 0` first, then `--seeds 0,1,2 --resume`): the finished seeds are read
+back and the new ones run, each budget's in lockstep with each other. Seeds run in different parts are
+paired within themselves (every strategy of a seed ran in the same lockstep), so the host's speed between
+parts moves whole seeds, not differences; a part needs only the run.json and result.json files of the
+finished runs, not their checkpoints, so a benchmark can continue on another machine of the same kind.
 """
 
 from __future__ import annotations
@@ -186,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--resume: no benchmark to resume in {args.checkpoint_dir}; run the same command "
                                   "without --resume to start it (or pass the --checkpoint-dir it used)")
             plan = json.loads(plan_path.read_text())
-            differ = [f"{k}: {plan['settings'].get(k)!r} then, {v!r} now" for k, v in _settings(args).items()
-                      if plan["settings"].get(k) != v]
+            then = plan["settings"]
+            differ = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in _settings(args).items()
+                      if then.get(k) != v and not (k == "seeds" and set(then[k]) < set(v))]
             if differ:
                 raise ConfigError(f"--resume: the benchmark in {args.checkpoint_dir} was started with other flags "
-                                  f"({'; '.join(differ)}); resume with the original flags")
-            plan["parts"].append(now)
+                                  f"({'; '.join(differ)}); resume with the original flags (--seeds may add "
+                                  "seeds, not drop them)")
+            if then["seeds"] != args.seeds:
+                print(f"adding seeds {sorted(set(args.seeds) - set(then['seeds']))} to the benchmark's "
+                      f"{then['seeds']}", flush=True)
+            plan["settings"], plan["parts"] = _settings(args), plan["parts"] + [now]
         data = cli.load_data(probe_args)
         if not args.resume:
             plan = {"settings": _settings(args), "parts": [now],

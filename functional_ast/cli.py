@@ -348,8 +348,16 @@ def _run_folder(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     return folder, False
 
 
+def _adds_seeds(then: str | None, now: str | None) -> bool:
+    """Whether a --seeds list (as run.json keeps it, "0,1") keeps every seed it had and adds some."""
+    if not then or not now:
+        return False
+    return set(then.split(",")) < set(now.split(","))
+
+
 def read_run_info(folder: Path, config: dict) -> dict | None:
-    """run.json of a folder being resumed (None if absent); refuses a different result-changing config."""
+    """run.json of a folder being resumed (None if absent); refuses a different result-changing config. A
+    comparison may add seeds (its finished runs keep theirs): `--seeds 0` resumes as `--seeds 0,1,2`."""
     path = folder / "run.json"
     if not path.is_file():
         return None
@@ -357,14 +365,16 @@ def read_run_info(folder: Path, config: dict) -> dict | None:
 
     info = json.loads(path.read_text())
     old = {k: v for k, v in _FLAGS_BEFORE_THEY_EXISTED.items() if k in config} | info["config"]
-    differ = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+    differ = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)
+              and not (k == "seeds" and _adds_seeds(old.get(k), config.get(k)))]
     if differ:
         diffs = "; ".join(f"{k}: {old.get(k)!r} then, {config.get(k)!r} now" for k in differ)
         flags = " ".join(f"--{k.replace('_', '-')} {old[k]}" for k in differ
                          if isinstance(old.get(k), str) and k in _FLAGS_BEFORE_THEY_EXISTED)
+        seeds = "; --seeds may add seeds, not drop them" if "seeds" in differ else ""
         raise ConfigError(f"--resume: the run in {folder} was started with other settings ({diffs}); "
-                          f"resume with the original flags{f' ({flags})' if flags else ''}, or drop --resume "
-                          "to start a new run")
+                          f"resume with the original flags{f' ({flags})' if flags else ''}{seeds}, or drop "
+                          "--resume to start a new run")
     return info
 
 
@@ -450,13 +460,27 @@ def _model_label(spec: str) -> str:
     return spec.rpartition(":")[2] or spec
 
 
+def _seed_folder(folder: Path, label: str, seed: int, seeded: bool) -> Path:
+    """A compared run's folder: <label>-seed<N> under --seeds, <label> under --seed (and for a comparison that
+    started with one --seeds value before folders always named their seed)."""
+    if not seeded:
+        return folder / label
+    older = folder / label
+    if not (folder / f"{label}-seed{seed}").exists() and (older / "run.json").is_file():
+        import json
+
+        if json.loads((older / "run.json").read_text())["config"].get("seed") == seed:
+            return older
+    return folder / f"{label}-seed{seed}"
+
+
 def compare_strategies(args: argparse.Namespace,
                        collective: distributed.Collective = distributed.LOCAL) -> list[Result]:
     """Run each strategy of --compare (for each of --seeds) as a nested MLflow run, taking turns; log the table
     and figures on the parent run. With --resume, finished runs are read back and the others continue."""
     data = load_data(args)
     build = model_builder(args.model, data)
-    seeds = args.seeds or [args.seed]
+    seeds, seeded = args.seeds or [args.seed], args.seeds is not None
     jobs = [(name, seed) for seed in seeds for name in args.compare]
     parent_name = args.run_name or f"compare-{_model_label(args.model)}-{args.target_rate:g}"
     folder, resuming = run_folder(args, parent_name, collective)
@@ -468,13 +492,15 @@ def compare_strategies(args: argparse.Namespace,
         parent.adopt(folder / "tracking-unsent")
         if info is None and main:
             parent.log_params(dict(vars(args), compare=",".join(args.compare), seeds=",".join(map(str, seeds))))
+        if main and (info is None or info["config"] != result_config(args)  # new, or seeds added,
+                     or info["run_id"] != parent.run_id):  # or continued in another store
             io.atomic_write_json(folder / "run.json", dict(config=result_config(args), run_id=parent.run_id,
                                                            run_name=parent_name))
         done: dict[int, Result] = {}
         configs, states, callbacks = [], {}, {}
         for i, (name, seed) in enumerate(jobs):
             label = variant_label(name)
-            sub = folder / (label if len(seeds) == 1 else f"{label}-seed{seed}")
+            sub = _seed_folder(folder, label, seed, seeded)
             if main:
                 sub.mkdir(exist_ok=True)
             config = train_config(args, strategy=name, seed=seed)
@@ -483,7 +509,7 @@ def compare_strategies(args: argparse.Namespace,
             if sub_info is not None and (finished := finished_result(sub)) is not None:
                 done[i] = finished
                 continue
-            run_name = f"{label}-{_model_label(args.model)}" + (f"-seed{seed}" if len(seeds) > 1 else "")
+            run_name = f"{label}-{_model_label(args.model)}" + (f"-seed{seed}" if seeded else "")
             states[len(configs)] = _resume_state(sub, sub_info, data.device)
             callbacks[len(configs)] = (_callbacks(args, config, data, sub, run_name, config_key, sub_info,
                                                   parent_run_id=parent.run_id, bar=args.no_interleave,
@@ -512,7 +538,7 @@ def compare_strategies(args: argparse.Namespace,
             parent.log_figure(fig, fig_name)
             report.plots.plt.close(fig)
         for row in rows:
-            prefix = variant_label(row["strategy"]) + ("" if len(seeds) == 1 else f"/seed{row['seed']}")
+            prefix = variant_label(row["strategy"]) + (f"/seed{row['seed']}" if seeded else "")
             parent.log_metrics({f"{prefix}/{k}": v for k, v in row.items()
                                 if isinstance(v, (int, float)) and v is not None and not isinstance(v, bool)}, step=0)
     print(f"Browse the runs: {tracking.ui_command(args.tracking_uri)}")

@@ -169,10 +169,13 @@ class RunTracker:
             if self.tracking_uri.startswith("sqlite:///"):
                 store_dir(self.tracking_uri).mkdir(parents=True, exist_ok=True)
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            resumed = self.run_id is not None
+            resumed = self.run_id is not None and self._run_in_store()
             if not resumed:
                 tags = {"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else None
                 run = self.client.create_run(self._experiment_id(self.experiment), run_name=self.run_name, tags=tags)
+                if self.run_id is not None:
+                    warnings.warn(f"MLflow run {self.run_id} is not in the store {self.tracking_uri} (its checkpoints "
+                                  f"were moved?): continuing as the new run {run.info.run_id}", stacklevel=3)
                 self.run_id = run.info.run_id
             else:
                 self.client.update_run(self.run_id, status="RUNNING")
@@ -202,6 +205,18 @@ class RunTracker:
                 monitor.finish()
             except Exception:
                 pass
+
+    def _run_in_store(self) -> bool:
+        """Whether the run to continue exists in the store (False: the store answered that it does not)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(self.run_id)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
 
     def _offline(self, error: BaseException) -> None:
         self.online = False

@@ -162,6 +162,50 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in result["by_budget"]["long"]["equal_time"]["rows"])
 
 
+def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_alone(tmp_path, monkeypatch, capsys):
+    """Run with --seeds 0, then moved (only its .json files, a new run store) and resumed with --seeds 0,1:
+    seed 0 is read back as it finished, seed 1 trains to the same budget; dropping a seed is refused."""
+    import shutil
+
+    from test_cli import _image_folder
+
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    flags = ["--data", str(data), "--budget-epochs", "1", "--strategies", "full,stale", "--target-rate", "0.25",
+             "--batch-size", "16", "--eval-points", "2", "--json", str(tmp_path / "s.json")]
+    first = tmp_path / "first"
+    assert savings.main(flags + ["--seeds", "0", "--checkpoint-dir", str(first),
+                                 "--tracking-uri", f"sqlite:///{tmp_path}/one.db"]) == 0
+    before = json.loads((tmp_path / "s.json").read_text())
+    moved = tmp_path / "moved"
+    for path in first.rglob("*.json"):  # what a part needs to continue elsewhere: no checkpoints
+        (moved / path.relative_to(first)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, moved / path.relative_to(first))
+    elsewhere = flags + ["--checkpoint-dir", str(moved), "--tracking-uri", f"sqlite:///{tmp_path}/two.db", "--resume"]
+    capsys.readouterr()
+    assert savings.main(elsewhere + ["--seeds", "0,1"]) == 0
+    assert "adding seeds [1] to the benchmark's [0]" in capsys.readouterr().out
+    after = json.loads((tmp_path / "s.json").read_text())
+    rows = {(r["strategy"], r["seed"]): r for r in after["equal_time"]["rows"]}
+    assert sorted(rows) == [("full", 0), ("full", 1), ("stale", 0), ("stale", 1)]
+    for r in before["equal_time"]["rows"]:  # read back, not trained again
+        assert rows[r["strategy"], 0]["test_accuracy"] == r["test_accuracy"]
+        assert rows[r["strategy"], 0]["train_time_s"] == r["train_time_s"]
+    budget = after["by_budget"]["1-epochs"]["budget_s"]
+    assert budget == before["by_budget"]["1-epochs"]["budget_s"]  # the budget as first probed
+    assert all(budget <= rows[s, 1]["train_time_s"] < budget + 1.0 for s in ("full", "stale"))
+    assert after["equal_time"]["seeds"] == 2 and len(after["parts"]) == 2
+    # the comparison's parent run continued as a new run of the new store, its table there
+    from mlflow.tracking import MlflowClient
+
+    parents = MlflowClient(f"sqlite:///{tmp_path}/two.db").search_runs(
+        [MlflowClient(f"sqlite:///{tmp_path}/two.db").get_experiment_by_name("savings-benchmark").experiment_id],
+        "attributes.run_name = 'savings-1-epochs'")
+    assert len(parents) == 1 and any(m.startswith("stale/seed1/") for m in parents[0].data.metrics)
+    assert savings.main(elsewhere + ["--seeds", "1"]) == 2
+    assert "--seeds may add seeds, not drop them" in capsys.readouterr().err
+
+
 def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch, capsys):
     from test_cli import _image_folder
 

@@ -57,6 +57,20 @@ def test_new_and_existing_experiments_get_the_kind_tag(uri):
     assert _kind(client, "kind-resumed") == KIND
 
 
+def test_a_run_missing_from_the_store_continues_as_a_new_run(uri, tmp_path):
+    """Checkpoints moved to a machine with another store: the run id they name is not there. The tracker says
+    so and logs into a new run of that store (not buffered forever as if the store were down)."""
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    gone = MlflowClient(elsewhere).create_run(MlflowClient(elsewhere).create_experiment("moved")).info.run_id
+    with pytest.warns(UserWarning, match=f"MLflow run {gone} is not in the store"):
+        tracker = tracking.RunTracker(uri, "moved-here", "again", run_id=gone)
+    with tracker:
+        tracker.log_metrics({"loss": 1.5}, step=3)
+    assert tracker.online and tracker.run_id != gone
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.data.metrics == {"loss": 1.5} and run.info.run_name == "again"
+
+
 def _trained(model: nn.Module) -> TensorDict:
     """Params unlike the module's own: logging must take these, not the stale ones in the module."""
     return TensorDict({n: p.detach() * -2 + 0.5 for n, p in model.named_parameters()})

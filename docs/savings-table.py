@@ -21,7 +21,8 @@ def budget_markdown(label: str, entry: dict) -> str:
         acc = [100 * r["test_accuracy"] for r in group]
         mean, std = stats.mean_std(acc)
         epochs = sorted({r["epochs"] for r in group})
-        out.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in acc)}% | {mean:.2f} ± {std:.2f}% | "
+        spread = f"{mean:.2f} ± {std:.2f}%" if len(acc) > 1 else "(1 seed)"
+        out.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in acc)}% | {spread} | "
                    f"{epochs[0] if len(epochs) == 1 else f'{epochs[0]}–{epochs[-1]}'} | "
                    f"{stats.mean_std([r['samples_per_s'] for r in group])[0]:.0f} | "
                    f"{' / '.join(format(r['flops_ratio_vs_full'], '.3f') for r in group)} |")

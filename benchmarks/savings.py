@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args.checkpoint_dir = Path(args.checkpoint_dir or cli.checkpoint_root(probe_args) / Path(args.json).stem)
     plan_path = args.checkpoint_dir / "benchmark.json"
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    added = []  # seeds this --resume adds to the benchmark's
     try:
         if args.resume:
             if not plan_path.is_file():
@@ -198,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--resume: the benchmark in {args.checkpoint_dir} was started with other flags "
                                   f"({'; '.join(differ)}); resume with the original flags (--seeds may add "
                                   "seeds, not drop them)")
-            if then["seeds"] != args.seeds:
-                print(f"adding seeds {sorted(set(args.seeds) - set(then['seeds']))} to the benchmark's "
-                      f"{then['seeds']}", flush=True)
+            added = sorted(set(args.seeds) - set(then["seeds"]))
+            if added:
+                print(f"adding seeds {added} to the benchmark's {then['seeds']}", flush=True)
             plan["settings"], plan["parts"] = _settings(args), plan["parts"] + [now]
         data = cli.load_data(probe_args)
         if not args.resume:
@@ -222,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one full-data epoch takes about {epoch_s:.1f} s and {epoch_flops:.3g} FLOPs here; budgets: "
               + ", ".join(f"{b:g} epochs = {b * epoch_s:.0f} s" for b in budgets)
               + ("" if args.budget_kind == "time" else " (matched in FLOPs)"), flush=True)
-        runs = len(args.strategies) * len(args.seeds)
+        runs, run_min = len(args.strategies) * len(args.seeds), sum(budgets) * epoch_s / 60
+        this_part = f" ({len(args.strategies) * len(added) * run_min:.0f} min for the seeds added now)" if added else ""
         print(f"{runs} runs per budget ({len(args.strategies)} strategies x {len(args.seeds)} seeds): about "
-              f"{runs * sum(budgets) * epoch_s / 60:.0f} min of training in all, plus evaluations", flush=True)
+              f"{runs * run_min:.0f} min of training in all{this_part}, plus evaluations", flush=True)
         for label, epochs in zip(labels, budgets):
             budget_s = epochs * epoch_s
             budget = budget_s if args.budget_kind == "time" else epochs * epoch_flops

@@ -184,7 +184,10 @@ def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_a
     elsewhere = flags + ["--checkpoint-dir", str(moved), "--tracking-uri", f"sqlite:///{tmp_path}/two.db", "--resume"]
     capsys.readouterr()
     assert savings.main(elsewhere + ["--seeds", "0,1"]) == 0
-    assert "adding seeds [1] to the benchmark's [0]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "adding seeds [1] to the benchmark's [0]" in out
+    # the time estimate names this part's share: 2 strategies x 1 added seed x a 1-epoch budget
+    assert f"({2 * before['full_epoch_s'] / 60:.0f} min for the seeds added now)" in out
     after = json.loads((tmp_path / "s.json").read_text())
     rows = {(r["strategy"], r["seed"]): r for r in after["equal_time"]["rows"]}
     assert sorted(rows) == [("full", 0), ("full", 1), ("stale", 0), ("stale", 1)]

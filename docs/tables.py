@@ -1,0 +1,221 @@
+"""Tables from the committed benchmark JSON (standard library only: no torch, no functional_ast).
+
+    python docs/tables.py                      # the README's results table, as markdown
+    python docs/tables.py --check              # exit 1 when README.md's table differs from the JSON
+    python docs/tables.py docs/results/savings-full/savings-full.json
+                                               # one benchmark's tables: per budget, accuracy per seed,
+                                               # mean ± std, epochs, throughput, FLOPs against full, the
+                                               # headline lines, every rule's paired differences
+
+Paired differences are recomputed from the per-seed rows of each JSON (selective minus baseline, same
+seed) with a Student-t interval over the differences (n − 1 degrees of freedom, 95% two-sided), as the
+benchmark computes them; `tests/test_results_table.py` checks them against the intervals the benchmark
+wrote into the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+RESULTS = DOCS / "results"
+README = DOCS.parent / "README.md"
+START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+
+# Student's t, 97.5% quantile (95% two-sided), df = 1 .. 30.
+T975 = (12.7062, 4.30265, 3.18245, 2.77645, 2.57058, 2.44691, 2.36462, 2.30600, 2.26216, 2.22814,
+        2.20099, 2.17881, 2.16037, 2.14479, 2.13145, 2.11991, 2.10982, 2.10092, 2.09302, 2.08596,
+        2.07961, 2.07387, 2.06866, 2.06390, 2.05954, 2.05553, 2.05183, 2.04841, 2.04523, 2.04227)
+
+BASELINES = ("full", "random")
+DEFAULT_RULE = "sundew_remembered"
+
+# The README's table: (result folder, budget key in its JSON, rule). Everything printed comes from the JSON.
+HEADLINE = (
+    ("savings-full", "short", "sundew_remembered"),
+    ("savings-full", "short", "stale"),
+    ("savings-full", "long", "sundew_remembered"),
+    ("savings-full", "long", "stale"),
+    ("savings-quick-noise30-3seeds", "16-epochs", "small_loss"),
+    ("savings-h100-noise30-short", "6-epochs", "small_loss"),
+)
+
+
+def t975(df: int) -> float:
+    if not 1 <= df <= len(T975):
+        raise ValueError(f"t table covers df 1..{len(T975)}, got {df}")
+    return T975[df - 1]
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    mean = math.fsum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def interval(xs: list[float]) -> dict:
+    """Mean of xs with its 95% t-interval (low and high are None for a single value)."""
+    mean, std = mean_std(xs)
+    if len(xs) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": len(xs)}
+    half = t975(len(xs) - 1) * std / math.sqrt(len(xs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(xs)}
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name / f"{name}.json").read_text())
+
+
+def by_strategy(rows: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["strategy"], []).append(row)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
+
+
+def is_baseline(name: str) -> bool:
+    return name.split(":")[0] in BASELINES
+
+
+def paired(rows: list[dict], strategy: str, baseline: str) -> dict | None:
+    """strategy minus baseline in percentage points over the seeds both ran (None if no common seed)."""
+    groups = by_strategy(rows)
+    if strategy not in groups or baseline not in groups:
+        return None
+    base = {r["seed"]: r["test_accuracy"] for r in groups[baseline]}
+    diffs = [100 * (r["test_accuracy"] - base[r["seed"]]) for r in groups[strategy] if r["seed"] in base]
+    return interval(diffs) if diffs else None
+
+
+def signed(v: float) -> str:
+    return f"{v:+.2f}".replace("-", "−")
+
+
+def plain(v: float) -> str:
+    return f"{v:.2f}".replace("-", "−")
+
+
+def words(d: dict | None) -> str:
+    if d is None:
+        return "not run"
+    if d["low"] is None:
+        return f"{signed(d['mean'])} (1 seed)"
+    return f"{signed(d['mean'])} ({signed(d['low'])} to {signed(d['high'])})"
+
+
+def machine(result: dict) -> str:
+    device = result.get("device", "")
+    if device.startswith("cuda") and "(" in device:
+        return device[device.index("(") + 1:device.rindex(")")].replace("NVIDIA ", "")
+    threads = [p.strip() for p in result["machine"].split(",") if "thread" in p]
+    return f"CPU, {threads[0]}" if threads else result["machine"]
+
+
+def setting(result: dict, entry: dict) -> str:
+    data = "whole CIFAR-10" if result["mode"] == "full" else "CIFAR-10, 6,000-image subset"
+    noise = f"{100 * result['label_noise']:g}% label noise" if result["label_noise"] else "clean"
+    budget = f"{entry['budget_epochs']:g} full epochs' time ({entry['budget_s']:.0f} s)"
+    return f"{noise}, {data}, {budget}"
+
+
+def to_accuracy(entry: dict, strategy: str) -> str:
+    s = (entry.get("equal_accuracy") or {}).get("strategies", {}).get(strategy)
+    if s is None:
+        return "not measured"
+    if s["time_ratio"] is None:
+        return f"not in every seed ({s['reached_in'].replace(' seeds', '')})"
+    low, high = s["ci95"]
+    ci = "" if low is None else f" ({plain(low)} to {plain(high)})"
+    return f"{s['time_ratio']:.2f}×{ci}"
+
+
+def readme_table() -> str:
+    """The README's results table: one row per (setting, rule) in HEADLINE."""
+    out = ["| setting | machine | rule | minus full data, pp (95% CI) | minus random subset, pp (95% CI) "
+           "| time to full's final accuracy | seeds | result |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, budget, rule in HEADLINE:
+        result = load(name)
+        entry = result["by_budget"][budget]
+        rows = entry["equal_time"]["rows"]
+        full, rand = paired(rows, rule, "full"), paired(rows, rule, "random")
+        seeds = len({r["seed"] for r in rows if r["strategy"] == rule})
+        label = f"`{rule}` (default)" if rule == DEFAULT_RULE else f"`{rule}`"
+        out.append(f"| {setting(result, entry)} | {machine(result)} | {label} | {words(full)} | {words(rand)} "
+                   f"| {to_accuracy(entry, rule)} | {seeds} | [{name}](docs/results/{name}/) |")
+    return "\n".join(out)
+
+
+def readme_block(text: str) -> str:
+    """What README.md holds between the results-table markers (stripped)."""
+    if START not in text or END not in text:
+        raise ValueError(f"README.md lacks the markers {START} and {END}")
+    return text[text.index(START) + len(START):text.index(END)].strip()
+
+
+def budget_markdown(label: str, entry: dict) -> str:
+    """One budget of a benchmark JSON, as the old docs/savings-table.py printed it."""
+    rows = entry["equal_time"]["rows"]
+    seeds = sorted({r["seed"] for r in rows})
+    out = [f"#### {label} budget ({entry['budget_epochs']:g} full epochs, {entry['budget_s']:.0f} s)", "",
+           f"| strategy | test acc, seed{'s' if len(seeds) > 1 else ''} {' / '.join(map(str, seeds))} | mean ± std "
+           "| epochs | samples trained/s | FLOPs vs full in the same time |", "|---|---|---|---|---|---|"]
+    for name, group in by_strategy(rows).items():
+        acc = [100 * r["test_accuracy"] for r in group]
+        mean, std = mean_std(acc)
+        epochs = sorted({r["epochs"] for r in group})
+        spread = f"{mean:.2f} ± {std:.2f}%" if len(acc) > 1 else "(1 seed)"
+        flops = " / ".join("n/a" if r.get("flops_ratio_vs_full") is None else f"{r['flops_ratio_vs_full']:.3f}"
+                           for r in group)
+        out.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in acc)}% | {spread} | "
+                   f"{epochs[0] if len(epochs) == 1 else f'{epochs[0]}–{epochs[-1]}'} | "
+                   f"{mean_std([r['samples_per_s'] for r in group])[0]:.0f} | {flops} |")
+    t, a = entry["equal_time"], entry.get("equal_accuracy")
+    out += ["", f"    {label} budget, equal time: {t['best']} minus {t['baseline']} = {t['words']}"]
+    if a and a.get("time_ratio") is not None:
+        ci = "" if a["ci95"][0] is None else f" (95% CI {a['ci95'][0]:.2f} to {a['ci95'][1]:.2f})"
+        flop = "" if a.get("flop_ratio") is None else f" and {a['flop_ratio']:.2f}x of its FLOPs"
+        out.append(f"    {label} budget, equal accuracy: {a['best']} reached full's final accuracy in "
+                   f"{a['reached_in']}, at {a['time_ratio']:.2f}x of full's time{ci}{flop}")
+    for s in (a or {}).get("strategies", {}).values():
+        ratio = "" if s["time_ratio"] is None else f", {s['time_ratio']:.2f}x of full's time"
+        out.append(f"    equal accuracy, {s['strategy']}: reached in {s['reached_in']}{ratio}")
+    if len(seeds) > 1:
+        out.append("")
+        groups = by_strategy(rows)
+        for name in filter(lambda n: not is_baseline(n), groups):
+            for base in filter(is_baseline, groups):
+                d = paired(rows, name, base)
+                ci = "no CI" if d["low"] is None else f"95% CI {signed(d['low'])} to {signed(d['high'])}"
+                out.append(f"    {name} vs {base}: {signed(d['mean'])} pp ({ci}, {d['n']} seeds)")
+    return "\n".join(out)
+
+
+def benchmark_markdown(path: str) -> str:
+    result = json.loads(Path(path).read_text())
+    head = (f"machine: {result['machine']}; device {result.get('device', 'n/a')}; seeds {result['seeds']}; "
+            f"label noise {result.get('label_noise', 0):g}; one full epoch {result['full_epoch_s']:.1f} s")
+    return head + "\n\n" + "\n\n".join(budget_markdown(k, e) for k, e in result["by_budget"].items())
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(readme_table())
+        return 0
+    if argv == ["--check"]:
+        if readme_block(README.read_text()) != readme_table():
+            print("README.md's results table differs from the JSON: run python docs/tables.py and paste it "
+                  f"between {START} and {END}", file=sys.stderr)
+            return 1
+        return 0
+    for path in argv:
+        print(benchmark_markdown(path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""The README's results table is what docs/tables.py generates from the committed result JSON."""
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("docs_tables", REPO / "docs" / "tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _tables()
+
+
+def test_readme_block_is_the_generated_table():
+    block = tables.readme_block((REPO / "README.md").read_text())
+    assert block == tables.readme_table(), "README.md's results table is stale: run python docs/tables.py"
+
+
+def test_check_command_agrees():
+    done = subprocess.run([sys.executable, str(REPO / "docs" / "tables.py"), "--check"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_row_has_intervals_seeds_and_a_committed_result():
+    lines = tables.readme_table().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert len(rows) == len(tables.HEADLINE) >= 5
+    interval = re.compile(r"^[+−]\d+\.\d\d \([+−]\d+\.\d\d to [+−]\d+\.\d\d\)$")
+    for row in rows:
+        cells = dict(zip(header, row))
+        assert interval.match(cells["minus full data, pp (95% CI)"]), row
+        assert interval.match(cells["minus random subset, pp (95% CI)"]), row
+        assert int(cells["seeds"]) >= 3, row
+        folder = re.search(r"\]\((docs/results/[^)]+)/\)", cells["result"]).group(1)
+        assert (REPO / folder).is_dir(), folder
+    # the default rule is in the table, at both clean budgets
+    assert sum("(default)" in r[2] for r in rows) == 2
+
+
+def test_intervals_match_those_the_benchmark_wrote():
+    """The t-table reproduces the interval each benchmark computed itself for its headline pair."""
+    checked = 0
+    for folder in sorted((REPO / "docs" / "results").iterdir()):
+        path = folder / f"{folder.name}.json"
+        if not path.exists() or "by_budget" not in (result := tables.json.loads(path.read_text())):
+            continue
+        for entry in result["by_budget"].values():
+            t = entry["equal_time"]
+            d = tables.paired(t["rows"], t["best"], t["baseline"])
+            assert d["n"] == t["seeds"]
+            assert d["mean"] == pytest.approx(t["diff_pp"], abs=1e-9)
+            assert [d["low"], d["high"]] == pytest.approx(t["ci95"], abs=5e-3)
+            checked += 1
+    assert checked >= 20
+
+
+def test_figures_the_readme_prints():
+    """Whole CIFAR-10, 3 seeds, CPU: the pairs quoted in the README and docs."""
+    rows = {b: e["equal_time"]["rows"] for b, e in tables.load("savings-full")["by_budget"].items()}
+    expect = [("short", "stale", "full", 0.76, 0.28, 1.24), ("short", "sundew_remembered", "full", 0.39, -0.83, 1.62),
+              ("short", "sundew_remembered", "random", 0.83, 0.52, 1.15), ("long", "stale", "full", -0.40, -1.09, 0.29)]
+    for budget, rule, base, mean, low, high in expect:
+        d = tables.paired(rows[budget], rule, base)
+        assert (round(d["mean"], 2), round(d["low"], 2), round(d["high"], 2), d["n"]) == (mean, low, high, 3)
+
+
+def test_a_changed_json_is_caught(monkeypatch):
+    """The check fails when a figure in the JSON no longer matches the README."""
+    real = tables.load
+
+    def tampered(name):
+        result = real(name)
+        rows = result["by_budget"]["short"]["equal_time"]["rows"] if name == "savings-full" else []
+        for r in rows:
+            if r["strategy"] == "stale" and r["seed"] == 0:
+                r["test_accuracy"] -= 0.01
+        return result
+
+    monkeypatch.setattr(tables, "load", tampered)
+    assert tables.readme_block((REPO / "README.md").read_text()) != tables.readme_table()

@@ -15,7 +15,7 @@ import json
 import sys
 
 import functional_ast as fa
-from functional_ast import cli
+from functional_ast.cli import main as cli
 
 
 def main(argv: list[str] | None = None) -> int:

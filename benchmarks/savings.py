@@ -42,10 +42,14 @@ from pathlib import Path
 
 import torch
 
-from functional_ast import cli, io, plots, report, stats
-from functional_ast.config import ConfigError
-from functional_ast.data import DataError
-from functional_ast.trainer import Run, TrainConfig
+from functional_ast.cli import main as cli
+from functional_ast import io
+from functional_ast.report import plots
+from functional_ast.report import tables as report
+from functional_ast.report import stats
+from functional_ast.train.config import ConfigError
+from functional_ast.data.images import DataError
+from functional_ast.train.trainer import Run, TrainConfig
 
 FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
 TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 (README); 30% leaves selection room

@@ -39,9 +39,10 @@ import torch
 from tensordict import TensorDict
 
 import functional_ast as fa
-from functional_ast import io, strategies
+from functional_ast import io
+from functional_ast import strategies
 from functional_ast.models import build_model
-from functional_ast import sampling
+from functional_ast.core import sampling
 from torch.profiler import record_function
 
 RATE = 0.1
@@ -93,7 +94,8 @@ class Runner:
             return
         tx = fa.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
         name_of_strategy = name if name in GATED else "full"
-        strategy = strategies.by_name(name_of_strategy, RATE, num_samples=self.n, batch_size=self.pool)
+        strategy = strategies.build(name_of_strategy, strategies.Context(num_samples=self.n, target_rate=RATE,
+                                                                           pool_size=self.pool))
         self.strategy = strategy
         self.state = fa.init_state(model, tx, strategy, key=0, device=self.device)
         self.step = fa.make_train_step(model, fa.cross_entropy, tx, strategy, compile=name == "functional_compiled",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from functional_ast import cli
+from functional_ast.cli import main as cli
 
 # CIFAR-10's defaults: everything else is the library's (functional_ast.config.TrainConfig).
 DEFAULTS = dict(experiment="cifar10", download=True)
@@ -24,7 +24,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(argv, build_parser())
+    return cli.main(argv, build_parser)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from benchmarks import savings
-from functional_ast import report
-from functional_ast.trainer import History, Result
+from functional_ast.report import tables as report
+from functional_ast.train.trainer import History, Result
 
 
 def _result(name, curve, flops=100, trained=10, seed=0):
@@ -110,7 +110,8 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     """Stopped in its long budget (after some checkpoints), the benchmark continues with --resume: the short
     budget's runs are read back as they finished, the long ones continue from their checkpoints to the budget
     probed at the start, and the JSON lists both parts. Other flags, or nothing to resume, are refused."""
-    from functional_ast import callbacks, cli
+    from functional_ast.edges import callbacks
+    from functional_ast.cli import main as cli
     from test_cli import _image_folder
 
     monkeypatch.chdir(tmp_path)

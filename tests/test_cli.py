@@ -12,8 +12,8 @@ from torchvision.io import write_png
 from pathlib import Path
 
 from experiments import cifar10
-from functional_ast import cli
-from functional_ast import checkpoint
+from functional_ast.cli import main as cli
+from functional_ast.edges import checkpoint
 from conftest import REPO, real_archive
 
 CLASSES = ("ant", "bee", "cat", "dog")

@@ -30,8 +30,9 @@ NUM_SAMPLES, BATCH, RATE = 64, 32, 0.25
 
 
 def _strategy(name: str):
-    proxy_model = tiny_mlp() if name == "proxy" else None  # the proxy's scoring network
-    return strategies.by_name(name, RATE, num_samples=NUM_SAMPLES, batch_size=BATCH, proxy_model=proxy_model)
+    if name == "proxy":
+        return strategies.proxy(tiny_mlp(), RATE)  # the proxy's scoring network
+    return strategies.build(name, strategies.Context(num_samples=NUM_SAMPLES, target_rate=RATE, pool_size=BATCH))
 
 
 def _batch(name: str, i: int) -> TensorDict:
@@ -62,7 +63,7 @@ def _assert_trees_close(actual: TensorDict, expected: TensorDict) -> None:
 
 
 @needs_compile
-@pytest.mark.parametrize("name", strategies.STRATEGIES)
+@pytest.mark.parametrize("name", strategies.names())
 def test_compiled_and_eager_steps_agree(name):
     torch._dynamo.reset()
     # BatchNorm (buffers through the compiled update) on the strategy that trains everything.
@@ -130,7 +131,7 @@ class _HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-NO_ITEM_CASES = [*strategies.STRATEGIES, "sundew-fixed-threshold"]
+NO_ITEM_CASES = [*strategies.names(), "sundew-fixed-threshold"]
 
 
 @pytest.mark.parametrize("name", NO_ITEM_CASES)

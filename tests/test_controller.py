@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from functional_ast import controller as ctl
-from functional_ast import gate as gt
-from functional_ast import prng, strategies
-from functional_ast.config import ConfigError
+from functional_ast.core import controller as ctl
+from functional_ast.core import gate as gt
+from functional_ast.core import prng
+from functional_ast import strategies
+from functional_ast.train.config import ConfigError
 from conftest import significance_sample
 
 
@@ -99,7 +100,7 @@ def test_bad_config_is_named(field, value):
 @pytest.mark.parametrize("target", [0.05, 0.2, 0.5])
 def test_tracks_a_drifting_score_distribution(target):
     """Real training narrows the loss distribution; the threshold must follow without lagging."""
-    from functional_ast.significance import normalise_by_mean
+    from functional_ast.core.significance import normalise_by_mean
 
     cfg = ctl.ControllerConfig(target_rate=target)
     gcfg = strategies.default_gate(target)

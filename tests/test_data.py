@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torchvision.io import encode_jpeg, write_png
 
-from functional_ast import data as D
-from functional_ast.data import (
+from functional_ast.data import images as D
+from functional_ast.data.images import (
     DataError,
     augment,
     balanced_subset,

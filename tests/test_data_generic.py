@@ -10,8 +10,8 @@ from PIL import Image
 from tensordict import MemoryMappedTensor
 from torchvision.io import encode_jpeg, write_png
 
-from functional_ast.config import ConfigError
-from functional_ast.data import (
+from functional_ast.train.config import ConfigError
+from functional_ast.data.images import (
     DataError,
     LabelledImages,
     augment,

@@ -7,9 +7,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from functional_ast import checkpoint, distributed, optim, strategies
-from functional_ast.losses import cross_entropy
-from functional_ast.step import init_state, make_train_step
+from functional_ast.edges import checkpoint
+from functional_ast.core import distributed
+from functional_ast.core import optim
+from functional_ast import strategies
+from functional_ast.core.losses import cross_entropy
+from functional_ast.core.step import init_state, make_train_step
 from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
 
 # (strategy, target rate, model): "random" at 1/32 trains one sample per step, so one rank trains none
@@ -34,7 +37,7 @@ def _global_batches():
 
 def _run(case: str, collective: distributed.Collective):
     name, rate, model_fn = CASES[case]
-    strategy = strategies.by_name(name, rate, num_samples=SAMPLES)
+    strategy = strategies.build(name, strategies.Context(num_samples=SAMPLES, target_rate=rate, pool_size=128))
     model = model_fn()
     opt = optim.sgd(0.1, momentum=0.9)
     state = init_state(model, opt, strategy, key=7)

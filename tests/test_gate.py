@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from functional_ast import gate as gt
-from functional_ast import prng
-from functional_ast.config import ConfigError
+from functional_ast.core import gate as gt
+from functional_ast.core import prng
+from functional_ast.train.config import ConfigError
 from conftest import assert_tree_equal, significance_sample
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from functional_ast import checkpoint, data
+from functional_ast.edges import checkpoint
+from functional_ast.data import images as data
 from functional_ast import io as fio
 
 

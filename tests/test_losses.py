@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
 
-from functional_ast import losses
+from functional_ast.core import losses
 from conftest import assert_tree_equal, make_batch, tiny_bn_model
 
 

@@ -3,7 +3,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from functional_ast import optim
+from functional_ast.core import optim
 from conftest import assert_tree_equal
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from functional_ast import prng
+from functional_ast.core import prng
 
 
 def test_same_key_same_numbers_and_no_global_state():

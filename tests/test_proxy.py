@@ -10,9 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import functional_ast as fa
 from functional_ast import strategies
-from functional_ast.config import ConfigError, parse_variant
-from functional_ast.proxy import proxy
-from functional_ast.trainer import Data, Run
+from functional_ast.train.config import ConfigError, parse_variant
+from functional_ast.strategies.proxy import proxy
+from functional_ast.train.trainer import Data, Run
 from conftest import assert_tree_equal, make_batch, tiny_mlp
 from test_trainer import _net, _tensors
 
@@ -109,7 +109,7 @@ def test_a_run_with_the_proxy_charges_it_reports_it_and_resumes_it_exactly():
     train, test = _tensors(n=640, seed=2), _tensors(n=64, seed=3)
     data = Data.prepare(train, test)
     config = fa.TrainConfig(strategy="proxy", target_rate=0.25, epochs=3, warmup_epochs=1, batch_size=16, lr=0.2,
-                            proxy_width=4)
+                            options={"width": 4})
     whole = Run(_net(), data, config)
     result = whole.finish()
     summary = result.summary
@@ -128,11 +128,12 @@ def test_a_run_with_the_proxy_charges_it_reports_it_and_resumes_it_exactly():
 
 
 def test_the_proxy_needs_its_model_and_a_width_variant_sets_the_config():
-    with pytest.raises(ConfigError, match="proxy_model"):
-        strategies.by_name("proxy", 0.3)
-    assert parse_variant("proxy:width=16") == ("proxy", {"proxy_width": 16})
-    assert strategies.by_name("proxy", 0.3, proxy_model=tiny_mlp(), stale_rule="hard_first").name == "proxy"
+    with pytest.raises(ConfigError, match="image classification"):  # it builds its cnn from the images' shape
+        strategies.build("proxy", strategies.Context(num_samples=10, target_rate=0.3, pool_size=10))
+    assert parse_variant("proxy:width=16") == ("proxy", {"options": {"width": 16}})
+    context = strategies.Context(num_samples=10, target_rate=0.3, pool_size=10, sample_shape=(1, 8, 8), num_classes=4)
+    assert strategies.build("proxy", context, {"rule": "hardest"}).name == "proxy"
     with pytest.raises(ConfigError, match="unknown rule"):
         proxy(tiny_mlp(), 0.3, rule="top")
-    with pytest.raises(ConfigError, match="proxy_width"):
-        fa.TrainConfig(strategy="proxy", proxy_width=0)
+    with pytest.raises(ConfigError, match="proxy.width"):
+        fa.TrainConfig(strategy="proxy", options={"width": 0})

@@ -7,18 +7,22 @@ import torch
 from tensordict import TensorDict
 
 import functional_ast as fa
-from functional_ast import data as fdata, reference, strategies
-from functional_ast.trainer import Data, Run
+from functional_ast.data import images as fdata
+from functional_ast.train import reference
+from functional_ast.strategies.rho_loss import halves
+from functional_ast.train.trainer import train_full
+from functional_ast import strategies
+from functional_ast.train.trainer import Data, Run
 from conftest import assert_tree_equal
 from test_trainer import _net, _tensors
 
 
 def test_halves_split_every_sample_into_one_of_two_seeded_halves():
-    a, b = reference.halves(101, seed=3)
+    a, b = halves(101, seed=3)
     assert sorted(torch.cat([a, b]).tolist()) == list(range(101))
     assert abs(len(a) - len(b)) <= 1
-    assert torch.equal(a, reference.halves(101, seed=3)[0])
-    assert not torch.equal(a, reference.halves(101, seed=4)[0])
+    assert torch.equal(a, halves(101, seed=3)[0])
+    assert not torch.equal(a, halves(101, seed=4)[0])
 
 
 def test_the_reference_loss_of_a_flipped_label_is_high_because_no_reference_trained_on_it():
@@ -27,13 +31,13 @@ def test_the_reference_loss_of_a_flipped_label_is_high_because_no_reference_trai
     data = Data.prepare(noisy, _tensors(n=32, seed=3))
     config = fa.TrainConfig(strategy="rho_loss", batch_size=16, seed=0, lr=0.2)
     torch.manual_seed(0)
-    ref = reference.cross_fitted_losses(_net()(), data, config, epochs=3)
+    ref = reference.cross_fitted_losses(_net()(), data, config, epochs=3, fit=train_full)
     flipped = noisy.data["label"] != noisy.data["clean_label"]
     assert ref.losses.shape == (640,) and ref.seconds > 0 and ref.flops > 0
     assert ref.accuracy > 0.4  # of the labels as given (chance: 0.25)
     assert float(ref.losses[flipped].mean()) > 2 * float(ref.losses[~flipped].mean())
     torch.manual_seed(0)
-    again = reference.cross_fitted_losses(_net()(), data, config, epochs=3)
+    again = reference.cross_fitted_losses(_net()(), data, config, epochs=3, fit=train_full)
     assert torch.equal(ref.losses, again.losses)  # a pure function of its inputs
 
 
@@ -66,7 +70,7 @@ def test_with_reference_refuses_losses_of_another_training_set():
 
 def _config(**changes):
     return fa.TrainConfig(strategy="rho_loss", epochs=3, batch_size=16, target_rate=0.25,
-                          reference_epochs=2).replace(**changes)
+                          options={"reference_epochs": 2}).replace(**changes)
 
 
 def test_the_run_pays_for_its_references_in_time_and_flops():

@@ -1,7 +1,7 @@
 import torch
 from tensordict import TensorDict
 
-from functional_ast import significance as sig
+from functional_ast.core import significance as sig
 
 
 def test_normalise_by_mean_range_and_centre():

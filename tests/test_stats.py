@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.collections import PolyCollection
 
-from functional_ast import stats
-from functional_ast.plots import compare_bands
+from functional_ast.report import stats
+from functional_ast.report.plots import compare_bands
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423),

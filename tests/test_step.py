@@ -4,7 +4,7 @@ from tensordict import TensorDict
 from torch import nn
 
 import functional_ast as fa
-from functional_ast import step as step_module
+from functional_ast.core import step as step_module
 from functional_ast import strategies
 from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
 
@@ -17,7 +17,7 @@ STRATEGIES = {
     "stale": lambda: strategies.stale(num_samples=64, rate=0.25),
     "infobatch": lambda: strategies.infobatch(num_samples=64),
     "rho_loss": lambda: strategies.rho_loss(num_samples=64, rate=0.25),
-    "proxy": lambda: strategies.by_name("proxy", 0.25, proxy_model=tiny_mlp()),
+    "proxy": lambda: strategies.proxy(tiny_mlp(), 0.25),
     "small_loss": lambda: strategies.stale(num_samples=64, rate=0.25, rule="small_loss"),
     "sundew_remembered": lambda: strategies.sundew_remembered(num_samples=64, target_rate=0.25),
 }
@@ -201,7 +201,7 @@ def test_state_is_saveable_and_loads_back(tmp_path):
 
 def test_unknown_strategy_is_named():
     with pytest.raises(fa.config.ConfigError, match="unknown strategy"):
-        strategies.by_name("bogus", 0.1)
+        strategies.build("bogus", strategies.Context(num_samples=10, target_rate=0.1, pool_size=10))
 
 
 def test_stale_does_no_scoring_forward_and_refreshes_its_table():
@@ -297,7 +297,7 @@ def test_stale_proportional_rule_draws_in_proportion_to_remembered_loss():
 
 
 def test_prioritized_updates_priorities_of_trained_indices():
-    from functional_ast.sampling import prioritized_draw
+    from functional_ast.core.sampling import prioritized_draw
 
     model, tx = tiny_mlp(), fa.sgd(0.05)
     strategy = strategies.prioritized(num_samples=64, rate=0.25, batch_size=64)
@@ -334,7 +334,7 @@ def test_nonfinite_batch_skips_the_update_and_keeps_the_state():
 
 
 def test_skip_guard_warns_once_then_stops():
-    from functional_ast.loop import NonFiniteLossError, Skips, check_skips
+    from functional_ast.train.loop import NonFiniteLossError, Skips, check_skips
 
     with pytest.warns(UserWarning, match="step 10"):
         skips = check_skips(Skips(), {"skipped_nonfinite": [0, 1, 1, 0]}, first_step=9, max_in_a_row=3)
@@ -357,8 +357,8 @@ def test_prioritized_accounts_the_nominal_batch():
 
 
 def test_autograd_loss_and_grad_matches_torch_func():
-    from functional_ast.losses import make_apply, make_loss_and_grad
-    from functional_ast.step import autograd_loss_and_grad
+    from functional_ast.core.losses import make_apply, make_loss_and_grad
+    from functional_ast.core.step import autograd_loss_and_grad
 
     model = tiny_bn_model()
     apply = make_apply(model)
@@ -382,7 +382,7 @@ def test_autograd_loss_and_grad_matches_torch_func():
 
 
 def test_all_finite_and_keep_if():
-    from functional_ast.step import all_finite, keep_if
+    from functional_ast.core.step import all_finite, keep_if
 
     ok = TensorDict(a=torch.ones(3), b=TensorDict(c=torch.zeros(2, 2)))
     assert bool(all_finite(torch.tensor(1.0), ok))
@@ -402,8 +402,8 @@ def test_all_finite_and_keep_if():
 
 @pytest.mark.parametrize("model_fn", [tiny_mlp, tiny_bn_model], ids=["mlp", "batchnorm"])
 def test_scoring_in_chunks_scores_each_chunk_as_a_batch_of_its_own(model_fn):
-    from functional_ast.losses import make_apply, per_sample_losses
-    from functional_ast.significance import loss_intensity
+    from functional_ast.core.losses import make_apply, per_sample_losses
+    from functional_ast.core.significance import loss_intensity
 
     seen = []
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from functional_ast import cli
-from functional_ast import tracking
+from functional_ast.cli import main as cli
+from functional_ast.edges import tracking
 from test_cli import _image_folder
 
 

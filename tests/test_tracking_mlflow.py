@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from tensordict import TensorDict
 from torch import nn
 
-from functional_ast import tracking
+from functional_ast.edges import tracking
 
 UNREACHABLE = "http://127.0.0.1:9"
 KIND = {"mlflow.experimentKind": "custom_model_development"}

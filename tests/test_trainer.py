@@ -13,8 +13,11 @@ from torch import nn
 from torchvision.io import write_png
 
 import functional_ast as fa
-from functional_ast import checkpoint, optim, sampling, strategies
-from functional_ast.trainer import Data, Run
+from functional_ast.edges import checkpoint
+from functional_ast.core import optim
+from functional_ast.core import sampling
+from functional_ast import strategies
+from functional_ast.train.trainer import Data, Run
 from conftest import REPO, assert_tree_equal
 
 MODEL_SOURCE = '''
@@ -109,7 +112,7 @@ def test_bad_config_and_data_are_one_clear_error_naming_the_field():
 
 
 def test_memory_format_auto_means_channels_last_on_a_cpu_only(monkeypatch):
-    from functional_ast import trainer
+    from functional_ast.train import trainer
 
     asked = []
     for name in ("make_train_step", "make_eval_step"):
@@ -309,7 +312,7 @@ def test_sundew_remembered_select_is_pure_and_prefers_high_remembered_loss():
 
 
 def test_remaining_steps_counts_warmup_selective_and_cooldown_at_their_costs():
-    from functional_ast.plan import Plan, remaining_steps
+    from functional_ast.train.plan import Plan, remaining_steps
 
     plan = Plan(num_samples=1000, batch_size=10, pool_size=50, epochs=5, warmup_epochs=1, cooldown_epochs=1,
                 gated=True)  # 100 all-data steps per epoch, 20 selective
@@ -325,7 +328,7 @@ def test_remaining_steps_counts_warmup_selective_and_cooldown_at_their_costs():
 
 
 def test_small_loss_prefers_samples_the_model_gets_right():
-    strategy = strategies.by_name("small_loss", 0.2, num_samples=200)
+    strategy = strategies.build("small_loss", strategies.Context(num_samples=200, target_rate=0.2, pool_size=128))
     state = TensorDict(loss=torch.linspace(0.01, 4.0, 200), seen=torch.ones(200, dtype=torch.bool))
     pool = TensorDict(index=torch.arange(200), batch_size=[200])
     picked = torch.stack([strategy.select(state, pool, fa.prng.key(i), None).mask for i in range(50)]).float()
@@ -334,7 +337,7 @@ def test_small_loss_prefers_samples_the_model_gets_right():
 
 
 def test_infobatch_keeps_the_hard_prunes_the_easy_at_its_rate_and_reweights_them():
-    strategy = strategies.by_name("infobatch", 0.3, num_samples=400)
+    strategy = strategies.build("infobatch", strategies.Context(num_samples=400, target_rate=0.3, pool_size=128))
     seen = torch.arange(400) < 300  # the last 100 never trained
     state = TensorDict(loss=torch.where(seen, torch.linspace(0.0, 2.0, 400), 0.0), seen=seen)
     easy = seen & (state["loss"] < state["loss"][seen].mean())  # the mean over the seen samples only
@@ -367,7 +370,7 @@ def test_infobatch_trains_in_batch_sized_pools_without_scoring():
 
 
 def test_under_a_budget_epochs_does_not_cap_the_cooldown():
-    from functional_ast.plan import Plan
+    from functional_ast.train.plan import Plan
 
     capped = fa.TrainConfig(strategy="stale", epochs=4, warmup_epochs=1, cooldown_epochs=8)
     assert Plan.of(capped, 1000).cooldown_epochs == 3  # an epoch-ended run cools down in its last 3 epochs

@@ -3,9 +3,11 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from functional_ast import work, strategies, optim
-from functional_ast.losses import cross_entropy
-from functional_ast.step import init_state, make_train_step
+from functional_ast.core import work
+from functional_ast import strategies
+from functional_ast.core import optim
+from functional_ast.core.losses import cross_entropy
+from functional_ast.core.step import init_state, make_train_step
 
 
 def test_account_counts_scoring_and_training_exactly():

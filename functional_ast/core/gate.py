@@ -17,8 +17,8 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from . import prng
-from .config import check_range
+from functional_ast.core import prng
+from functional_ast.core.checks import check_range
 
 
 @dataclass(frozen=True)

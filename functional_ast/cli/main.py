@@ -13,6 +13,7 @@ Every run is an MLflow run with checkpoints beside the store; `--resume` continu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import math
@@ -26,14 +27,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, distributed, io, report, tracking
-from . import data as fdata
-from . import meter as fmeter
-from .callbacks import Checkpoints, Console, MLflowTracking
-from .config import MEMORY_FORMATS, STALE_RULE_NAMES, STRATEGY_NAMES, ConfigError, TrainConfig, parse_variant
-from .loop import NonFiniteLossError
-from .models import MODELS, build_model
-from .trainer import Data, History, Result, Run, compare, fit
+from functional_ast.edges import checkpoint
+from functional_ast.core import distributed
+from functional_ast import io
+from functional_ast.report import tables as report
+from functional_ast.edges import tracking
+from functional_ast.data import images as fdata
+from functional_ast.core import work
+from functional_ast.edges import meter as fmeter
+from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
+from functional_ast import strategies
+from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant
+from functional_ast.train.loop import NonFiniteLossError
+from functional_ast.models import MODELS, build_model
+from functional_ast.train.trainer import Data, History, Result, Run, compare, fit
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -72,13 +79,77 @@ def variant_label(spec: str) -> str:
 def _strategy_list(text: str) -> list[str]:
     specs = [n.strip() for n in text.split(",") if n.strip()]
     if not specs:
-        raise argparse.ArgumentTypeError(f"no strategy given; choose from {','.join(STRATEGY_NAMES)}")
+        raise argparse.ArgumentTypeError(f"no strategy given; choose from {','.join(strategies.names())}")
     for spec in specs:
         try:
             parse_variant(spec)
         except ConfigError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
     return list(dict.fromkeys(specs))
+
+
+def _strategy_name(text: str) -> str:
+    try:
+        strategies.get(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _rule_flags() -> dict[str, list[tuple[str, object]]]:
+    """Each rule-option flag -> [(rule name, its options field)], over every registered rule."""
+    flags: dict[str, list] = {}
+    for rule in strategies.registry.rules():
+        for f in dataclasses.fields(rule.options):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flags.setdefault(flag, []).append((rule.name, f))
+    return flags
+
+
+def _add_rule_flags(group) -> None:
+    """One flag per rule option (a flag several rules share, such as --explore, is given once); each defaults to
+    None: the rule's own default."""
+    for flag, owners in _rule_flags().items():
+        first = owners[0][1]
+        kind = type(first.default)
+        texts: dict[tuple, list[str]] = {}
+        for name, f in owners:
+            texts.setdefault((f.metadata.get("help", ""), f.default), []).append(name)
+        helps = "; ".join(f"{', '.join(names)}: {text} (default {default})" for (text, default), names in texts.items())
+        choices = first.metadata.get("choices")
+        group.add_argument(flag, dest=_flag_dest(flag), default=None, choices=choices,
+                           metavar=None if choices else kind.__name__.upper(),
+                           type=None if choices else (_bounded(kind) if kind in (int, float) else kind), help=helps)
+
+
+def _flag_dest(flag: str) -> str:
+    return "rule_" + flag.lstrip("-").replace("-", "_")
+
+
+def rule_options(args: argparse.Namespace, name: str) -> dict:
+    """The options of rule `name` that the flags set (the others keep the rule's defaults)."""
+    options = {}
+    for f in dataclasses.fields(strategies.get(name).options):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        value = getattr(args, _flag_dest(flag), None)
+        if value is not None:
+            options[f.name] = value
+    return options
+
+
+def register_named_rules(argv: list[str]) -> None:
+    """Import the rules of the user's that --strategy or --compare name as package.module:attribute, so that their
+    options have flags before the parser is built (a name that does not import is reported by the parser)."""
+    for i, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith(("--strategy=", "--compare=")) else (
+            argv[i + 1] if arg in ("--strategy", "--compare") and i + 1 < len(argv) else None)
+        for spec in (value or "").split(","):
+            head = spec.split(":")[0]
+            if "." in head and ":" in spec:
+                try:
+                    strategies.get(":".join(spec.split(":")[:2]))
+                except ConfigError:
+                    pass
 
 
 def _seed_list(text: str) -> list[int]:
@@ -116,22 +187,15 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    help="replace this seeded share of training labels by a random other class (test labels kept)")
     d.add_argument("--no-augment", action="store_true", help="disable random crop + flip")
     t = p.add_argument_group("training")
-    t.add_argument("--strategy", choices=STRATEGY_NAMES, default=_DEFAULTS.strategy)
+    t.add_argument("--strategy", type=_strategy_name, default=_DEFAULTS.strategy, metavar="NAME",
+                   help=f"the selection rule: {', '.join(strategies.names())}, or package.module:attribute "
+                        "(a strategies.Rule of yours)")
     t.add_argument("--target-rate", type=_bounded(float, 0.0, 1.0, low_open=True), default=_DEFAULTS.target_rate,
                    help="fraction of samples to train on after warm-up, in (0, 1]")
     t.add_argument("--pool-size", type=_bounded(int, 1), default=None,
                    help="samples each step selects from after warm-up (default: batch size / target rate, so a "
                         "step trains about one --batch-size; give --batch-size to select within each batch)")
-    t.add_argument("--stale-rule", choices=STALE_RULE_NAMES, default=_DEFAULTS.stale_rule,
-                   help="stale: draw in proportion to remembered loss, or hard (above the pool mean) first; "
-                        "proxy: hard_first keeps the k highest proxy losses (airbench's rule)")
-    t.add_argument("--explore", type=_bounded(float, 0.0, 1.0), default=None,
-                   help="stale: share of each step's picks drawn uniformly from the pool (default 0.2)")
-    t.add_argument("--reference-epochs", type=_bounded(int, 1), default=_DEFAULTS.reference_epochs,
-                   help="rho_loss: epochs each of its two reference models trains on one half of the data before "
-                        "the run (their time and FLOPs count as the run's)")
-    t.add_argument("--proxy-width", type=_bounded(int, 1), default=_DEFAULTS.proxy_width,
-                   help="proxy: width of the small cnn that scores each pool (its FLOPs count as the run's)")
+    _add_rule_flags(p.add_argument_group("selection rules' own options (each applies to the rules named)"))
     t.add_argument("--epochs", type=_bounded(int, 1), default=_DEFAULTS.epochs)
     t.add_argument("--warmup-epochs", type=_bounded(int, 0), default=_DEFAULTS.warmup_epochs,
                    help="epochs on all data before selection starts (controller idle)")
@@ -158,7 +222,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     c.add_argument("--flop-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="FLOPS",
                    help="the same with a budget of executed FLOPs (deterministic; immune to the machine's speed)")
     c.add_argument("--compare", type=_strategy_list, default=None, metavar="S1,S2,...",
-                   help=f"run these strategies side by side (from {','.join(STRATEGY_NAMES)}); NAME:cooldown=N or "
+                   help=f"run these strategies side by side (from {','.join(strategies.names())}); NAME:cooldown=N or "
                         "NAME:warmup=N sets that entry's all-data epochs, e.g. stale,stale:cooldown=8")
     c.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
                    help="with --compare: run every strategy with each seed; the table gives mean ± std and paired "
@@ -170,7 +234,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    help="evaluate at the first epoch end after this much train time since the last evaluation "
                         "(default: every epoch); the last epoch is always evaluated")
     c.add_argument("--joules-per-gflop", type=_bounded(float, 0.0, low_open=True),
-                   default=fmeter.DEFAULT_JOULES_PER_GFLOP,
+                   default=work.DEFAULT_JOULES_PER_GFLOP,
                    help="assumed efficiency for the energy ESTIMATE where no meter (NVML/RAPL) is readable")
     r = p.add_argument_group("tracking")
     r.add_argument("--tracking-uri", default=tracking.DEFAULT_TRACKING_URI)
@@ -201,13 +265,13 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
 def train_config(args: argparse.Namespace, strategy: str | None = None, seed: int | None = None) -> TrainConfig:
     """The TrainConfig the flags describe (for `strategy`, a name or a --compare variant, and `seed` when given)."""
     name, overrides = parse_variant(strategy or args.strategy)
+    options = {**rule_options(args, name), **overrides.pop("options", {})}
     return TrainConfig(strategy=name, target_rate=args.target_rate, epochs=args.epochs,
                        warmup_epochs=args.warmup_epochs, cooldown_epochs=args.cooldown_epochs,
-                       batch_size=args.batch_size, pool_size=args.pool_size, stale_rule=args.stale_rule,
-                       explore=args.explore, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                       batch_size=args.batch_size, pool_size=args.pool_size, options=options,
+                       optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
-                       reference_epochs=args.reference_epochs, proxy_width=args.proxy_width,
                        memory_format=args.memory_format).replace(**overrides)
 
 
@@ -574,8 +638,12 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
-def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Parse, train or compare, and return the exit code: 0, 1 (training failed), 2 (bad input), 130."""
+def main(argv: list[str] | None = None, parser=None) -> int:
+    """Parse, train or compare, and return the exit code: 0, 1 (training failed), 2 (bad input), 130. `parser` is
+    an argparse parser or a function building one (built after the rules named on the command line are
+    registered, so their options have flags)."""
+    register_named_rules(sys.argv[1:] if argv is None else list(argv))
+    parser = parser() if callable(parser) and not isinstance(parser, argparse.ArgumentParser) else parser
     args = (parser or build_parser()).parse_args(argv)
     warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
     try:

@@ -22,12 +22,14 @@ from tensordict import TensorDict
 from torch import nn
 from torch.profiler import record_function
 
-from . import distributed, prng, work
-from .distributed import LOCAL, Collective
-from .losses import (Apply, LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
+from functional_ast.core import distributed
+from functional_ast.core import prng
+from functional_ast.core import work
+from functional_ast.core.distributed import LOCAL, Collective
+from functional_ast.core.losses import (Apply, LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
                      params_of, per_sample_grad_norms, per_sample_losses)
-from .optim import GradientTransformation, _leaves, _tree, apply_updates
-from .strategies import Strategy
+from functional_ast.core.optim import GradientTransformation, apply_updates, flatten, unflatten
+from functional_ast.core.selection import Strategy
 
 Step = Callable[[TensorDict, TensorDict], tuple[TensorDict, TensorDict]]
 
@@ -236,7 +238,7 @@ def keep_if(condition: torch.Tensor, new: TensorDict, old: TensorDict) -> Tensor
 def all_finite(loss: torch.Tensor, grads: TensorDict) -> torch.Tensor:
     """0-d bool: the loss and every gradient entry are finite, without a sync: the largest |g| of each
     leaf (NaN if any entry is NaN) in two foreach calls, then one isfinite over those maxima."""
-    leaves = [g for g in _leaves(grads)[1] if g.numel()]
+    leaves = [g for g in flatten(grads)[1] if g.numel()]
     finite = torch.isfinite(loss)
     if not leaves:
         return finite
@@ -255,14 +257,14 @@ def autograd_loss_and_grad(apply: Apply, loss_fn: LossFn) -> Callable:
     """
 
     def loss_and_grad(params, buffers, x, y, w):
-        keys, leaves = _leaves(params)
+        keys, leaves = flatten(params)
         wrt = [p.detach().requires_grad_() for p in leaves]
         with torch.enable_grad():
-            logits, new_buffers = apply.train(_tree(keys, wrt, params), buffers, x)
+            logits, new_buffers = apply.train(unflatten(keys, wrt, params), buffers, x)
             losses = loss_fn(logits, y)
             loss = (losses * w).sum() / w.sum()
             grads = torch.autograd.grad(loss, wrt, allow_unused=True, materialize_grads=True)
-        return _tree(keys, grads, params), (loss.detach(), new_buffers, losses.detach())
+        return unflatten(keys, grads, params), (loss.detach(), new_buffers, losses.detach())
 
     return loss_and_grad
 

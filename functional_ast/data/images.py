@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor
 
-from .config import ConfigError
+from functional_ast.core.checks import ConfigError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -411,7 +411,7 @@ def _read_cache(folder: Path) -> tuple[LabelledImages, LabelledImages] | None:
 
 def _write_cache(folder: Path, train: LabelledImages, test: LabelledImages) -> None:
     """Write into a temporary sibling folder, then rename: a killed process never leaves a trusted half cache."""
-    from .io import atomic_dir
+    from functional_ast.io import atomic_dir
 
     try:
         with atomic_dir(folder) as tmp:  # an existing cache (another writer won the race) makes the rename fail

@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 
-from .io import atomic_save
+from functional_ast.core.state import StateError, check_compatible  # noqa: F401 (re-exported)
+from functional_ast.io import atomic_save
 
 FORMAT = 1
 _SEP = "/"  # key paths are joined with "/" (parameter names contain dots, never slashes)
 _PATTERN = "step-*.pt"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written, read or used; the message names the file and the fix."""
+CheckpointError = StateError  # a checkpoint cannot be written, read or used; the message names the file and the fix
 
 
 def _flatten(state: TensorDict) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
@@ -117,18 +117,3 @@ def load(path: str | Path, device: torch.device | str | None = None) -> tuple[Te
         raise CheckpointError(f"{path} is not a functional_ast checkpoint (format {FORMAT})")
     state = _unflatten(payload["leaves"], payload["batch_sizes"], device)
     return state, json.loads(payload["meta"])
-
-
-def check_compatible(state: TensorDict, template: TensorDict, where: str) -> None:
-    """Refuse a loaded state whose keys, shapes or dtypes differ from a freshly initialised one."""
-    got = {k: (tuple(v.shape), v.dtype) for k, v in _flatten(state)[0].items()}
-    want = {k: (tuple(v.shape), v.dtype) for k, v in _flatten(template)[0].items()}
-    if got == want:
-        return
-    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-    changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-    parts = [f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", extra), ("shape/dtype differs", changed))
-             if keys]
-    raise CheckpointError(f"{where} does not match this configuration's state ({'; '.join(parts)}); "
-                          "resume with the configuration it was written with, or start a new run")

@@ -89,3 +89,11 @@ def saved_pct(spent: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     full_f = full.to(torch.float64)
     return torch.where(full > 0, 100.0 * (1.0 - spent.to(torch.float64) / full_f.clamp_min(1.0)),
                        torch.zeros_like(full_f))
+
+
+DEFAULT_JOULES_PER_GFLOP = 1.0  # assumed; CPUs spend roughly 0.1-10 J per GFLOP in practice
+
+
+def estimate_joules(flops: int, joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP) -> float:
+    """An ESTIMATE, not a measurement: flops / 1e9 * joules_per_gflop."""
+    return flops / 1e9 * joules_per_gflop

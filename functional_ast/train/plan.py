@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import data as fdata, optim, strategies
-from .config import OWN_RATE_STRATEGIES, ConfigError, TrainConfig
+from functional_ast.data import images as fdata
+from functional_ast.core import optim
+from functional_ast import strategies
+from functional_ast.strategies import registry
+from functional_ast.train.config import ConfigError, TrainConfig
 
 NEVER = 2**62  # "no cool-down epoch planned yet"
 
@@ -63,8 +66,8 @@ class Plan:
 def pool_size(config: TrainConfig, num_samples: int) -> int:
     """Samples a selective step draws from: `pool_size`, or batch_size / target_rate (a step then trains about
     one batch, as a fresh random subset per epoch (RS2) does); batch_size for `full` and for a strategy that picks
-    its own share of each batch (`config.OWN_RATE_STRATEGIES`)."""
-    if not config.gated or config.strategy in OWN_RATE_STRATEGIES:
+    its own share of each batch (its registry entry's `own_rate`)."""
+    if not config.gated or config.rule.own_rate:
         return config.batch_size
     size = config.pool_size if config.pool_size is not None else round(config.batch_size / config.target_rate)
     return max(1, min(size, num_samples))
@@ -81,13 +84,16 @@ def build_optimizer(config: TrainConfig, plan: Plan) -> optim.GradientTransforma
     return optim.adam(schedule, weight_decay=config.weight_decay)
 
 
-def build_strategy(config: TrainConfig, plan: Plan, proxy_model=None) -> strategies.Strategy:
-    """The config's strategy; `proxy_model` is the scoring network of strategy `proxy` (ignored by the others)."""
-    return strategies.by_name(config.strategy, config.target_rate, num_samples=plan.num_samples,
-                              batch_size=plan.pool_size, explore=config.explore, stale_rule=config.stale_rule,
-                              proxy_model=proxy_model)
+def strategy_context(config: TrainConfig, plan: Plan, sample_shape: tuple[int, ...] = (),
+                     num_classes: int | None = None, task=None) -> registry.Context:
+    """What the config's rule is built from."""
+    return registry.Context(num_samples=plan.num_samples, target_rate=config.target_rate, pool_size=plan.pool_size,
+                            sample_shape=tuple(sample_shape), num_classes=num_classes, task=task)
 
 
+def build_strategy(config: TrainConfig, context: registry.Context) -> strategies.Strategy:
+    """The config's strategy, built by its registry entry with the config's options."""
+    return config.rule(context, config.options)
 
 
 def remaining_steps(plan: Plan, epoch: int, batch: int, left: float, cost_all_data: float,

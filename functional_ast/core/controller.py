@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from .config import check_range
+from functional_ast.core.checks import check_range
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from .io import atomic_dir
+from functional_ast.io import atomic_dir
 
 if TYPE_CHECKING:
     from tensordict import TensorDict

@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 
-DEFAULT_JOULES_PER_GFLOP = 1.0  # assumed; CPUs spend roughly 0.1-10 J per GFLOP in practice
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,3 @@ def _nvml(device: torch.device) -> Meter | None:
 def open_meter(device: torch.device) -> Meter | None:
     """The meter that measures the work on `device`, or None where none is readable."""
     return _nvml(device) if device.type == "cuda" else _rapl()
-
-
-def estimate_joules(flops: int, joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP) -> float:
-    """An ESTIMATE, not a measurement: flops / 1e9 * joules_per_gflop."""
-    return flops / 1e9 * joules_per_gflop

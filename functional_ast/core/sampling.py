@@ -16,8 +16,8 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from . import prng
-from .strategies import Strategy
+from functional_ast.core import prng
+from functional_ast.core.selection import Strategy
 
 
 class Draw(NamedTuple):

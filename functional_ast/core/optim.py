@@ -49,7 +49,7 @@ def _device_of(params: TensorDict) -> torch.device | None:
 
 # --- leaves <-> TensorDict ------------------------------------------------------------------
 
-def _leaves(tree: TensorDict) -> tuple[list, list[Tensor]]:
+def flatten(tree: TensorDict) -> tuple[list, list[Tensor]]:
     """(keys, values) of every leaf, in the tree's own order (nested keys as tuples)."""
     items = list(tree.items(include_nested=True, leaves_only=True))
     return [k for k, _ in items], [v for _, v in items]
@@ -57,11 +57,11 @@ def _leaves(tree: TensorDict) -> tuple[list, list[Tensor]]:
 
 def _leaves_at(tree: TensorDict, keys: list) -> list[Tensor]:
     """The leaves of `tree` at `keys`, in that order (one pass when the orders already agree)."""
-    own_keys, values = _leaves(tree)
+    own_keys, values = flatten(tree)
     return values if own_keys == keys else [tree.get(k) for k in keys]
 
 
-def _tree(keys: Sequence, values: Sequence[Tensor], like: TensorDict) -> TensorDict:
+def unflatten(keys: Sequence, values: Sequence[Tensor], like: TensorDict) -> TensorDict:
     """A new TensorDict with `values` at `keys`, batch size and device of `like`."""
     if all(isinstance(k, str) for k in keys):
         return TensorDict(dict(zip(keys, values)), batch_size=like.batch_size, device=like.device)
@@ -75,8 +75,8 @@ def _tree(keys: Sequence, values: Sequence[Tensor], like: TensorDict) -> TensorD
 
 def apply_updates(params: TensorDict, updates: TensorDict) -> TensorDict:
     """params + updates, leaf by leaf (a new TensorDict; one foreach add)."""
-    keys, p = _leaves(params)
-    return _tree(keys, torch._foreach_add(p, _leaves_at(updates, keys)), params)
+    keys, p = flatten(params)
+    return unflatten(keys, torch._foreach_add(p, _leaves_at(updates, keys)), params)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -100,8 +100,8 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     def update(grads, state, params):
         if weight_decay == 0:
             return grads, state
-        keys, g = _leaves(grads)
-        return _tree(keys, torch._foreach_add(g, _leaves_at(params, keys), alpha=weight_decay), grads), state
+        keys, g = flatten(grads)
+        return unflatten(keys, torch._foreach_add(g, _leaves_at(params, keys), alpha=weight_decay), grads), state
 
     return GradientTransformation(_empty, update)
 
@@ -113,10 +113,10 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         return TensorDict(momentum=torch.zeros_like(params))
 
     def update(grads, state, params):
-        keys, g = _leaves(grads)
+        keys, g = flatten(grads)
         m = torch._foreach_add(g, _leaves_at(state["momentum"], keys), alpha=momentum)
         out = torch._foreach_add(g, m, alpha=momentum) if nesterov else m
-        return _tree(keys, out, grads), TensorDict(momentum=_tree(keys, m, grads))
+        return unflatten(keys, out, grads), TensorDict(momentum=unflatten(keys, m, grads))
 
     return GradientTransformation(init, update)
 
@@ -128,7 +128,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         return TensorDict(mu=torch.zeros_like(params), nu=torch.zeros_like(params), count=_count(params))
 
     def update(grads, state, params):
-        keys, g = _leaves(grads)
+        keys, g = flatten(grads)
         count = state["count"] + 1
         c = count.to(torch.float32)
         mu = torch._foreach_lerp(_leaves_at(state["mu"], keys), g, 1 - b1)
@@ -140,8 +140,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         torch._foreach_add_(denom, eps)
         out = torch._foreach_div(mu, denom)
         torch._foreach_div_(out, 1 - b1 ** c)
-        new_state = TensorDict(mu=_tree(keys, mu, grads), nu=_tree(keys, nu, grads), count=count)
-        return _tree(keys, out, grads), new_state
+        new_state = TensorDict(mu=unflatten(keys, mu, grads), nu=unflatten(keys, nu, grads), count=count)
+        return unflatten(keys, out, grads), new_state
 
     return GradientTransformation(init, update)
 
@@ -170,11 +170,11 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule | HorizonSchedule) ->
             lr = learning_rate.fn(state["count"], state["horizon"])
         else:
             lr = learning_rate(state["count"]) if callable(learning_rate) else learning_rate
-        keys, g = _leaves(grads)
+        keys, g = flatten(grads)
         new_state = TensorDict(count=state["count"] + 1)
         if over_horizon:
             new_state["horizon"] = state["horizon"]
-        return _tree(keys, torch._foreach_mul(g, -lr), grads), new_state
+        return unflatten(keys, torch._foreach_mul(g, -lr), grads), new_state
 
     return GradientTransformation(init, update)
 

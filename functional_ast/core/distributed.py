@@ -33,7 +33,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from .optim import _leaves, _tree
+from functional_ast.core.optim import flatten, unflatten
 
 
 class Collective(NamedTuple):
@@ -100,8 +100,8 @@ def reduce_update(collective: Collective, grads: TensorDict, loss: Tensor, weigh
     running statistics) are averaged over the ranks that trained this step; other buffers (counts)
     are taken from those ranks too. One all-reduce carries everything.
     """
-    g_keys, g = _leaves(grads)
-    b_keys, b = _leaves(new_buffers)
+    g_keys, g = flatten(grads)
+    b_keys, b = flatten(new_buffers)
     dtype = g[0].dtype if g else torch.float32  # the gradients' precision: no wider message than needed
     w = weight_sum.to(dtype).reshape(1)
     trained = (w > 0).to(dtype)
@@ -112,13 +112,13 @@ def reduce_update(collective: Collective, grads: TensorDict, loss: Tensor, weigh
     loss_sum, w_all, ranks_trained = next(parts), next(parts), next(parts)
     b_sum = [next(parts) for _ in b]
     w_all = w_all.clamp_min(torch.finfo(dtype).tiny)  # 0 only if no rank trained (then g_sum is 0)
-    out_grads = _tree(g_keys, [(s / w_all).reshape(t.shape).to(t.dtype) for s, t in zip(g_sum, g)], grads)
+    out_grads = unflatten(g_keys, [(s / w_all).reshape(t.shape).to(t.dtype) for s, t in zip(g_sum, g)], grads)
     out_buffers = []
     for s, new, key in zip(b_sum, b, b_keys):
         mean = (s / ranks_trained.clamp_min(1.0)).reshape(new.shape)
         mean = mean if new.is_floating_point() else mean.round()
         out_buffers.append(torch.where(ranks_trained.reshape(()) > 0, mean.to(new.dtype), buffers.get(key)))
-    return out_grads, (loss_sum / w_all).reshape(()).to(loss.dtype), _tree(b_keys, out_buffers, new_buffers)
+    return out_grads, (loss_sum / w_all).reshape(()).to(loss.dtype), unflatten(b_keys, out_buffers, new_buffers)
 
 
 def launched_by_torchrun() -> bool:

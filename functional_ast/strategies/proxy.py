@@ -15,15 +15,20 @@ time or FLOP budget pays for the proxy). Everything is a pure function of (state
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-from . import optim, work
-from .config import ConfigError, check_range
-from .losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
-from .step import all_finite, keep_if, measure_costs
-from .strategies import Selection, Strategy, _mask_of, _proportional_draw
+from functional_ast import models
+from functional_ast.core import optim, work
+from functional_ast.core.checks import ConfigError, check_range, integer, one_of
+from functional_ast.core.losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
+from functional_ast.core.step import all_finite, keep_if, measure_costs
+from functional_ast.core.selection import Selection, Strategy, mask_of
+from functional_ast.strategies.draws import proportional_draw
+from functional_ast.strategies.registry import Context, Rule, option, register
 
 RULES = ("proportional", "hardest")
 
@@ -69,11 +74,11 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
         if rule == "hardest":
             index = torch.topk(loss, k).indices.sort().values
         else:
-            index, _ = _proportional_draw(loss, k, explore, key)
+            index, _ = proportional_draw(loss, k, explore, key)
         spent = state["flops"] + n * flops_of(state, x).score_flops
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=y.device),
                           proxy_loss_mean=loss.mean(), proxy_selected_loss_mean=loss[index].mean())
-        return Selection(_mask_of(index, n), None, TensorDict(dict(state.items(), flops=spent), device=state.device),
+        return Selection(mask_of(index, n), None, TensorDict(dict(state.items(), flops=spent), device=state.device),
                          info, index)
 
     def observe(state, batch, trained, losses):
@@ -89,3 +94,31 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
                           device=state.device)
 
     return Strategy("proxy", init, select, observe=observe)
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    width: int = option(8, "width of the scoring network, models.cnn(width=...)", flag="--proxy-width", short="width")
+    rule: str = option("proportional", "draw in proportion to the proxy's loss, or keep the hardest (airbench's)",
+                       flag="--proxy-rule", choices=RULES)
+    explore: float = option(0.2, "share of each draw made uniformly, so out-of-date losses get looked at again")
+
+    def __post_init__(self):
+        integer("proxy", "width", self.width, 1)
+        one_of("proxy", "rule", self.rule, RULES)
+        check_range("proxy", "explore", self.explore, 0.0, 1.0)
+
+
+def _build(context: Context, options: ProxyOptions) -> Strategy:
+    if context.num_classes is None or len(context.sample_shape) != 3:
+        raise ConfigError("strategy proxy scores images with a small cnn; it needs an image classification task")
+    scorer = models.cnn(num_classes=context.num_classes, in_channels=context.sample_shape[0], width=options.width)
+    return proxy(scorer, context.target_rate, rule=options.rule, explore=options.explore)
+
+
+def _summary(selector) -> dict:
+    return dict(proxy_flops=int(selector["flops"]))
+
+
+RULE = register(Rule("proxy", _build, ProxyOptions, summary=_summary,
+                     description="a small cnn scores each pool (airbench96_faster's filter)"))

@@ -8,11 +8,15 @@ A significance function has the signature `fn(scored, batch) -> Tensor[B]`, wher
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from tensordict import TensorDict
 from torch import Tensor
 
 _EPS = 1e-12
+
+Significance = Callable[[TensorDict, TensorDict], Tensor]  # (scored, batch) -> scores [B] in [0, 1]
 
 
 def normalise_by_mean(values: Tensor) -> Tensor:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from . import plots, stats
-from .config import parse_variant
-from .trainer import History, Result
+from functional_ast.report import plots
+from functional_ast.report import stats
+from functional_ast.train.config import parse_variant
+from functional_ast.train.trainer import History, Result
 
 BASELINES = ("full", "random")
 

@@ -24,12 +24,19 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from . import checkpoint, data as fdata, distributed, models, optim, reference, sampling, strategies
-from .config import ConfigError, TrainConfig
-from .plan import NEVER, Plan, build_optimizer, build_strategy, pool_size, remaining_steps  # noqa: F401
-from .loop import Skips, check_skips, evaluate, gather_metrics
-from .losses import cross_entropy
-from .step import accepts_channels_last, init_state, make_eval_step, make_train_step
+from functional_ast.data import images as fdata
+from functional_ast.core import distributed
+from functional_ast.core import optim
+from functional_ast.train.reference import ReferenceServices
+from functional_ast.core import sampling
+from functional_ast.core.selection import all_data
+from functional_ast.core.state import check_compatible
+from functional_ast.core.work import estimate_joules
+from functional_ast.train.config import ConfigError, TrainConfig
+from functional_ast.train.plan import NEVER, Plan, build_optimizer, build_strategy, remaining_steps, strategy_context
+from functional_ast.train.loop import Skips, check_skips, evaluate, gather_metrics
+from functional_ast.core.losses import cross_entropy
+from functional_ast.core.step import accepts_channels_last, init_state, make_eval_step, make_train_step
 
 # Per-step metrics kept in the state's history (for plots and summaries); every metric still goes to callbacks.
 STEP_KEYS = ("loss", "activation_rate", "n_trained", "threshold", "rate_ema", "step_saved_pct", "saved_pct")
@@ -245,17 +252,20 @@ class Run:
         self.model = model() if callable(model) and not isinstance(model, nn.Module) else model
         self.name = name or config.strategy
         self.plan = Plan.of(config, len(data.train))
-        self.strategy = build_strategy(config, self.plan, _proxy_model(config, data))
+        self.rule = config.rule
+        self.context = strategy_context(config, self.plan, tuple(data.train.data["image"].shape[1:]),
+                                        len(data.train.classes))
+        self.strategy = build_strategy(config, self.context)
         self.optimizer = build_optimizer(config, self.plan)
         channels_last = config.channels_last(data.device) and (  # "auto" only where the model runs on it
             config.memory_format == "channels_last"
             or accepts_channels_last(self.model, tuple(data.train.data["image"].shape[1:])))
         common = dict(compile=config.compile, collective=collective, channels_last=channels_last)
         self.all_data_step = make_train_step(self.model, cross_entropy, self.optimizer,
-                                             strategies.all_data(self.strategy), **common)
+                                             all_data(self.strategy), **common)
         if self.strategy.index_only or self.strategy.sampling is not None:  # trains what sampling.draw selected
             self.selective_step = make_train_step(self.model, cross_entropy, self.optimizer,
-                                                  strategies.all_data(self.strategy),
+                                                  all_data(self.strategy),
                                                   seen_per_step=self.plan.pool_size, **common)
         else:  # scores the pool and selects inside the step
             self.selective_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
@@ -265,7 +275,7 @@ class Run:
         fresh.update(init_loop(self.plan, data.device, budgeted=config.budget is not None))
         self.template = fresh
         if state is not None:
-            checkpoint.check_compatible(state.exclude("history"), fresh.exclude("history"), "the state to resume")
+            check_compatible(state.exclude("history"), fresh.exclude("history"), "the state to resume")
             state = state.to(data.device)
         self.state = state if state is not None else fresh
         self.clock = _Clock(float(self.state["clock", "train_time"]))
@@ -298,23 +308,24 @@ class Run:
         """Call the callbacks' on_start (once per process); the first `advance` does it if needed."""
         if not self._started:
             self._started = True
-            if "has_reference" in self.state["selector"].keys() and not bool(self.state["selector", "has_reference"]):
-                self._fit_reference()
+            if self.rule.prepare is not None and self.rule.needs_prepare(self.state["selector"]):
+                self._prepare_rule()
             if self.config.budget is not None:
                 self._used_at_flush = self.budget_used()
                 if float(self.state["loop", "cost_all_data"]) == UNKNOWN:
                     self._probe_costs()
             self._hooks("on_start")
 
-    def _fit_reference(self) -> None:
-        """rho_loss: train the cross-fitted references (`reference.py`) and charge their wall-clock and FLOPs to
-        this run's clock and work counters, so a budget pays for them."""
-        ref = reference.cross_fitted_losses(self.model, self.data, self.config, self.config.reference_epochs)
-        selector = strategies.with_reference(self.state["selector"], ref.losses, ref.seconds, ref.accuracy)
-        spent = self.state["work", "flops_spent"] + ref.flops
-        self.clock.spent += ref.seconds
+    def _prepare_rule(self) -> None:
+        """Run the rule's `prepare` (rho_loss's reference models) and charge its wall-clock and FLOPs to this run's
+        clock and work counters, so a budget pays for it."""
+        services = ReferenceServices(self.model, self.data, self.config, train_full)
+        start = time.perf_counter()
+        selector, flops = self.rule.prepare(self.state["selector"], self.context,
+                                            self.rule.make_options(self.config.options), services)
+        self.clock.spent += time.perf_counter() - start
         self.state = _replace(self.state, selector=selector)
-        self.state = _with(self.state, work={"flops_spent": spent},
+        self.state = _with(self.state, work={"flops_spent": self.state["work", "flops_spent"] + flops},
                            clock={"train_time": torch.tensor(self.clock.now(), dtype=torch.float64)})
 
     # -- training ---------------------------------------------------------------------------------------
@@ -581,8 +592,6 @@ class Run:
 
 def summarize(run: Run, history: History) -> dict:
     """A run's summary: accuracy, train wall-clock (eval apart), throughput, work counters and savings."""
-    from .meter import estimate_joules
-
     state, config = run.state, run.config
     final = history.epochs[-1] if history.epochs else {"test_accuracy": float("nan")}  # always evaluated
     counters = _counters(state)
@@ -610,30 +619,19 @@ def summarize(run: Run, history: History) -> dict:
                 flops_per_s=counters["flops_spent"] / train_time if train_time else 0.0,
                 steps=int(state["step"]), model_params=sum(p.numel() for p in state["params"].values()),
                 skipped_nonfinite_updates=int(state["loop", "skipped_total"]), energy_j=energy_j,
-                energy_kind=energy_kind, **_selector_summary(state["selector"]))
-
-
-def _proxy_model(config: TrainConfig, data: Data) -> nn.Module | None:
-    """Strategy `proxy`'s scoring network: the cnn at `config.proxy_width`, for the data's channels and classes."""
-    if config.strategy != "proxy":
-        return None
-    return models.cnn(num_classes=len(data.train.classes), in_channels=int(data.train.data["image"].shape[1]),
-                      width=config.proxy_width)
-
-
-def _selector_summary(selector: TensorDict) -> dict:
-    """rho_loss's reference (its share of the train time, its accuracy on the samples it scored) and a proxy's
-    FLOPs (part of flops_spent)."""
-    out = {}
-    if "reference_time_s" in selector.keys():
-        out.update(reference_time_s=float(selector["reference_time_s"]),
-                   reference_accuracy=float(selector["reference_accuracy"]))
-    if "flops" in selector.keys():
-        out.update(proxy_flops=int(selector["flops"]))
-    return out
+                energy_kind=energy_kind, **run.rule.summary(state["selector"]))
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | None = None
+               ) -> tuple[TensorDict, dict]:
+    """Plain training of `config` on `data` with no evaluation before the end (a rule's reference models):
+    (the final state, the summary)."""
+    run = Run(model, data, config, name=name, eval_every=math.inf)
+    result = run.finish()
+    return run.state, result.summary
 
 
 def fit(model: nn.Module | Callable[[], nn.Module], train, test, config: TrainConfig = TrainConfig(), *,

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import checkpoint, io, plots, tracking
-from .loop import NonFiniteLossError
-from .trainer import Callback, History, Result, Run
+from functional_ast.edges import checkpoint
+from functional_ast import io
+from functional_ast.report import plots
+from functional_ast.edges import tracking
+from functional_ast.train.loop import NonFiniteLossError
+from functional_ast.train.trainer import Callback, History, Result, Run
 
 
 class Checkpoints(Callback):

@@ -1,0 +1,1 @@
+"""The edges: checkpoints, MLflow tracking, console and progress callbacks, energy meters."""

@@ -1,0 +1,1 @@
+"""Reports: statistics over seeds (paired intervals), comparison tables and figures."""

@@ -1,0 +1,93 @@
+"""What the trainer offers a rule's `prepare` (`strategies.registry.Services`): reference models trained on part
+of the training set, scored on another part, at a cost the run is charged.
+
+`ReferenceServices.fit_and_score(train_index, score_index, epochs)` trains a copy of the run's model on the samples
+`train_index` (plain full-data training: the run's optimiser, batch size and augmentation, `epochs` epochs) and
+scores `score_index` with it in eval mode, without augmentation. rho_loss's cross-fitted irreducible losses are two
+such calls (`strategies.rho_loss.prepare`). The trainer that builds the references is passed in (`fit`), so this
+module does not import it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, NamedTuple
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from functional_ast.core import work
+from functional_ast.core.checks import ConfigError
+from functional_ast.core.losses import cross_entropy, make_apply
+from functional_ast.data import images as fdata
+from functional_ast.strategies import registry
+from functional_ast.strategies.rho_loss import RhoLossOptions, prepare, rho_loss
+from functional_ast.strategies.registry import Services
+from functional_ast.train.config import TrainConfig
+
+# fit(model, data, config, name) -> (the trained state, its summary): the trainer's plain training of one config.
+Fit = Callable[..., tuple[TensorDict, dict]]
+
+
+class ReferenceServices(Services):
+    """`Services` over the run's model (used as a shape: each reference is a deep copy), data and config."""
+
+    def __init__(self, model: nn.Module, data, config: TrainConfig, fit: Fit, score_batch_size: int = 512):
+        self.model, self.data, self.config, self.fit = model, data, config, fit
+        self.seed, self.batch_size, self.score_batch_size = config.seed, config.batch_size, score_batch_size
+
+    def fit_and_score(self, train_index: torch.Tensor, score_index: torch.Tensor, epochs: int):
+        data, config = self.data, self.config
+        ref_config = TrainConfig(strategy="full", epochs=epochs, batch_size=config.batch_size,
+                                 optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                                 augment=config.augment, seed=config.seed, compile=config.compile)
+        where = data.train.data.device
+        subset = fdata.LabelledImages(data.train.data[train_index.to(where)], data.train.classes)
+        probe = fdata.LabelledImages(data.train.data[score_index[: config.batch_size].to(where)],
+                                     data.train.classes)  # the reference's own end-of-run evaluation: kept tiny
+        model = copy.deepcopy(self.model)
+        state, summary = self.fit(model, type(data)(subset, probe, data.mean, data.std, data.device), ref_config,
+                                  name=f"{config.strategy}-reference")
+        apply = make_apply(model)
+        params, buffers = state["params"], state["buffers"]
+        losses, correct = [], torch.zeros((), dtype=torch.int64, device=data.device)
+        for chunk in score_index.to(where).split(self.score_batch_size):
+            batch = fdata.batch_at(data.train, chunk, mean=data.mean, std=data.std, device=data.device)
+            with torch.no_grad():
+                logits = apply.eval(params, buffers, batch["image"])
+            losses.append(cross_entropy(logits, batch["label"]).float())
+            correct = correct + (logits.argmax(1) == batch["label"]).sum()
+        shape = tuple(data.train.data["image"].shape[1:])
+        flops = int(summary["flops_spent"]) + score_index.shape[0] * _forward_flops(apply, params, buffers, shape)
+        return torch.cat(losses), int(correct), flops
+
+
+class ReferenceLosses(NamedTuple):
+    """rho_loss's irreducible losses [N], what they cost, and the references' accuracy on what they scored."""
+
+    losses: torch.Tensor
+    seconds: float
+    flops: int
+    accuracy: float
+
+
+def cross_fitted_losses(model: nn.Module, data, config: TrainConfig, epochs: int, fit: Fit) -> ReferenceLosses:
+    """rho_loss's `prepare` on its own: the cross-fitted reference losses of `data.train` and their cost."""
+    if epochs < 1:
+        raise ConfigError(f"rho_loss: reference_epochs must be >= 1, got {epochs}")
+    context = registry.Context(num_samples=len(data.train), target_rate=config.target_rate,
+                               pool_size=config.batch_size)
+    options = RhoLossOptions(reference_epochs=epochs)
+    selector = rho_loss(len(data.train), config.target_rate).init()
+    prepared, flops = prepare(selector, context, options, ReferenceServices(model, data, config, fit))
+    return ReferenceLosses(prepared["reference"].to(data.device), float(prepared["reference_time_s"]), flops,
+                           float(prepared["reference_accuracy"]))
+
+
+def _forward_flops(apply, params, buffers, shape: tuple[int, ...]) -> int:
+    meta_params, meta_buffers = params.to("meta"), buffers.to("meta")
+    return work.flops_per_sample(
+        lambda k: apply.eval(meta_params, meta_buffers, torch.empty((k, *shape), device="meta")))
+
+

@@ -478,21 +478,23 @@ def _dataset_input(name: str, source: str, digest: str, context: str | None, pro
 
 @contextlib.contextmanager
 def _using_tracking_uri(uri: str):
-    """MLflow's model logging reads the global tracking URI: point it at this store for the call only."""
+    """MLflow's model logging reads the global tracking URI: point it at this store for the call only, then put
+    back exactly what was there, the process's URI and the MLFLOW_TRACKING_URI variable. (MLflow's own
+    `_use_tracking_uri` deletes that variable, and `get_tracking_uri()` answers `sqlite:///<cwd>/mlflow.db` when
+    nothing is set: restoring either way sends the process's next MLflow call to a stray ./mlflow.db.)"""
     import mlflow
+    from mlflow.tracking._tracking_service import utils as state
 
+    previous, variable = getattr(state, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
     try:
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    except ImportError:  # a private helper; fall back to set-and-restore
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-        return
-    with _use_tracking_uri(uri):
         yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None: "not set", not the default store
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -16,6 +16,7 @@ import mlflow
 import mlflow.pytorch
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as mlflow_state
 from tensordict import TensorDict
 from torch import nn
@@ -61,7 +62,7 @@ def test_logging_a_model_keeps_the_users_tracking_uri(place, monkeypatch):
     model_uri = _log_a_model(uri, "user-variable")
     try:
         loaded = mlflow.pytorch.load_model(model_uri)
-    except Exception as error:  # the model is not in the store MLflow went to
+    except MlflowException as error:  # the model is not in the store MLflow went to
         loaded = error
     assert sorted(p.name for p in cwd.iterdir()) == [], f"a stray store; load_model: {loaded!r}"
     assert isinstance(loaded, nn.Module) and os.environ.get("MLFLOW_TRACKING_URI") == uri
@@ -98,7 +99,7 @@ def test_the_command_line_and_the_replay_write_only_where_they_are_told(place, t
     out = subprocess.run([sys.executable, "-m", "functional_ast", "--data", str(images), "--epochs", "1",
                           "--warmup-epochs", "1", "--batch-size", "16", "--data-root", str(tmp_path / "cache"),
                           "--tracking-uri", uri, "--no-progress"],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert sorted(p.name for p in cwd.iterdir()) == []
 

@@ -41,7 +41,7 @@ def make_batch(n: int = 32, seed: int = 0, num_classes: int = 4) -> TensorDict:
 
 def significance_sample(kind: str, n: int, generator: torch.Generator) -> torch.Tensor:
     """Scores as the seed's rule produces them from a loss distribution of the given kind."""
-    from functional_ast.significance import normalise_by_mean
+    from functional_ast.core.significance import normalise_by_mean
 
     if kind == "lognormal":
         loss = torch.randn(n, generator=generator).exp()

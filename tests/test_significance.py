@@ -17,14 +17,15 @@ def test_seed_rule_weights_and_range():
     g = torch.Generator().manual_seed(0)
     images = torch.rand(64, 3, 8, 8, generator=g) * torch.rand(64, 1, 1, 1, generator=g)
     loss = torch.rand(64, generator=g).pow(3) * 5
-    s = sig.loss_intensity(TensorDict(loss=loss, batch_size=[64]), TensorDict(image=images, batch_size=[64]))
+    scored = TensorDict(loss=loss, statistic=sig.intensity(images), batch_size=[64])  # what the step scores
+    s = sig.loss_intensity(scored, TensorDict(image=images, batch_size=[64]))
     expected = 0.7 * sig.normalise_by_mean(loss) + 0.3 * sig.normalise_by_mean(images.flatten(1).std(1, unbiased=False))
     assert torch.allclose(s, expected)
     assert s.min() >= 0 and s.max() <= 1
 
 
 def test_degenerate_inputs_stay_finite_and_in_range():
-    zeros = TensorDict(loss=torch.zeros(8), batch_size=[8])
+    zeros = TensorDict(loss=torch.zeros(8), statistic=sig.intensity(torch.zeros(8, 3, 4, 4)), batch_size=[8])
     flat_images = TensorDict(image=torch.zeros(8, 3, 4, 4), batch_size=[8])
     s = sig.loss_intensity(zeros, flat_images)
     assert torch.isfinite(s).all() and (s == 0).all()

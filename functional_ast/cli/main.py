@@ -37,7 +37,7 @@ from functional_ast.core import work
 from functional_ast.edges import meter as fmeter
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
 from functional_ast import strategies
-from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant
+from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant, split_spec
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.models import MODELS, build_model
 from functional_ast.train.trainer import Data, History, Result, Run, compare, fit
@@ -144,12 +144,12 @@ def register_named_rules(argv: list[str]) -> None:
         value = arg.partition("=")[2] if arg.startswith(("--strategy=", "--compare=")) else (
             argv[i + 1] if arg in ("--strategy", "--compare") and i + 1 < len(argv) else None)
         for spec in (value or "").split(","):
-            head = spec.split(":")[0]
-            if "." in head and ":" in spec:
+            name, _ = split_spec(spec)
+            if ":" in name:
                 try:
-                    strategies.get(":".join(spec.split(":")[:2]))
+                    strategies.get(name)
                 except ConfigError:
-                    pass
+                    pass  # the parser reports it
 
 
 def _seed_list(text: str) -> list[int]:

@@ -1,8 +1,8 @@
 """Per-sample significance scores in [0, 1]: pure functions of scored quantities.
 
 A significance function has the signature `fn(scored, batch) -> Tensor[B]`, where
-`scored` is the TensorDict a scorer produced (per-sample "loss", optionally
-"grad_norm") and `batch` holds the model inputs under "image". Swap one in through
+`scored` is the TensorDict a scorer produced (per-sample "loss", the task's input
+"statistic", optionally "grad_norm") and `batch` is the batch scored. Swap one in through
 `strategies.sundew(significance=...)`.
 """
 
@@ -31,10 +31,10 @@ def intensity(images: Tensor) -> Tensor:
 
 
 def loss_intensity(scored: TensorDict, batch: TensorDict, loss_weight: float = 0.7) -> Tensor:
-    """The seed's rule: 0.7 * normalised per-sample loss + 0.3 * normalised input std."""
+    """The seed's rule: 0.7 * normalised per-sample loss + 0.3 * normalised input statistic (the task's; for
+    images, each image's standard deviation)."""
     return loss_weight * normalise_by_mean(scored["loss"]) + (1.0 - loss_weight) * normalise_by_mean(
-        intensity(batch["image"])
-    )
+        scored["statistic"])
 
 
 def loss_only(scored: TensorDict, batch: TensorDict) -> Tensor:

@@ -2,7 +2,7 @@
 
 state (one TensorDict): params, buffers, opt (optimiser state), selector (strategy
 state: gate, controller, ...), work (FLOP and sample counters), rng (key), step (count).
-batch (TensorDict [B]): "image" float inputs, "label" int64 targets, optional "index".
+batch (TensorDict [B]): the task takes its inputs and targets apart (`core.task`); optional "index".
 Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
 gather the selected samples into a compact sub-batch -> forward/backward on that
 sub-batch only -> optimiser update -> strategy.observe (the trained samples'
@@ -30,6 +30,7 @@ from functional_ast.core.losses import (Apply, LossFn, cross_entropy, buffers_of
                      params_of, per_sample_grad_norms, per_sample_losses)
 from functional_ast.core.optim import GradientTransformation, apply_updates, flatten, unflatten
 from functional_ast.core.selection import Strategy
+from functional_ast.core.task import Task, as_task
 
 Step = Callable[[TensorDict, TensorDict], tuple[TensorDict, TensorDict]]
 
@@ -52,12 +53,15 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
     )
 
 
-def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransformation, strategy: Strategy,
+def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: GradientTransformation, strategy: Strategy,
                     *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
                     grad_norm_chunk_size: int | None = None, score_chunk_size: int | None = None,
                     collective: Collective = LOCAL, seen_per_step: int | None = None,
                     channels_last: bool = False) -> Step:
     """Build `step(state, batch) -> (state, metrics)`; metrics is a TensorDict of 0-d tensors.
+
+    loss_fn: the task (`core.task.Task`: inputs, targets, per-sample loss, input statistic), or a per-sample loss
+    for the default classification task ("image", "label").
 
     compile=True wraps the scoring pass and the update (forward/backward + optimiser)
     in torch.compile; the update is compiled with dynamic shapes since the number of
@@ -73,7 +77,8 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
     channels_last: lay 4-D images out as NHWC before the forward passes (same values; on CPU convolutions
     run faster on it, `in_layout`).
     """
-    loss_fn = loss_fn or cross_entropy
+    task = as_task(loss_fn)
+    loss_fn = task.loss
     apply = make_apply(model)
     loss_and_grad = make_loss_and_grad(apply, loss_fn)
 
@@ -81,7 +86,7 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         if score_chunk_size and y.shape[0] > score_chunk_size:
             return torch.cat([score(params, buffers, xc, yc) for xc, yc in
                               zip(x.split(score_chunk_size), y.split(score_chunk_size))])
-        out = {"loss": per_sample_losses(apply, loss_fn, params, buffers, x, y)}
+        out = {"loss": per_sample_losses(apply, loss_fn, params, buffers, x, y), "statistic": task.statistic(x)}
         if "grad_norm" in strategy.needs:
             keys = None if grad_norm_keys == "all" else (
                 last_layer_keys(params) if grad_norm_keys == "last" else grad_norm_keys)
@@ -133,7 +138,7 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, optimizer: GradientTransf
         return costs_by_shape[shape_key]
 
     def step(state: TensorDict, batch: TensorDict) -> tuple[TensorDict, TensorDict]:
-        x, y = in_layout(batch["image"], channels_last), batch["label"]
+        x, y = in_layout(task.inputs(batch), channels_last), task.targets(batch)
         n = y.shape[0]
         costs = work_costs(state, x)
         rng, select_key = prng.split(state["rng"])
@@ -289,16 +294,18 @@ def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x
                             train_flops=work.flops_per_sample(train_n))
 
 
-def make_eval_step(model: nn.Module, loss_fn: LossFn = cross_entropy, *, channels_last: bool = False
+def make_eval_step(model: nn.Module, loss_fn: Task | LossFn | None = None, *, channels_last: bool = False
                    ) -> Callable[[TensorDict, TensorDict], TensorDict]:
-    """Pure `eval_step(state, batch) -> TensorDict(correct, loss_sum, count)` in eval mode."""
+    """Pure `eval_step(state, batch) -> TensorDict` of the task's additive sums (classification: correct,
+    loss_sum, count) in eval mode; `loop.evaluate` totals them."""
+    task = as_task(loss_fn)
     apply = make_apply(model)
 
     def eval_step(state: TensorDict, batch: TensorDict) -> TensorDict:
         with torch.no_grad():
-            logits = apply.eval(state["params"], state["buffers"], in_layout(batch["image"], channels_last))
-            losses = loss_fn(logits, batch["label"])
-        return TensorDict(correct=(logits.argmax(1) == batch["label"]).sum(), loss_sum=losses.sum(),
-                          count=torch.tensor(batch["label"].shape[0], device=logits.device))
+            outputs = apply.eval(state["params"], state["buffers"], in_layout(task.inputs(batch), channels_last))
+            targets = task.targets(batch)
+            losses = task.loss(outputs, targets)
+        return TensorDict(task.eval_sums(outputs, targets, losses))
 
     return eval_step

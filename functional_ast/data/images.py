@@ -627,14 +627,15 @@ def _batches(ds, batch_size, seed, epoch, shuffle, drop_last, augment, mean, std
 
 
 def batch_at(ds: LabelledImages, index: Tensor, *, generator: torch.Generator | None = None,
-             mean: Tensor | None = None, std: Tensor | None = None, device="cpu") -> TensorDict:
+             mean: Tensor | None = None, std: Tensor | None = None, device="cpu", transform=None) -> TensorDict:
     """The samples at `index` as a batch TensorDict ("image" float normalised, "label", "index");
-    augmented (crop + flip) with `generator` when one is given. mean/std broadcast as [1,C,1,1]."""
+    augmented with `generator` when one is given, by `transform(images in [0, 1], generator)` (default: crop +
+    flip, `augment`) before the normalisation. mean/std broadcast as [1,C,1,1]."""
     device = torch.device(device)
     batch = ds.data[index]
     images = batch["image"].to(device, non_blocking=True).float().div_(255)
     if generator is not None:
-        images = _augment(images, generator)
+        images = (transform or _augment)(images, generator)
     if mean is not None:
         images = images - mean.to(device).reshape(1, -1, 1, 1)
     if std is not None:

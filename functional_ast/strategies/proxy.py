@@ -24,9 +24,10 @@ from torch import nn
 from functional_ast import models
 from functional_ast.core import optim, work
 from functional_ast.core.checks import ConfigError, check_range, integer, one_of
-from functional_ast.core.losses import buffers_of, cross_entropy, make_apply, make_loss_and_grad, params_of
+from functional_ast.core.losses import buffers_of, make_apply, make_loss_and_grad, params_of
 from functional_ast.core.step import all_finite, keep_if, measure_costs
 from functional_ast.core.selection import Selection, Strategy, mask_of
+from functional_ast.core.task import Task, as_task
 from functional_ast.strategies.draws import proportional_draw
 from functional_ast.strategies.registry import Context, Rule, option, register
 
@@ -34,20 +35,23 @@ RULES = ("proportional", "hardest")
 
 
 def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore: float = 0.2, train_every: int = 4,
-          lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4, min_selected: int = 1) -> Strategy:
+          lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4, min_selected: int = 1,
+          task: Task | None = None) -> Strategy:
     """Train round(rate * n) samples of each pool of n, chosen by `model`'s loss (the proxy, used as a shape and
     for its initial parameters): rule "proportional" draws them as `stale` does from remembered losses
     (p_i = (1 - explore) * loss_i / sum(loss) + explore / n), rule "hardest" keeps the k highest (airbench's).
     The proxy learns by Nesterov SGD at a constant `lr` on every `train_every`-th sample the main model trains
-    (a strided share: a static shape, no host sync)."""
+    (a strided share: a static shape, no host sync). `task` gives its inputs, targets and loss (default: the
+    classification task)."""
     check_range("proxy", "rate", rate, 0.0, 1.0, low_open=True)
     check_range("proxy", "explore", explore, 0.0, 1.0)
     check_range("proxy", "train_every", train_every, 1)
     if rule not in RULES:
         raise ConfigError(f"proxy: unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
     check_range("proxy", "lr", lr, 0.0, low_open=True)
+    task = as_task(task)
     apply = make_apply(model)
-    loss_and_grad = make_loss_and_grad(apply, cross_entropy)
+    loss_and_grad = make_loss_and_grad(apply, task.loss)
     optimizer = optim.sgd(lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     params0, buffers0 = params_of(model), buffers_of(model)
     costs: dict[tuple, work.WorkCosts] = {}  # memo of a pure function of the input shape
@@ -65,12 +69,12 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
                           flops=torch.zeros((), dtype=torch.int64, device=params.device))
 
     def select(state, batch, key, score):
-        x, y = batch["image"], batch["label"]
+        x, y = task.inputs(batch), task.targets(batch)
         n = y.shape[0]
         k = min(n, max(min_selected, round(rate * n)))
         with torch.no_grad():
             logits, _ = apply.train(state["params"], state["buffers"], x)  # the pool's BatchNorm statistics
-            loss = cross_entropy(logits, y)
+            loss = task.loss(logits, y)
         if rule == "hardest":
             index = torch.topk(loss, k).indices.sort().values
         else:
@@ -83,7 +87,7 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
 
     def observe(state, batch, trained, losses):
         trained = trained[::train_every]
-        x, y = batch["image"][trained], batch["label"][trained]
+        x, y = task.inputs(batch)[trained], task.targets(batch)[trained]
         grads, (_, buffers, _) = loss_and_grad(state["params"], state["buffers"], x, y,
                                                torch.ones(y.shape[0], device=y.device))
         updates, opt = optimizer.update(grads, state["opt"], state["params"])
@@ -113,7 +117,7 @@ def _build(context: Context, options: ProxyOptions) -> Strategy:
     if context.num_classes is None or len(context.sample_shape) != 3:
         raise ConfigError("strategy proxy scores images with a small cnn; it needs an image classification task")
     scorer = models.cnn(num_classes=context.num_classes, in_channels=context.sample_shape[0], width=options.width)
-    return proxy(scorer, context.target_rate, rule=options.rule, explore=options.explore)
+    return proxy(scorer, context.target_rate, rule=options.rule, explore=options.explore, task=context.task)
 
 
 def _summary(selector) -> dict:

@@ -102,10 +102,16 @@ def register(rule: Rule) -> Rule:
     """Add `rule` under its name (a second rule of the same name is refused) and return it."""
     if not isinstance(rule, Rule):
         raise ConfigError(f"register: expected a strategies.Rule, got {type(rule).__name__}")
-    if rule.name in _RULES and _RULES[rule.name] is not rule:
+    existing = _RULES.get(rule.name)
+    reloaded = existing is not None and _origin(existing) == _origin(rule)  # the same module imported again
+    if existing is not None and existing is not rule and not reloaded:
         raise ConfigError(f"a strategy named {rule.name!r} is already registered; choose another name")
     _RULES[rule.name] = rule
     return rule
+
+
+def _origin(rule: Rule) -> tuple[str, str]:
+    return getattr(rule.build, "__module__", ""), getattr(rule.build, "__qualname__", "")
 
 
 def names() -> tuple[str, ...]:
@@ -130,8 +136,7 @@ def get(name: str) -> Rule:
                               "an attribute holding a strategies.Rule") from None
         if not isinstance(rule, Rule):
             raise ConfigError(f"strategy {name} is a {type(rule).__name__}, not a strategies.Rule")
-        _RULES.setdefault(rule.name, rule)
-        return rule
+        return register(rule)
     raise ConfigError(f"unknown strategy {name or '(none)'}; choose from {','.join(_RULES)} "
                       "or name your own as package.module:attribute")
 

@@ -25,7 +25,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     """"NAME[:option=N[:option=N]]" -> (strategy name, TrainConfig overrides): "stale:cooldown=8" ->
     ("stale", {"cooldown_epochs": 8}); a rule's own option goes under "options": "proxy:width=16" ->
     ("proxy", {"options": {"width": 16}}). Raises ConfigError naming what is wrong."""
-    name, *options = spec.split(":") if not _is_import_path(spec) else (spec,)
+    name, options = split_spec(spec)
     rule = registry.get(name)
     own = {f.name: f for f in dataclasses.fields(rule.options)}
     short = {f.metadata.get("short"): f.name for f in own.values() if f.metadata.get("short")}
@@ -43,10 +43,13 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return name, overrides
 
 
-def _is_import_path(spec: str) -> bool:
-    """"package.module:attribute" names a rule of the user's (its ':' is not a variant's)."""
-    head, _, tail = spec.partition(":")
-    return "." in head and tail.isidentifier()
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """"NAME[:option=V...]" -> (NAME, options); NAME may be "package.module:attribute" (a rule of the user's: the
+    part after its ':' has no '=')."""
+    parts = spec.split(":")
+    if len(parts) > 1 and "=" not in parts[1]:
+        return ":".join(parts[:2]), parts[2:]
+    return parts[0], parts[1:]
 
 
 def _typed(field: dataclasses.Field, text: str, spec: str):

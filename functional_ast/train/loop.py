@@ -8,6 +8,8 @@ from typing import Callable, Iterable, NamedTuple
 import torch
 from tensordict import TensorDict
 
+from functional_ast.core.task import classification_metrics
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and what to try."""
@@ -48,13 +50,15 @@ def check_skips(skips: Skips, chunk: dict[str, list[float]], first_step: int, ma
 
 
 def evaluate(eval_step: Callable[[TensorDict, TensorDict], TensorDict], state: TensorDict,
-             batches: Iterable[TensorDict]) -> dict[str, float]:
-    """Accuracy and mean loss of `state` over `batches` (sums on device, one transfer at the end)."""
+             batches: Iterable[TensorDict], metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
+             ) -> dict[str, float]:
+    """The task's metrics (`metrics`, default: classification's accuracy and mean loss) of `state` over `batches`:
+    the eval step's sums added on device, one transfer at the end."""
     total = None
     for batch in batches:
         out = eval_step(state, batch)
         total = out if total is None else total + out
     if total is None:
         raise ValueError("evaluate: no batches")
-    correct, loss_sum, count = (float(total[k]) for k in ("correct", "loss_sum", "count"))
-    return {"accuracy": correct / count, "loss": loss_sum / count}
+    sums = {k: float(v) for k, v in total.items()}
+    return (metrics or classification_metrics)(sums)

@@ -19,7 +19,8 @@ from torch import nn
 
 from functional_ast.core import work
 from functional_ast.core.checks import ConfigError
-from functional_ast.core.losses import cross_entropy, make_apply
+from functional_ast.core.losses import make_apply
+from functional_ast.core.task import Task, as_task
 from functional_ast.data import images as fdata
 from functional_ast.strategies import registry
 from functional_ast.strategies.rho_loss import RhoLossOptions, prepare, rho_loss
@@ -33,8 +34,9 @@ Fit = Callable[..., tuple[TensorDict, dict]]
 class ReferenceServices(Services):
     """`Services` over the run's model (used as a shape: each reference is a deep copy), data and config."""
 
-    def __init__(self, model: nn.Module, data, config: TrainConfig, fit: Fit, score_batch_size: int = 512):
-        self.model, self.data, self.config, self.fit = model, data, config, fit
+    def __init__(self, model: nn.Module, data, config: TrainConfig, fit: Fit, score_batch_size: int = 512,
+                 task: Task | None = None):
+        self.model, self.data, self.config, self.fit, self.task = model, data, config, fit, as_task(task)
         self.seed, self.batch_size, self.score_batch_size = config.seed, config.batch_size, score_batch_size
 
     def fit_and_score(self, train_index: torch.Tensor, score_index: torch.Tensor, epochs: int):
@@ -48,16 +50,17 @@ class ReferenceServices(Services):
                                      data.train.classes)  # the reference's own end-of-run evaluation: kept tiny
         model = copy.deepcopy(self.model)
         state, summary = self.fit(model, type(data)(subset, probe, data.mean, data.std, data.device), ref_config,
-                                  name=f"{config.strategy}-reference")
+                                  name=f"{config.strategy}-reference", task=self.task)
         apply = make_apply(model)
         params, buffers = state["params"], state["buffers"]
         losses, correct = [], torch.zeros((), dtype=torch.int64, device=data.device)
         for chunk in score_index.to(where).split(self.score_batch_size):
             batch = fdata.batch_at(data.train, chunk, mean=data.mean, std=data.std, device=data.device)
             with torch.no_grad():
-                logits = apply.eval(params, buffers, batch["image"])
-            losses.append(cross_entropy(logits, batch["label"]).float())
-            correct = correct + (logits.argmax(1) == batch["label"]).sum()
+                outputs = apply.eval(params, buffers, self.task.inputs(batch))
+                targets = self.task.targets(batch)
+                losses.append(self.task.loss(outputs, targets).float())
+            correct = correct + self.task.eval_sums(outputs, targets, losses[-1])["correct"]
         shape = tuple(data.train.data["image"].shape[1:])
         flops = int(summary["flops_spent"]) + score_index.shape[0] * _forward_flops(apply, params, buffers, shape)
         return torch.cat(losses), int(correct), flops

@@ -35,7 +35,8 @@ from functional_ast.core.work import estimate_joules
 from functional_ast.train.config import ConfigError, TrainConfig
 from functional_ast.train.plan import NEVER, Plan, build_optimizer, build_strategy, remaining_steps, strategy_context
 from functional_ast.train.loop import Skips, check_skips, evaluate, gather_metrics
-from functional_ast.core.losses import cross_entropy
+from functional_ast.core.task import Task
+from functional_ast.tasks import image_classification
 from functional_ast.core.step import accepts_channels_last, init_state, make_eval_step, make_train_step
 
 # Per-step metrics kept in the state's history (for plots and summaries); every metric still goes to callbacks.
@@ -242,8 +243,10 @@ class Run:
     def __init__(self, model: nn.Module | Callable[[], nn.Module], data: Data, config: TrainConfig, *,
                  name: str | None = None, callbacks: Sequence[Callback] = (), state: TensorDict | None = None,
                  log_every: int = 25, safe_point_every: int = 200, eval_batch_size: int = 512,
-                 eval_every: float | None = None, collective: distributed.Collective = distributed.LOCAL, meter=None):
+                 eval_every: float | None = None, collective: distributed.Collective = distributed.LOCAL, meter=None,
+                 task: Task | None = None):
         self.config, self.data, self.collective = config, data, collective
+        self.task = task or image_classification()
         self.eval_every = eval_every  # seconds of train time between evaluations (None: every epoch)
         self.callbacks = list(callbacks)
         self.log_every, self.safe_point_every, self.eval_batch_size = log_every, safe_point_every, eval_batch_size
@@ -254,23 +257,23 @@ class Run:
         self.plan = Plan.of(config, len(data.train))
         self.rule = config.rule
         self.context = strategy_context(config, self.plan, tuple(data.train.data["image"].shape[1:]),
-                                        len(data.train.classes))
+                                        len(data.train.classes), self.task)
         self.strategy = build_strategy(config, self.context)
         self.optimizer = build_optimizer(config, self.plan)
         channels_last = config.channels_last(data.device) and (  # "auto" only where the model runs on it
             config.memory_format == "channels_last"
             or accepts_channels_last(self.model, tuple(data.train.data["image"].shape[1:])))
         common = dict(compile=config.compile, collective=collective, channels_last=channels_last)
-        self.all_data_step = make_train_step(self.model, cross_entropy, self.optimizer,
+        self.all_data_step = make_train_step(self.model, self.task, self.optimizer,
                                              all_data(self.strategy), **common)
         if self.strategy.index_only or self.strategy.sampling is not None:  # trains what sampling.draw selected
-            self.selective_step = make_train_step(self.model, cross_entropy, self.optimizer,
+            self.selective_step = make_train_step(self.model, self.task, self.optimizer,
                                                   all_data(self.strategy),
                                                   seen_per_step=self.plan.pool_size, **common)
         else:  # scores the pool and selects inside the step
-            self.selective_step = make_train_step(self.model, cross_entropy, self.optimizer, self.strategy,
+            self.selective_step = make_train_step(self.model, self.task, self.optimizer, self.strategy,
                                                   score_chunk_size=config.batch_size, **common)
-        self.eval_step = make_eval_step(self.model, channels_last=channels_last)
+        self.eval_step = make_eval_step(self.model, self.task, channels_last=channels_last)
         fresh = init_state(self.model, self.optimizer, self.strategy, key=config.seed, device=data.device)
         fresh.update(init_loop(self.plan, data.device, budgeted=config.budget is not None))
         self.template = fresh
@@ -319,7 +322,7 @@ class Run:
     def _prepare_rule(self) -> None:
         """Run the rule's `prepare` (rho_loss's reference models) and charge its wall-clock and FLOPs to this run's
         clock and work counters, so a budget pays for it."""
-        services = ReferenceServices(self.model, self.data, self.config, train_full)
+        services = ReferenceServices(self.model, self.data, self.config, train_full, task=self.task)
         start = time.perf_counter()
         selector, flops = self.rule.prepare(self.state["selector"], self.context,
                                             self.rule.make_options(self.config.options), services)
@@ -405,7 +408,7 @@ class Run:
                               epoch=epoch, all_data=all_data)
         generator = fdata.epoch_generator(self.config.seed, epoch, b) if self.config.augment else None
         batch = fdata.batch_at(self.data.train, drawn.index, generator=generator, mean=self.data.mean,
-                               std=self.data.std, device=self.data.device)
+                               std=self.data.std, device=self.data.device, transform=self.task.transform)
         if drawn.weight is not None:
             batch["weight"] = drawn.weight.to(self.data.device)
         if drawn.selector is not None:
@@ -543,7 +546,7 @@ class Run:
                 start = time.perf_counter()
                 test = evaluate(self.eval_step, state, fdata.iterate_batches(
                     self.data.test, self.eval_batch_size, seed=0, epoch=0, shuffle=False, drop_last=False,
-                    mean=self.data.mean, std=self.data.std, device=self.data.device))
+                    mean=self.data.mean, std=self.data.std, device=self.data.device), self.task.eval_metrics)
                 eval_time += time.perf_counter() - start
             seen = after["samples_seen"] - before["samples_seen"]
             record = dict(epoch=epoch + 1, steps=int(state["step"]), all_data=float(all_data),
@@ -625,11 +628,11 @@ def summarize(run: Run, history: History) -> dict:
 # --------------------------------------------------------------------------- entry points
 
 
-def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | None = None
+def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | None = None, task: Task | None = None
                ) -> tuple[TensorDict, dict]:
     """Plain training of `config` on `data` with no evaluation before the end (a rule's reference models):
     (the final state, the summary)."""
-    run = Run(model, data, config, name=name, eval_every=math.inf)
+    run = Run(model, data, config, name=name, eval_every=math.inf, task=task)
     result = run.finish()
     return run.state, result.summary
 
@@ -637,12 +640,14 @@ def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | No
 def fit(model: nn.Module | Callable[[], nn.Module], train, test, config: TrainConfig = TrainConfig(), *,
         callbacks: Sequence[Callback] = (), state: TensorDict | None = None, device=None,
         log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
-        collective: distributed.Collective = distributed.LOCAL, name: str | None = None, meter=None) -> Result:
+        collective: distributed.Collective = distributed.LOCAL, name: str | None = None, meter=None,
+        task: Task | None = None) -> Result:
     """Train `model` (an nn.Module classifier, or a function building one, called after seeding) on `train`,
-    evaluate on `test` at each epoch end, as `config` says; `state` continues a saved run. Returns a Result."""
+    evaluate on `test` at each epoch end, as `config` says; `state` continues a saved run; `task` is the problem
+    (default: image classification, `tasks.image_classification`). Returns a Result."""
     data = train if isinstance(train, Data) else Data.prepare(train, test, device, config.label_noise, config.seed)
     run = Run(model, data, config, name=name, callbacks=callbacks, state=state, log_every=log_every,
-              safe_point_every=safe_point_every, eval_every=eval_every, collective=collective, meter=meter)
+              safe_point_every=safe_point_every, eval_every=eval_every, collective=collective, meter=meter, task=task)
     return run.finish()
 
 
@@ -650,7 +655,8 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
             callbacks_for: Callable[[TrainConfig], Sequence[Callback]] = lambda config: (),
             states: dict[int, TensorDict] | None = None, device=None, interleave: bool = True,
             slices: int = 20, log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
-            collective: distributed.Collective = distributed.LOCAL, meter=None) -> list[Result]:
+            collective: distributed.Collective = distributed.LOCAL, meter=None, task: Task | None = None
+            ) -> list[Result]:
     """Train every config (strategies and seeds) on the same data; with `interleave`, taking turns: each run
     trains one epoch in turn or, under a shared time budget, the run with the least train time so far trains
     budget/`slices` seconds next (lockstep), so a slow or fast spell of the machine falls on all of them alike.
@@ -662,7 +668,7 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
     data = train if isinstance(train, Data) else Data.prepare(train, test, device, first.label_noise, first.seed)
     runs = [Run(model, data, config, callbacks=callbacks_for(config), state=(states or {}).get(i),
                 log_every=log_every, safe_point_every=safe_point_every, eval_every=eval_every,
-                collective=collective, meter=meter)
+                collective=collective, meter=meter, task=task)
             for i, config in enumerate(configs)]
     if not interleave:
         return [run.finish() for run in runs]

@@ -1,0 +1,13 @@
+"""Image classification: "image" float inputs, "label" targets, cross-entropy, accuracy; significance's input
+statistic is each image's pixel standard deviation (the seed's "intensity"); training batches are augmented by a
+random crop (4 pixels of zero padding) and a horizontal flip (`data.augment`)."""
+
+from __future__ import annotations
+
+from functional_ast.core.task import Task, classification
+from functional_ast.data.images import augment
+
+
+def image_classification() -> Task:
+    """The image classification task the trainer uses by default."""
+    return classification("image classification", input_key="image", target_key="label")._replace(transform=augment)

@@ -49,20 +49,15 @@ from functional_ast.report import tables as report
 from functional_ast.report import stats
 from functional_ast.train.config import ConfigError
 from functional_ast.data.images import DataError
-from functional_ast.train.trainer import Run, TrainConfig
+from functional_ast.train.trainer import full_epoch_cost
 
 FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
 TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 (README); 30% leaves selection room
 
 
 def epoch_cost(data, model_spec: str, batch_size: int, seed: int, kind: str = "time") -> float:
-    """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch on this machine: the median of a few
-    steps on a throwaway state."""
-    budget = {"time_budget": 1.0} if kind == "time" else {"flop_budget": 1.0}
-    config = TrainConfig(strategy="full", batch_size=batch_size, seed=seed, **budget)
-    run = Run(cli.model_builder(model_spec, data), data, config)
-    run._probe_costs(steps=5)
-    return float(run.state["loop", "cost_all_data"]) * run.plan.all_data_steps
+    """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch on this machine (`full_epoch_cost`)."""
+    return full_epoch_cost(cli.model_builder(model_spec, data), data, batch_size, seed, kind)
 
 
 def _device_name(device: torch.device) -> str:

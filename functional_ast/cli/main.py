@@ -40,7 +40,7 @@ from functional_ast import strategies
 from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant, split_spec
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.models import MODELS, build_model
-from functional_ast.train.trainer import Data, History, Result, Run, compare, fit
+from functional_ast.train.trainer import Data, History, Result, Run, compare, fit, full_epoch_cost
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -221,6 +221,9 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                         "is re-planned as it is spent, so it anneals fully at the budget")
     c.add_argument("--flop-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="FLOPS",
                    help="the same with a budget of executed FLOPs (deterministic; immune to the machine's speed)")
+    c.add_argument("--budget-epochs", type=_bounded(float, 0.0, low_open=True), default=None, metavar="N",
+                   help="a time budget of N full-data epochs on this machine: one epoch's time is measured on a few "
+                        "steps first, as the savings benchmark does (--time-budget/--flop-budget take precedence)")
     c.add_argument("--compare", type=_strategy_list, default=None, metavar="S1,S2,...",
                    help=f"run these strategies side by side (from {','.join(strategies.names())}); NAME:cooldown=N or "
                         "NAME:warmup=N sets that entry's all-data epochs, e.g. stale,stale:cooldown=8")
@@ -361,6 +364,8 @@ _FLAGS_BEFORE_THEY_EXISTED = {"memory_format": "contiguous"}
 def result_config(args: argparse.Namespace, **extra) -> dict:
     """The flags that determine a run's results (what --resume compares)."""
     config = {k: v for k, v in vars(args).items() if k not in _NOT_RESULT_FLAGS}
+    if config.get("budget_epochs"):  # the seconds it stands for are measured per machine, kept in run.json
+        config["time_budget"] = None
     for key in ("compare", "seeds"):
         if config.get(key):
             config[key] = ",".join(map(str, config[key]))
@@ -482,7 +487,8 @@ def _callbacks(args, config: TrainConfig, data: Data, folder: Path, name: str, c
                              log_model=not args.no_log_model, dataset=_dataset_input(args, data),
                              announce=lambda line: print(f"{line}; checkpoints: {folder}", flush=True))
     saver = Checkpoints(folder, keep=args.keep_checkpoints,
-                        info=lambda: dict(config=config_key, run_id=tracker.run_id, run_name=name))
+                        info=lambda: dict(config=config_key, run_id=tracker.run_id, run_name=name,
+                                          **_budget_record(args)))
     return [tracker, saver, Console(bar=bar and not args.no_progress, label=label)]
 
 
@@ -495,6 +501,28 @@ def _resume_state(folder: Path, info: dict | None, device):
     return state
 
 
+def resolve_epoch_budget(args: argparse.Namespace, data: Data, build, info: dict | None) -> None:
+    """--budget-epochs N as --time-budget: N times one full-data epoch's time here (measured once; a resumed run
+    keeps the seconds its run.json recorded). Nothing to do without it or with an explicit budget."""
+    if not args.budget_epochs or args.time_budget or args.flop_budget:
+        args.budget_epochs = None if (args.time_budget or args.flop_budget) else args.budget_epochs
+        return
+    if info and info.get("budget_s"):
+        args.time_budget = float(info["budget_s"])
+        print(f"time budget {args.budget_epochs:g} full-data epochs = {args.time_budget:.0f} s (as first measured)",
+              flush=True)
+        return
+    epoch_s = full_epoch_cost(build, data, args.batch_size, args.seed)
+    args.time_budget = args.budget_epochs * epoch_s
+    print(f"one full-data epoch takes about {epoch_s:.1f} s here: time budget {args.budget_epochs:g} epochs = "
+          f"{args.time_budget:.0f} s", flush=True)
+
+
+def _budget_record(args: argparse.Namespace) -> dict:
+    """What run.json keeps of a --budget-epochs budget: the seconds it was measured to stand for."""
+    return {"budget_s": args.time_budget} if args.budget_epochs else {}
+
+
 def train(args: argparse.Namespace, collective: distributed.Collective = distributed.LOCAL) -> dict:
     """Run the configured strategy (or resume it); print and return its summary."""
     data = load_data(args)
@@ -505,6 +533,8 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
     folder, resuming = run_folder(args, name, collective)
     config_key = result_config(args, strategy=config.strategy)
     info = read_run_info(folder, config_key) if resuming else None
+    resolve_epoch_budget(args, data, build, info)
+    config = train_config(args)
     if info is not None and (done := finished_result(folder)) is not None:
         print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
         return done.summary
@@ -549,6 +579,7 @@ def compare_strategies(args: argparse.Namespace,
     parent_name = args.run_name or f"compare-{_model_label(args.model)}-{args.target_rate:g}"
     folder, resuming = run_folder(args, parent_name, collective)
     info = read_run_info(folder, result_config(args)) if resuming else None
+    resolve_epoch_budget(args, data, build, info)
     main = collective.is_main
     tracker = (tracking.RunTracker if main else tracking.NullTracker)(
         args.tracking_uri, args.experiment, parent_name, fallback_dir=folder, run_id=info["run_id"] if info else None)
@@ -559,7 +590,7 @@ def compare_strategies(args: argparse.Namespace,
         if main and (info is None or info["config"] != result_config(args)  # new, or seeds added,
                      or info["run_id"] != parent.run_id):  # or continued in another store
             io.atomic_write_json(folder / "run.json", dict(config=result_config(args), run_id=parent.run_id,
-                                                           run_name=parent_name))
+                                                           run_name=parent_name, **_budget_record(args)))
         done: dict[int, Result] = {}
         configs, states, callbacks = [], {}, {}
         for i, (name, seed) in enumerate(jobs):
@@ -647,7 +678,8 @@ def main(argv: list[str] | None = None, parser=None) -> int:
     args = (parser or build_parser()).parse_args(argv)
     warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
     try:
-        if distributed.launched_by_torchrun() and (args.time_budget or (args.compare and not args.no_interleave)):
+        if distributed.launched_by_torchrun() and (args.time_budget or args.budget_epochs
+                                                   or (args.compare and not args.no_interleave)):
             raise ConfigError("--time-budget and interleaved --compare need one process (each rank's clock would "
                               "stop it at a different step); drop them under torchrun, or use --epochs")
         if args.seeds and not args.compare:

@@ -316,7 +316,7 @@ class Run:
             if self.config.budget is not None:
                 self._used_at_flush = self.budget_used()
                 if float(self.state["loop", "cost_all_data"]) == UNKNOWN:
-                    self._probe_costs()
+                    self.probe_costs()
             self._hooks("on_start")
 
     def _prepare_rule(self) -> None:
@@ -480,7 +480,7 @@ class Run:
         return end
 
     # -- budgets ----------------------------------------------------------------------------------------
-    def _probe_costs(self, steps: int = 3) -> None:
+    def probe_costs(self, steps: int = 3) -> None:
         """Cost per step (seconds or FLOPs) of each phase, from a few steps on a throwaway copy of the state
         (steps are pure); sets the first horizon."""
         kind, _ = self.config.budget
@@ -635,6 +635,16 @@ def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | No
     run = Run(model, data, config, name=name, eval_every=math.inf, task=task)
     result = run.finish()
     return run.state, result.summary
+
+
+def full_epoch_cost(model: nn.Module | Callable[[], nn.Module], data: Data, batch_size: int, seed: int = 0,
+                    kind: str = "time", steps: int = 5) -> float:
+    """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch of `model` on `data` on this machine:
+    the median of a few steps on a throwaway state (what a budget of N epochs is measured in)."""
+    budget = {"time_budget": 1.0} if kind == "time" else {"flop_budget": 1.0}
+    run = Run(model, data, TrainConfig(strategy="full", batch_size=batch_size, seed=seed, **budget))
+    run.probe_costs(steps=steps)
+    return float(run.state["loop", "cost_all_data"]) * run.plan.all_data_steps
 
 
 def fit(model: nn.Module | Callable[[], nn.Module], train, test, config: TrainConfig = TrainConfig(), *,

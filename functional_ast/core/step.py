@@ -30,6 +30,7 @@ from functional_ast.core.losses import (Apply, LossFn, cross_entropy, buffers_of
                      params_of, per_sample_grad_norms, per_sample_losses)
 from functional_ast.core.optim import GradientTransformation, apply_updates, flatten, unflatten
 from functional_ast.core.selection import Strategy
+from functional_ast.core.state import replace
 from functional_ast.core.task import Task, as_task
 
 Step = Callable[[TensorDict, TensorDict], tuple[TensorDict, TensorDict]]
@@ -182,8 +183,7 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
             observed = strategy.observe(selection.state, batch, trained, losses)
             selector = keep_if(finite, observed, selection.state)
             if "flops" in observed.keys():  # executed even when the update is skipped: counted either way
-                selector = TensorDict(dict(selector.items(), flops=observed["flops"]), batch_size=selector.batch_size,
-                                      device=selector.device)
+                selector = replace(selector, flops=observed["flops"])
         with record_function("fa::work"):
             n_trained = selection.mask.sum()
             # A sampling strategy's batch stands for a larger nominal batch of the epoch.
@@ -193,10 +193,8 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
             work_state, work_metrics = work.account(state["work"], costs, n_seen,
                                                     selection.info["n_scored"], n_trained, other)
         # A new TensorDict over the same keys (any extra ones kept): built in one go, never set in place.
-        leaves = dict(state.items())
-        leaves.update(params=new_params, buffers=new_buffers, opt=new_opt, selector=selector, work=work_state,
-                      rng=rng, step=state["step"] + 1)
-        new_state = TensorDict(leaves, batch_size=state.batch_size, device=state.device)
+        new_state = replace(state, params=new_params, buffers=new_buffers, opt=new_opt, selector=selector,
+                            work=work_state, rng=rng, step=state["step"] + 1)
         metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
                              skipped_nonfinite=(~finite).to(torch.int64), **work_metrics, **selection.info)
         return new_state, metrics

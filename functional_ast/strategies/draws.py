@@ -8,6 +8,7 @@ from torch import Tensor
 
 from functional_ast.core import prng
 from functional_ast.core.selection import mask_of
+from functional_ast.core.state import replace
 
 
 def proportional_draw(weight: Tensor, k: int, explore: float, key: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,4 +63,4 @@ def remember_losses(state: TensorDict, batch: TensorDict, trained: Tensor, losse
     index = batch["index"][trained]
     loss = state["loss"].index_put((index,), losses.detach().to(state["loss"].dtype))
     seen = state["seen"].index_put((index,), torch.ones_like(index, dtype=torch.bool))
-    return TensorDict(dict(state.items(), loss=loss, seen=seen), device=state.device)
+    return replace(state, loss=loss, seen=seen)

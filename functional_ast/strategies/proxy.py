@@ -27,6 +27,7 @@ from functional_ast.core.checks import ConfigError, check_range, integer, one_of
 from functional_ast.core.losses import buffers_of, make_apply, make_loss_and_grad, params_of
 from functional_ast.core.step import all_finite, keep_if, measure_costs
 from functional_ast.core.selection import Selection, Strategy, mask_of
+from functional_ast.core.state import replace
 from functional_ast.core.task import Task, as_task
 from functional_ast.strategies.draws import proportional_draw
 from functional_ast.strategies.registry import Context, Rule, option, register
@@ -82,8 +83,7 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
         spent = state["flops"] + n * flops_of(state, x).score_flops
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=y.device),
                           proxy_loss_mean=loss.mean(), proxy_selected_loss_mean=loss[index].mean())
-        return Selection(mask_of(index, n), None, TensorDict(dict(state.items(), flops=spent), device=state.device),
-                         info, index)
+        return Selection(mask_of(index, n), None, replace(state, flops=spent), info, index)
 
     def observe(state, batch, trained, losses):
         trained = trained[::train_every]
@@ -94,8 +94,7 @@ def proxy(model: nn.Module, rate: float, *, rule: str = "proportional", explore:
         learnt = TensorDict(params=optim.apply_updates(state["params"], updates), buffers=buffers, opt=opt,
                             device=state.device)
         kept = keep_if(all_finite(torch.zeros((), device=y.device), grads), learnt, state.exclude("flops"))
-        return TensorDict(dict(kept.items(), flops=state["flops"] + y.shape[0] * flops_of(state, x).train_flops),
-                          device=state.device)
+        return replace(kept, flops=state["flops"] + y.shape[0] * flops_of(state, x).train_flops)
 
     return Strategy("proxy", init, select, observe=observe)
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from functional_ast.core.checks import ConfigError, check_range, integer
 from functional_ast.core.selection import Selection, Strategy, mask_of
+from functional_ast.core.state import replace
 from functional_ast.strategies.draws import hardest_if_unseen, loss_table, proportional_draw, remember_losses
 from functional_ast.strategies.registry import Context, Rule, option, register
 
@@ -62,10 +63,9 @@ def with_reference(state: TensorDict, losses: Tensor, seconds: float = 0.0, accu
         raise ConfigError(f"rho_loss: {losses.shape[0]} reference losses for a table of "
                           f"{state['reference'].shape[0]} samples; compute them on the same training set")
     f64 = dict(dtype=torch.float64, device=state.device)
-    return TensorDict(dict(state.items(), reference=losses.detach().to(state["reference"]),
-                           has_reference=torch.ones_like(state["has_reference"]),
-                           reference_time_s=torch.tensor(seconds, **f64),
-                           reference_accuracy=torch.tensor(accuracy, **f64)), device=state.device)
+    return replace(state, reference=losses.detach().to(state["reference"]),
+                   has_reference=torch.ones_like(state["has_reference"]), reference_time_s=torch.tensor(seconds, **f64),
+                   reference_accuracy=torch.tensor(accuracy, **f64))
 
 
 def halves(num_samples: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ from functional_ast.core.checks import check_range
 from functional_ast.core.selection import Selection, Strategy
 from functional_ast.core.task import Task, as_task
 from functional_ast.core.significance import normalise_by_mean
+from functional_ast.core.state import replace
 from functional_ast.strategies.draws import hardest_if_unseen
 from functional_ast.strategies.registry import Rule, register
 from functional_ast.strategies.sundew import default_gate, gate_and_control
@@ -51,18 +52,15 @@ def sundew_remembered(num_samples: int, target_rate: float = 0.1, *, controller:
             scores = loss_weight * normalise_by_mean(loss) + (1 - loss_weight) * normalise_by_mean(intensity)
         mask, gated, info = gate_and_control(state, scores, key, controller, gate_cfg)
         info["n_scored"] = torch.zeros((), dtype=torch.int64, device=idx.device)
-        new_state = TensorDict(dict(state.items(), gate=gated["gate"], controller=gated["controller"]),
-                               device=state.device)
+        new_state = replace(state, gate=gated["gate"], controller=gated["controller"])
         return Selection(mask, None, new_state, info)
 
     def observe(state, batch, trained, losses):
         index = batch["index"][trained]
         statistic = task.statistic(task.inputs(batch)[trained])
-        return TensorDict(dict(
-            state.items(),
-            loss=state["loss"].index_put((index,), losses.detach().to(state["loss"].dtype)),
-            intensity=state["intensity"].index_put((index,), statistic.to(state["intensity"].dtype)),
-            seen=state["seen"].index_put((index,), torch.ones_like(index, dtype=torch.bool))), device=state.device)
+        return replace(state, loss=state["loss"].index_put((index,), losses.detach().to(state["loss"].dtype)),
+                       intensity=state["intensity"].index_put((index,), statistic.to(state["intensity"].dtype)),
+                       seen=state["seen"].index_put((index,), torch.ones_like(index, dtype=torch.bool)))
 
     return Strategy("sundew_remembered", init, select, observe=observe, index_only=True)
 

@@ -266,3 +266,19 @@ def test_the_null_tracker_has_the_new_methods():
     null = tracking.NullTracker()
     assert null.log_model(nn.Linear(1, 1), TensorDict({}), TensorDict({}), torch.zeros(1, 1)) is None
     assert null.log_dataset("d", "s", "x", num_samples=3) is None
+
+
+def test_the_browse_address_opens_the_training_runs_whatever_the_browsers_switch_says(uri):
+    """MLflow 3.17's UI takes its GenAI/Model training view from the browser (GenAI by default) unless the URL's
+    workflowType says otherwise: the printed address says so, with the experiment's id."""
+    with tracking.RunTracker(uri, "browse") as tracker:
+        experiment_id = tracker.experiment_id
+    assert experiment_id == MlflowClient(uri).get_experiment_by_name("browse").experiment_id
+    assert tracking.browse_url(experiment_id) == \
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    line = tracking.ui_command(uri, experiment_id)
+    assert line.startswith(f"mlflow ui --backend-store-uri {uri} ") and line.endswith(tracking.browse_url(experiment_id))
+    assert tracking.ui_command("http://mlflow.example:8080/", "3") == \
+        "open http://mlflow.example:8080/#/experiments/3/runs?workflowType=machine_learning"
+    with tracking.RunTracker(uri, "ignored", run_id=tracker.run_id) as resumed:  # a continued run knows it too
+        assert resumed.experiment_id == experiment_id

@@ -7,6 +7,7 @@ checkpoint is written, so the store never holds steps the newest checkpoint lack
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -48,10 +49,86 @@ class Checkpoints(Callback):
                              dict(summary=result.summary, history=result.history.to_json()))
 
 
+# Summary fields that restate the configuration or the model (they are the run's params): not `final/*` results.
+CONFIG_FIELDS = ("seed", "warmup_epochs", "cooldown_epochs", "target_rate", "model_params")
+PHASES = {"warm-up": 0, "selective": 1, "cool-down": 2}
+# What a per-step metric means, for the run's description (the keys a rule's selection adds included).
+GLOSSARY = {
+    "loss": "mean training loss of the samples the step trained on (after warm-up only the selected ones, often "
+            "the hardest: it rises at the warm-up/selective boundary without the model getting worse; "
+            "epoch/test_loss is the objective on the whole test set)",
+    "activation_rate": "share of the step's samples trained",
+    "n_trained": "samples trained in the step",
+    "threshold": "the gate's significance threshold (exists only where the gate runs)",
+    "rate_ema": "the controller's moving average of the activation rate",
+    "step_saved_pct": "FLOPs saved by the step against training all of its samples (%)",
+    "saved_pct": "FLOPs saved so far against training all samples seen (%)",
+    "step_gflop": "GFLOP the step executed",
+    "n_scored": "samples scored (forward only) in the step",
+    "n_candidates": "samples the gate's draw admitted before the energy budget",
+    "n_blocked": "admitted samples the gate's energy budget could not afford",
+    "n_fallback": "samples added because fewer than the minimum passed the gate",
+    "budget": "the gate's energy budget after the step, which sits at its capacity while regeneration covers "
+              "every activation",
+    "skipped_nonfinite": "1 where a non-finite loss or gradient made the step keep its old parameters",
+    "phase": "0 warm-up (all data), 1 selective, 2 cool-down (all data)",
+    "epoch": "epochs done, fractional: the x-axis that shows any per-step chart against the epoch",
+}
+
+
+def gflop_key(key: str) -> str | None:
+    """The MLflow key of a FLOP count in GFLOP (flops_spent -> flops_spent_gflop, step_flops -> step_gflop,
+    flops_per_s -> gflop_per_s); None for a key that is not a FLOP count (e.g. a saved percentage)."""
+    if "flops" not in key or "pct" in key:
+        return None
+    if key.endswith("flops_per_s"):
+        return key[: -len("flops_per_s")] + "gflop_per_s"
+    if key.endswith("flops"):
+        return key[: -len("flops")] + "gflop"
+    return f"{key}_gflop"
+
+
+def readable(metrics: dict) -> dict:
+    """Metrics as MLflow shows them: FLOP counts in GFLOP under their `gflop_key`, the rest unchanged."""
+    out = {}
+    for key, value in metrics.items():
+        renamed = gflop_key(key)
+        out[renamed or key] = value / 1e9 if renamed and value is not None else value
+    return out
+
+
+def final_metrics(summary: dict, budgeted: bool) -> dict:
+    """The summary's results as `final/*` metrics: numbers only, not the configuration (`CONFIG_FIELDS`; the epoch
+    count too unless a budget decided it), FLOPs in GFLOP."""
+    skip = set(CONFIG_FIELDS) | (set() if budgeted else {"epochs"})
+    numbers = {k: v for k, v in summary.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip}
+    return {f"final/{k}": v for k, v in readable(numbers).items()}
+
+
+def phase_of(run: Run, epoch: int) -> int | None:
+    """0 warm-up, 1 selective, 2 cool-down for 0-based `epoch` of `run`; None for a strategy that never selects."""
+    plan = run.plan
+    if not plan.gated:
+        return None
+    if epoch < plan.warmup_epochs:
+        return PHASES["warm-up"]
+    return PHASES["cool-down"] if plan.all_data(epoch, int(run.state["loop", "cooldown_from"])) else PHASES["selective"]
+
+
 class MLflowTracking(Callback):
     """One MLflow run per training run: params, per-step and per-epoch metrics, the data set as a run input,
     plots, config and summary, and the trained model (loadable with `mlflow.pytorch.load_model`).
-    Survives an unreachable store (buffered, saved beside the checkpoints in `tracking-unsent/`)."""
+    Survives an unreachable store (buffered, saved beside the checkpoints in `tracking-unsent/`).
+
+    Per-step metrics are at the global step, with `phase` (gated strategies) and `epoch` (fractional, to chart
+    them against the epoch); `epoch/*` metrics are at the epoch (1, 2, ...) as step; `final/*` hold the results at
+    the last step, linked to the logged model (which takes raw uint8 images: `model_export`). FLOPs are in GFLOP.
+    The run's description says what it ran and which metrics never moved, and why."""
+
+    # Curves of the runs of one comparison (parent run id -> (strategy, seed) -> epoch records), so that a
+    # selective run's own accuracy figure can show full data's curve beside it.
+    peers: dict[str, dict[tuple[str, int], list[dict]]] = {}
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, *, params: dict | None = None,
                  run_id: str | None = None, parent_run_id: str | None = None, fallback_dir: str | Path | None = None,
@@ -61,6 +138,9 @@ class MLflowTracking(Callback):
                                            run_id=run_id, fallback_dir=fallback_dir, system_metrics=system_metrics)
         self.params, self.resumed, self.dataset = params, run_id is not None, dataset
         self.log_model, self.fallback_dir, self.announce = log_model, fallback_dir, announce
+        self.parent_run_id = parent_run_id
+        self.ranges: dict[str, tuple[float, float]] = {}  # per-step metric -> (min, max) seen by this process
+        self.epoch_start = 0  # the global step the current epoch started at
 
     @property
     def run_id(self) -> str | None:
@@ -69,20 +149,47 @@ class MLflowTracking(Callback):
     def on_start(self, run: Run) -> None:
         if self.fallback_dir is not None:
             self.tracker.adopt(Path(self.fallback_dir) / "tracking-unsent")
+        done = History.from_state(run.state).epochs
+        self.epoch_start = int(done[-1]["steps"]) if done else 0
+        if self.parent_run_id is not None:
+            self.peers.setdefault(self.parent_run_id, {})[(run.config.strategy, run.config.seed)] = list(done)
         if not self.resumed:
             self.tracker.log_params(dict(self.params or {}, **run_facts(run)))
             if self.dataset:
                 self.tracker.log_dataset(**self.dataset)
+                self.tracker.log_dataset(**test_dataset(self.dataset, run))
         if self.announce:
             self.announce(f"MLflow run {self.tracker.run_id or '(not created yet: store unreachable)'} "
-                          f"({self.tracker.run_name}); browse: {tracking.ui_command(self.tracker.tracking_uri)}")
+                          f"({self.tracker.run_name}); browse: "
+                          f"{tracking.ui_command(self.tracker.tracking_uri, self.tracker.experiment_id)}")
 
     def on_metrics(self, run: Run, first_step: int, chunk: dict[str, list[float]]) -> None:
+        epoch = run.epoch
+        phase = phase_of(run, epoch)
+        steps_in_epoch = max(1, run.plan.steps_in(epoch, int(run.state["loop", "cooldown_from"])))
+        chunk = {gflop_key(k) or k: [v / 1e9 for v in values] if gflop_key(k) else values for k, values in chunk.items()}
+        for key, values in chunk.items():
+            finite = [v for v in values if v == v]
+            if finite:
+                lo, hi = self.ranges.get(key, (math.inf, -math.inf))
+                self.ranges[key] = (min(lo, *finite), max(hi, *finite))
         for i in range(len(chunk["loss"])):
-            self.tracker.log_metrics({k: v[i] for k, v in chunk.items()}, step=first_step + i)
+            step = first_step + i
+            extra = {"epoch": epoch + min(1.0, (step + 1 - self.epoch_start) / steps_in_epoch)}
+            if phase is not None:
+                extra["phase"] = phase
+            self.tracker.log_metrics(dict({k: v[i] for k, v in chunk.items()}, **extra), step=step)
 
     def on_epoch_end(self, run: Run, record: dict) -> None:
-        self.tracker.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=record["steps"])
+        self.epoch_start = int(record["steps"])
+        if self.parent_run_id is not None:
+            self.peers.setdefault(self.parent_run_id, {}).setdefault(
+                (run.config.strategy, run.config.seed), []).append(dict(record))
+        metrics = {k: v for k, v in record.items() if k not in ("epoch", "all_data")}
+        phase = phase_of(run, int(record["epoch"]) - 1)
+        if phase is not None:
+            metrics["phase"] = phase
+        self.tracker.log_metrics({f"epoch/{k}": v for k, v in readable(metrics).items()}, step=int(record["epoch"]))
 
     def on_safe_point(self, run: Run) -> None:
         if not self.tracker.flush():
@@ -90,46 +197,145 @@ class MLflowTracking(Callback):
 
     def on_end(self, run: Run, result: Result) -> None:
         summary = result.summary
-        for name, figure in run_figures(result.history, run.config.target_rate if run.config.gated else None).items():
+        for name, figure in run_figures(result.history, run.config.target_rate if run.config.gated else None,
+                                        title=f"{summary.get('strategy', run.config.strategy)}, run "
+                                              f"{self.tracker.run_name or run.name}",
+                                        warmup_epochs=run.plan.warmup_epochs, gated=run.plan.gated,
+                                        references=self._references(run)).items():
             self.tracker.log_figure(figure, name)
             plots.plt.close(figure)
-        self.tracker.log_dict(run.config.to_dict(), "config.json")
-        self.tracker.log_dict(summary, "summary.json")
-        self.tracker.log_metrics({f"final/{k}": v for k, v in summary.items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=summary["steps"])
+        normalisation = normalisation_facts(run)
+        self.tracker.log_dict(dict(run.config.to_dict(), lr=run.config.peak_lr, pool_size=run.plan.pool_size,
+                                   **normalisation), "config.json")
+        self.tracker.log_dict(dict(summary, **normalisation), "summary.json")
+        final = final_metrics(summary, budgeted=run.config.budget is not None)
+        self.tracker.set_tags({tracking.NOTE_TAG: run_description(run, summary, self.ranges)})
+        self.tracker.flush()
         if self.log_model:
-            example = run.data.train.data["image"][:2].float().div(255)
-            example = (example - run.data.mean.reshape(1, -1, 1, 1)) / run.data.std.reshape(1, -1, 1, 1)
-            self.tracker.log_model(run.model, run.state["params"], run.state["buffers"], example.cpu())
+            self._log_model(run, summary, final)
+        else:
+            self.tracker.log_metrics(final, step=summary["steps"])
         summary["mlflow_run_id"] = self.tracker.run_id
         self.tracker.finish("FINISHED")
+
+    def _log_model(self, run: Run, summary: dict, final: dict) -> None:
+        from functional_ast.edges import model_export
+
+        images = run.data.train.data["image"]
+        datasets = {}
+        if self.dataset:
+            test = test_dataset(self.dataset, run)
+            for key in final:
+                source = test if key.startswith("final/test_") else self.dataset
+                datasets[key] = (source["name"], source["digest"])
+        mean, std = run.data.mean.cpu(), run.data.std.cpu()
+        classes = list(run.data.train.classes)
+        accuracy = summary.get("test_accuracy")
+
+        def describe(serialization: str) -> str:
+            return model_export.description(classes, mean.tolist(), std.tolist(), tuple(images.shape[1:]),
+                                            summary.get("strategy", run.config.strategy),
+                                            self.tracker.run_name or run.name,
+                                            accuracy if accuracy == accuracy else None, serialization == "pt2")
+
+        self.tracker.log_model(run.model, run.state["params"], run.state["buffers"], images[:2].cpu(),
+                               step=summary["steps"], metrics=final, datasets=datasets, normalisation=(mean, std),
+                               description=describe,
+                               metadata=dict(input="uint8 [B, C, H, W], 0-255", classes=classes,
+                                             mean=mean.tolist(), std=std.tolist()))
+
+    def _references(self, run: Run) -> dict:
+        """Full data's accuracy curve(s) of the same comparison and seed, for a selective run's own figure."""
+        if self.parent_run_id is None or not run.plan.gated:
+            return {}
+        curves = {}
+        for (strategy, seed), epochs in self.peers.get(self.parent_run_id, {}).items():
+            shown = [e for e in epochs if e.get("test_accuracy") == e.get("test_accuracy")]
+            if strategy == "full" and seed == run.config.seed and shown:
+                curves[f"full data (same comparison, seed {seed})"] = (
+                    [e["train_time_s"] for e in shown], [e["test_accuracy"] for e in shown])
+        return curves
 
     def on_failure(self, run: Run, error: BaseException) -> None:
         self.tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
 
+def normalisation_facts(run: Run) -> dict:
+    """The training normalisation, per channel in [0, 1] units: what a user applies to raw images (the logged
+    model applies it itself)."""
+    return dict(normalise_mean=[round(float(v), 6) for v in run.data.mean.tolist()],
+                normalise_std=[round(float(v), 6) for v in run.data.std.tolist()])
+
+
+def test_dataset(dataset: dict, run: Run) -> dict:
+    """The run's test set as an "eval" run input beside the training set `dataset` (what `log_dataset` takes)."""
+    test = run.data.test
+    images = test.data["image"]
+    return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",
+                digest=tracking.dataset_digest(images, test.data["label"]), num_samples=len(test),
+                num_classes=len(test.classes), image_shape=tuple(images.shape[1:]))
+
+
+def run_description(run: Run, summary: dict, ranges: dict[str, tuple[float, float]]) -> str:
+    """The run's description (MLflow's run page, Description): what it trained, its phases, the metric axes, and
+    the per-step metrics that never moved in it, with what they count."""
+    plan = run.plan
+    accuracy = summary.get("test_accuracy", math.nan)
+    lines = [f"**{summary.get('strategy', run.config.strategy)}** on {len(run.data.train)} training images "
+             f"({len(run.data.train.classes)} classes): test accuracy "
+             + (f"{accuracy:.4f}" if accuracy == accuracy else "not evaluated")
+             + f", {summary.get('flops_saved_pct', 0.0):.1f}% of FLOPs saved against full data for the same epochs."]
+    if plan.gated:
+        cooldown = summary.get("cooldown_epochs", plan.cooldown_epochs)
+        lines.append(f"Phases (metric `phase`): 0 warm-up on all data for {plan.warmup_epochs} epoch(s), 1 selection "
+                     f"at target rate {run.config.target_rate:g}"
+                     + (f", 2 cool-down on all data for {cooldown} epoch(s)." if cooldown else " to the end."))
+    lines.append("Per-step metrics are at the global step (chart them against the epoch with the `epoch` metric as "
+                 "x-axis); `epoch/*` at the epoch; `final/*` are the results at the last step, also on the logged "
+                 "model's page. FLOPs are in GFLOP (`*_gflop`).")
+    flat = {k: lo for k, (lo, hi) in sorted(ranges.items()) if lo == hi}
+    if flat:
+        lines.append("Never moved in this run: " + "; ".join(
+            f"`{k}` = {v:g}" + (f" ({GLOSSARY[k]})" if k in GLOSSARY else "") for k, v in flat.items()) + ".")
+    if "loss" in ranges and plan.gated:
+        lines.append(f"`loss`: {GLOSSARY['loss']}.")
+    return "\n\n".join(lines)
+
+
 def run_facts(run: Run) -> dict:
-    """What the trainer derived from the config: the plan, the peak learning rate, the model's size."""
+    """What the trainer derived from the config: the plan, the peak learning rate, the model's size, and the
+    training normalisation (per-channel mean and std of the training images, in [0, 1] units)."""
     plan = run.plan
     return dict(run.config.to_dict(), lr=run.config.peak_lr, pool_size=plan.pool_size,
                 warmup_epochs=plan.warmup_epochs, cooldown_epochs=plan.cooldown_epochs,
                 steps_per_epoch=plan.selective_steps, warmup_steps_per_epoch=plan.all_data_steps,
                 model_params=sum(p.numel() for p in run.state["params"].values()),
                 train_samples=len(run.data.train), test_samples=len(run.data.test),
-                classes=len(run.data.train.classes), device=str(run.data.device))
+                classes=len(run.data.train.classes), device=str(run.data.device),
+                **{k: ",".join(f"{v:.6g}" for v in values) for k, values in normalisation_facts(run).items()})
 
 
-def run_figures(history: History, target: float | None) -> dict:
-    """The figures of one run: rate and threshold, FLOPs saved per step, accuracy against train wall-clock."""
+def run_figures(history: History, target: float | None, *, title: str | None = None, warmup_epochs: int = 0,
+                gated: bool | None = None, references: dict | None = None) -> dict:
+    """The figures of one run, titled `title` (strategy and run) with its all-data phases marked: rate (on its own
+    axis around the target) and threshold, FLOPs saved per step, accuracy against train wall-clock (beside
+    `references`' curves: name -> (train seconds, accuracy), e.g. full data's in the same comparison)."""
     steps, rate = history.series("activation_rate")
     _, ema = history.series("rate_ema")
     _, threshold = history.series("threshold")
+    gated = target is not None if gated is None else gated
+    spans = plots.phase_spans(history.epochs, warmup_epochs, gated)
+    evaluated = [(i, e) for i, e in enumerate(history.epochs) if e["test_accuracy"] == e["test_accuracy"]]
+    epoch_phase = {i: p for a, b, p in spans for i, e in enumerate(history.epochs) if a < e["steps"] <= b}
     return {
-        "rate_threshold.png": plots.rate_and_threshold(steps, rate, ema, threshold, target),
+        "rate_threshold.png": plots.rate_and_threshold(steps, rate, ema, threshold, target, title=title,
+                                                       phases=spans),
         "flops_saved.png": plots.flops_saved(steps, history.series("step_saved_pct")[1],
-                                              history.series("saved_pct")[1]),
-        "accuracy_vs_time.png": plots.accuracy_vs_time([e["train_time_s"] for e in history.epochs],
-                                                       [e["test_accuracy"] for e in history.epochs]),
+                                              history.series("saved_pct")[1], title=title, phases=spans),
+        "accuracy_vs_time.png": plots.accuracy_vs_time([e["train_time_s"] for _, e in evaluated],
+                                                       [e["test_accuracy"] for _, e in evaluated], title=title,
+                                                       references=references,
+                                                       phases=[epoch_phase.get(i, 1) for i, _ in evaluated]),
     }
 
 

@@ -11,10 +11,17 @@ is still unwritten when the run ends is saved to `fallback_dir` (params, metrics
 JSON lines, artifacts as files) with a warning naming the command that uploads it:
 `python -m functional_ast.tracking replay DIR --tracking-uri URI`.
 
-Experiments carry the tag `mlflow.experimentKind=custom_model_development` (else MLflow 3's UI opens them in
-its GenAI view). `log_dataset` records a run input (Overview tab: Datasets used; buffered like params);
-`log_model` logs the trained network as an MLflow PyTorch model (the run's and experiment's Models tabs),
-loadable with `mlflow.pytorch.load_model(uri)`; it is never buffered: if the store is down it warns and skips.
+Experiments carry the tag `mlflow.experimentKind=custom_model_development`, which says what they are, but
+MLflow 3.17's UI does not read it to choose its view: the "GenAI / Model training" switch is kept in the
+browser (localStorage `mlflow.workflowType`, GenAI by default), and only the page's `workflowType` parameter
+overrides it. `browse_url` gives the address that opens the experiment's training runs in any browser profile
+(`.../#/experiments/<id>/runs?workflowType=machine_learning`); `ui_command(uri, experiment_id)` prints it
+after the `mlflow ui` command. New runs are tagged with their source, user and git commit (`provenance`).
+
+`log_dataset` records a run input (Overview tab: Datasets used; buffered like params); `log_model` logs the
+trained network as an MLflow PyTorch model (the run's and experiment's Models tabs), loadable with
+`mlflow.pytorch.load_model(uri)`, linked to the metrics of the step it is logged at (and their datasets); it
+is never buffered: if the store is down it warns and skips (its metrics are still logged to the run).
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
+from functional_ast.edges import provenance
 from functional_ast.io import atomic_dir
 
 if TYPE_CHECKING:
@@ -49,13 +57,29 @@ _MAX_PARAMS = 100
 # An HTTP store that is down must not block training for minutes of retries; users may override.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-# Without this tag MLflow 3's UI opens an experiment in its GenAI (traces) view.
+# What the experiment is (model training, not GenAI). MLflow 3.17's UI shows it but picks its view from the
+# browser's own switch or the URL's `workflowType` (see `browse_url`), not from this tag.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # a run's or logged model's description in the UI
+UI_PORT = 5000  # `mlflow ui`'s default
 
 
-def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI) -> str:
-    """The shell line that opens the MLflow UI on this store."""
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
+def browse_url(experiment_id: str | None = None, port: int = UI_PORT, host: str = "127.0.0.1",
+               server: str | None = None) -> str:
+    """The address of an experiment's training runs in `mlflow ui` (the experiments list without an id), in the
+    "Model training" view whatever the browser's GenAI/Model training switch says. `server`: a tracking server's
+    own address (http[s]://...), else `mlflow ui` on host:port."""
+    page = f"experiments/{experiment_id}/runs" if experiment_id is not None else "experiments"
+    base = server.rstrip("/") if server else f"http://{host}:{port}"
+    return f"{base}/#/{page}?workflowType=machine_learning"
+
+
+def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI, experiment_id: str | None = None) -> str:
+    """What opens this store's runs: the `mlflow ui` command and the address to open then (the experiment's
+    training runs when `experiment_id` is given); for a tracking server, its address alone."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {browse_url(experiment_id, server=tracking_uri)}"
+    return f"mlflow ui --backend-store-uri {tracking_uri} and open {browse_url(experiment_id)}"
 
 
 def store_dir(tracking_uri: str) -> Path:
@@ -132,20 +156,24 @@ class RunTracker:
     Use as a context manager; the run ends FINISHED, FAILED or KILLED. `online` says
     whether the last contact with the store succeeded. `system_metrics=True` has MLflow sample CPU, memory,
     disk, network (and GPU with pynvml) every 10 s into `system/*` metrics while the run is open (needs psutil).
+    A new run is created with `tags`, by default its provenance (`provenance.run_tags()`: source, user, git).
     """
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "functional_ast",
                  run_name: str | None = None, parent_run_id: str | None = None, run_id: str | None = None,
-                 fallback_dir: str | Path | None = None, system_metrics: bool = False):
+                 fallback_dir: str | Path | None = None, system_metrics: bool = False,
+                 tags: Mapping[str, str] | None = None):
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
         self.experiment, self.run_name, self.parent_run_id = experiment, run_name, parent_run_id
-        self.run_id = run_id
+        self.run_id, self.experiment_id = run_id, None
+        self.run_tags = dict(provenance.run_tags() if tags is None else tags)
         self.fallback_dir = Path(fallback_dir) if fallback_dir else None
         self.online = False
         self._warned = False
         self._params: list[tuple[str, str]] = []
+        self._tags: list[tuple[str, str]] = []
         self._pending: list[tuple[str, float, int, int]] = []  # (key, value, timestamp ms, step)
         self._artifacts: list[tuple[str, Any]] = []  # ("text"|"figure"|"file", name, payload)
         self._inputs: list[dict[str, Any]] = []  # dataset inputs, as `_dataset_input` takes them
@@ -171,15 +199,18 @@ class RunTracker:
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             resumed = self.run_id is not None and self._run_in_store()
             if not resumed:
-                tags = {"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else None
-                run = self.client.create_run(self._experiment_id(self.experiment), run_name=self.run_name, tags=tags)
+                tags = dict(self.run_tags, **({"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id
+                                              else {}))
+                self.experiment_id = self._experiment_id(self.experiment)
+                run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
                 if self.run_id is not None:
                     warnings.warn(f"MLflow run {self.run_id} is not in the store {self.tracking_uri} (its checkpoints "
                                   f"were moved?): continuing as the new run {run.info.run_id}", stacklevel=3)
                 self.run_id = run.info.run_id
             else:
                 self.client.update_run(self.run_id, status="RUNNING")
-                self._tag_kind(self.client.get_experiment(self.client.get_run(self.run_id).info.experiment_id))
+                self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
+                self._tag_kind(self.client.get_experiment(self.experiment_id))
             self.online = True
         except Exception as error:  # any store failure: keep training, keep buffering
             self._offline(error)
@@ -247,6 +278,11 @@ class RunTracker:
         self._params.extend((k, v[:6000]) for k, v in flatten(params).items())
         self.flush()
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set run tags (e.g. `NOTE_TAG`, the run's description), buffered like params."""
+        self._tags.extend((str(k), str(v)[:8000]) for k, v in tags.items())
+        self.flush()
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer metrics at `step`; non-finite values are skipped (MLflow rejects some)."""
         now = int(time.time() * 1000)
@@ -292,17 +328,43 @@ class RunTracker:
             self._inputs.pop(0)
 
     def log_model(self, model: torch.nn.Module, params: TensorDict, buffers: TensorDict,
-                  input_example: torch.Tensor, name: str = "model") -> str | None:
+                  input_example: torch.Tensor, name: str = "model", *, step: int = 0,
+                  metrics: Mapping[str, float] | None = None,
+                  datasets: Mapping[str, tuple[str, str]] | None = None,
+                  normalisation: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  description: str | Callable[[str], str] | None = None,
+                  metadata: Mapping[str, Any] | None = None) -> str | None:
         """Log `model` holding `params` and `buffers` (a CPU copy, eval mode) as an MLflow PyTorch model of this
         run, with `input_example` (a small batch) giving its signature. Returns its URI (`models:/<id>`, for
         `mlflow.pytorch.load_model`), or None after one warning if the store is unreachable or logging fails:
-        it never raises and is not buffered."""
+        it never raises and is not buffered.
+
+        `normalisation=(mean, std)` (per channel, [0, 1] units) logs `model_export.RawImageClassifier` around the
+        network: it takes raw images (give a uint8 `input_example`) and normalises them itself. The model is the
+        run's output at `step`, and `metrics` are logged to the run at `step` linked to it (the model page's
+        Metrics), each with the dataset `datasets[key]` = (name, digest) if given (its "Datasets used"); if the
+        model is not logged they are logged to the run alone. `description` (text, or a function of the format
+        it was saved in, "pt2" or "pickle") is the model's description; `metadata` goes in its MLmodel file."""
+        metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))}
+        uri = self._log_model(model, params, buffers, input_example, name, step, metrics, datasets or {},
+                              normalisation, description, metadata)
+        if uri is None and metrics:
+            self.log_metrics(metrics, step=step)
+        return uri
+
+    def _log_model(self, model, params, buffers, input_example, name, step, metrics, datasets, normalisation,
+                   description, metadata) -> str | None:
         if not self._connect():
             return self._model_not_logged(name, "the store is unreachable")
         try:
             import mlflow.pytorch
 
             module = cpu_module(model, params, buffers)
+            if normalisation is not None:
+                from functional_ast.edges.model_export import RawImageClassifier
+
+                mean, std = (torch.as_tensor(t).detach().to("cpu") for t in normalisation)
+                module = RawImageClassifier(module, mean, std).eval()
             example = input_example.detach().to("cpu").numpy()
             run = self.client.get_run(self.run_id)
         except Exception as error:
@@ -312,21 +374,43 @@ class RunTracker:
         for serialization in ("pt2", "pickle"):
             logged = None
             try:
+                text = description(serialization) if callable(description) else description
                 logged = self.client.create_logged_model(run.info.experiment_id, name=name,
-                                                         source_run_id=self.run_id, params=dict(run.data.params))
+                                                         source_run_id=self.run_id, params=dict(run.data.params),
+                                                         tags={NOTE_TAG: text} if text else None)
                 with _using_tracking_uri(self.tracking_uri), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # MLflow's own notes on pip and signature inference
                     info = mlflow.pytorch.log_model(
                         module, name=name, input_example=example, model_id=logged.model_id, run_id=self.run_id,
-                        serialization_format=serialization,
+                        serialization_format=serialization, step=int(step),
+                        metadata=dict(metadata) if metadata else None,
                         pip_requirements=mlflow.pytorch.get_default_pip_requirements())
-                return info.model_uri
             except Exception as error:
                 errors.append(f"{serialization}: {_short(error)}")
                 if logged is not None:
                     with contextlib.suppress(Exception):
                         self.client.delete_logged_model(logged.model_id)
+                continue
+            self._log_model_metrics(logged.model_id, step, metrics, datasets)
+            return info.model_uri
         return self._model_not_logged(name, "; ".join(errors))
+
+    def _log_model_metrics(self, model_id: str, step: int, metrics: Mapping[str, float],
+                           datasets: Mapping[str, tuple[str, str]]) -> None:
+        """`metrics` at `step`, in the run and linked to the logged model `model_id` (with their datasets); if the
+        store refuses, logged to the run alone (buffered)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        linked = [Metric(k, v, now, int(step), model_id=model_id, run_id=self.run_id,
+                         dataset_name=datasets.get(k, (None, None))[0], dataset_digest=datasets.get(k, (None, None))[1])
+                  for k, v in metrics.items()]
+        try:
+            for i in range(0, len(linked), _MAX_BATCH):
+                self.client.log_batch(self.run_id, metrics=linked[i:i + _MAX_BATCH])
+        except Exception as error:
+            self._offline(error)
+            self.log_metrics(metrics, step=step)
 
     def _model_not_logged(self, name: str, reason: str) -> None:
         if not self._model_warned:
@@ -338,10 +422,13 @@ class RunTracker:
         """Write everything buffered; False (and everything kept) if the store is unreachable."""
         if not self._connect():
             return False
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         try:
             self._write_inputs()
+            while self._tags:
+                self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in self._tags[:_MAX_PARAMS]])
+                self._tags = self._tags[_MAX_PARAMS:]
             while self._params:
                 self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in self._params[:_MAX_PARAMS]])
                 self._params = self._params[_MAX_PARAMS:]
@@ -366,8 +453,8 @@ class RunTracker:
 
     @property
     def buffered(self) -> int:
-        """Number of params, metric values, artifacts and dataset inputs not yet written to the store."""
-        return len(self._params) + len(self._pending) + len(self._artifacts) + len(self._inputs)
+        """Number of params, tags, metric values, artifacts and dataset inputs not yet written to the store."""
+        return len(self._params) + len(self._tags) + len(self._pending) + len(self._artifacts) + len(self._inputs)
 
     def save_fallback(self) -> Path | None:
         """Write everything still buffered to `fallback_dir/tracking-unsent` (replacing what an earlier
@@ -380,12 +467,14 @@ class RunTracker:
         with atomic_dir(folder, replace=True) as tmp:
             (tmp / "artifacts").mkdir()
             meta = dict(tracking_uri=self.tracking_uri, experiment=self.experiment, run_name=self.run_name,
-                        run_id=self.run_id, parent_run_id=self.parent_run_id)
+                        run_id=self.run_id, parent_run_id=self.parent_run_id, run_tags=self.run_tags)
             (tmp / "run.json").write_text(json.dumps(meta, indent=2))
             (tmp / "params.jsonl").write_text("".join(json.dumps({"key": k, "value": v}) + "\n"
                                                       for k, v in self._params))
             (tmp / "metrics.jsonl").write_text("".join(
                 json.dumps({"key": k, "value": v, "timestamp": t, "step": s}) + "\n" for k, v, t, s in self._pending))
+            (tmp / "tags.jsonl").write_text("".join(json.dumps({"key": k, "value": v}) + "\n"
+                                                    for k, v in self._tags))
             (tmp / "inputs.jsonl").write_text("".join(json.dumps(i) + "\n" for i in self._inputs))
             for _, name, payload in self._artifacts:
                 (tmp / "artifacts" / name).write_bytes(payload)
@@ -399,6 +488,7 @@ class RunTracker:
         if not (folder / "run.json").is_file():
             return
         self._params[:0] = [(p["key"], p["value"]) for p in _jsonl(folder / "params.jsonl")]
+        self._tags[:0] = [(t["key"], t["value"]) for t in _jsonl(folder / "tags.jsonl")]
         self._pending[:0] = [(m["key"], m["value"], m["timestamp"], m["step"]) for m in _jsonl(folder / "metrics.jsonl")]
         self._artifacts[:0] = [("bytes", path.name, path.read_bytes())
                                for path in sorted((folder / "artifacts").iterdir())]
@@ -441,7 +531,8 @@ class NullTracker:
     def _nothing(self, *args, **kwargs):
         return None
 
-    log_params = log_metrics = log_figure = log_text = log_dict = log_dataset = log_model = _nothing
+    experiment_id = None
+    log_params = log_metrics = log_figure = log_text = log_dict = log_dataset = log_model = set_tags = _nothing
     adopt = save_fallback = finish = _nothing
 
     def flush(self) -> bool:
@@ -508,7 +599,7 @@ def replay(folder: str | Path, tracking_uri: str | None = None) -> str:
         raise ValueError(f"{folder} is not a tracking-unsent folder (no run.json)")
     meta = json.loads((folder / "run.json").read_text())
     tracker = RunTracker(tracking_uri or meta["tracking_uri"], meta["experiment"], meta["run_name"],
-                         parent_run_id=meta["parent_run_id"], run_id=meta["run_id"])
+                         parent_run_id=meta["parent_run_id"], run_id=meta["run_id"], tags=meta.get("run_tags"))
     if not tracker.online:
         raise RuntimeError(f"MLflow store {tracker.tracking_uri} is still unreachable; nothing was uploaded")
     tracker.adopt(folder)

@@ -10,45 +10,130 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+PHASE_NAMES = {0: "warm-up (all data)", 1: "selective", 2: "cool-down (all data)"}
+_PHASE_COLORS = {0: "0.85", 2: "#d9e8f5"}
+
+
+def phase_spans(epochs: Sequence[dict], warmup_epochs: int, gated: bool = True) -> list[tuple[int, int, int]]:
+    """(first step, end step, phase) of each run of same-phase epochs, from per-epoch records ("steps": the step
+    count at the epoch's end, "all_data": 1.0 when it trained on all data): phase 0 warm-up, 1 selective, 2
+    cool-down. [] for a strategy that never selects (one phase: nothing to mark)."""
+    if not gated:
+        return []
+    spans: list[list[int]] = []
+    start = 0
+    for i, record in enumerate(epochs):
+        phase = (0 if i < warmup_epochs else 2) if record.get("all_data") else 1
+        end = int(record["steps"])
+        if spans and spans[-1][2] == phase:
+            spans[-1][1] = end
+        else:
+            spans.append([start, end, phase])
+        start = end
+    return [tuple(s) for s in spans]
+
+
+def shade_phases(ax, spans: Sequence[tuple[int, int, int]], label: bool = True) -> None:
+    """Shade the all-data phases (warm-up grey, cool-down blue) of `spans` on `ax`, named once in its legend."""
+    named = set()
+    for start, end, phase in spans:
+        if phase in _PHASE_COLORS and end > start:
+            ax.axvspan(start, end, color=_PHASE_COLORS[phase], alpha=0.6, lw=0, zorder=0,
+                       label=PHASE_NAMES[phase] if label and phase not in named else None)
+            named.add(phase)
+
+
+def _title(fig, what: str, title: str | None) -> None:
+    fig.suptitle(f"{what}: {title}" if title else what, fontsize=11)
+
+
+def _selective(steps: Sequence[int], values: Sequence[float], spans) -> tuple[list[int], list[float]]:
+    """The (step, value) pairs that fall in a selective span (all of them when there are no spans)."""
+    if not spans:
+        return list(steps), list(values)
+    keep = [(s, v) for s, v in zip(steps, values) if any(a <= s < b and p == 1 for a, b, p in spans)]
+    return [s for s, _ in keep], [v for _, v in keep]
+
+
 def rate_and_threshold(steps: Sequence[int], rate: Sequence[float], rate_ema: Sequence[float],
-                       threshold: Sequence[float], target: float | None):
-    """Activation rate (per step and EMA) with the target line, and the threshold, vs step."""
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    ax1.plot(steps, rate, lw=0.5, alpha=0.4, label="activation rate (step)")
-    if rate_ema:
-        ax1.plot(steps[-len(rate_ema):], rate_ema, lw=1.5, label="activation rate (EMA)")
+                       threshold: Sequence[float], target: float | None, *, title: str | None = None,
+                       phases: Sequence[tuple[int, int, int]] = ()):
+    """Activation rate vs step on an axis around its target (per step and EMA, the target dashed), the whole run's
+    rate on a small 0-1 axis above it, and the gate's threshold below; all-data phases shaded (`phase_spans`).
+    The threshold exists only where the gate ran: the warm-up's shading says why it is blank there."""
+    fig, (ax0, ax1, ax2) = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True,
+                                        gridspec_kw={"height_ratios": [1, 2.2, 1.6]})
+    for ax in (ax0, ax1, ax2):
+        shade_phases(ax, phases, label=ax is ax0)
+    ax0.plot(steps, rate, lw=0.6, color="C0")
+    ax0.set_ylim(-0.05, 1.05)
+    ax0.set_ylabel("rate, 0-1")
+    if phases:
+        ax0.legend(loc="center right", fontsize=8)
+    sel_steps, sel_rate = _selective(steps, rate, phases)
+    ema_steps = list(steps[-len(rate_ema):]) if rate_ema else []
+    sel_ema_steps, sel_ema = _selective(ema_steps, list(rate_ema), phases)
+    ax1.plot(sel_steps, sel_rate, ".", ms=2, alpha=0.4, color="C0", label="activation rate (step)")
+    if sel_ema:
+        ax1.plot(sel_ema_steps, sel_ema, lw=1.5, color="C1", label="activation rate (EMA)")
     if target is not None:
         ax1.axhline(target, color="k", ls="--", lw=1, label=f"target {target:g}")
-    ax1.set_ylabel("fraction trained")
-    ax1.legend(loc="upper right")
+    shown = [v for v in list(sel_rate) + list(sel_ema) if v == v]
+    if shown:
+        centre = target if target is not None else sum(shown) / len(shown)
+        ordered = sorted(shown)
+        lo, hi = ordered[int(0.01 * (len(ordered) - 1))], ordered[int(0.99 * (len(ordered) - 1))]
+        half = max(abs(hi - centre), abs(centre - lo), 0.02 * max(centre, 0.05)) * 1.15
+        ax1.set_ylim(max(0.0, centre - half), centre + half)
+    ax1.set_ylabel("fraction trained\n(selective steps)")
+    ax1.legend(loc="upper right", fontsize=8)
     if threshold:
-        ax2.plot(steps[-len(threshold):], threshold, color="C3")
+        ax2.plot(steps[-len(threshold):], threshold, color="C3", lw=0.8)
+    else:
+        ax2.text(0.5, 0.5, "no gate threshold for this strategy", transform=ax2.transAxes, ha="center",
+                 va="center", color="0.4")
     ax2.set_ylabel("gate threshold")
     ax2.set_xlabel("step")
+    _title(fig, "activation rate and threshold", title)
     fig.tight_layout()
     return fig
 
 
-def flops_saved(steps: Sequence[int], step_saved: Sequence[float], cumulative: Sequence[float]):
-    """FLOPs saved vs full training, per step and cumulative (%)."""
+def flops_saved(steps: Sequence[int], step_saved: Sequence[float], cumulative: Sequence[float], *,
+                title: str | None = None, phases: Sequence[tuple[int, int, int]] = ()):
+    """FLOPs saved vs full training, per step and cumulative (%); all-data phases shaded."""
     fig, ax = plt.subplots(figsize=(8, 4))
+    shade_phases(ax, phases)
     ax.plot(steps, step_saved, lw=0.5, alpha=0.4, label="this step")
     ax.plot(steps, cumulative, lw=1.5, label="cumulative")
     ax.set_xlabel("step")
     ax.set_ylabel("FLOPs saved vs full (%)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
+    _title(fig, "FLOPs saved", title)
     fig.tight_layout()
     return fig
 
 
-def accuracy_vs_time(wall_clock: Sequence[float], accuracy: Sequence[float], label: str = ""):
-    """Test accuracy after each epoch vs cumulative train wall-clock (eval excluded)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(wall_clock, accuracy, marker="o", label=label or None)
+def accuracy_vs_time(wall_clock: Sequence[float], accuracy: Sequence[float], label: str = "", *,
+                     title: str | None = None, references: dict[str, tuple[Sequence[float], Sequence[float]]]
+                     | None = None, phases: Sequence[int] = ()):
+    """Test accuracy after each epoch vs cumulative train wall-clock (eval excluded). `references` adds other runs'
+    curves (name -> (wall-clock, accuracy)), e.g. full data's in the same comparison, grey and dashed;
+    `phases` (one per point: 0 warm-up, 1 selective, 2 cool-down) marks the all-data epochs' points."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, (x, y)) in enumerate((references or {}).items()):
+        ax.plot(x, y, ls="--", marker=".", color=f"{0.25 + 0.2 * i:.2f}", lw=1.2, label=name)
+    ax.plot(wall_clock, accuracy, marker="o", color="C0", label=label or "this run")
+    for phase, marker in ((0, "s"), (2, "D")):
+        pts = [(x, y) for x, y, p in zip(wall_clock, accuracy, phases) if p == phase]
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], ls="none", marker=marker, ms=8, mfc="none",
+                    color="k", label=f"{PHASE_NAMES[phase]} epoch")
     ax.set_xlabel("train wall-clock (s, eval excluded)")
     ax.set_ylabel("test accuracy")
-    if label:
-        ax.legend()
+    if references or label or any(p != 1 for p in phases):
+        ax.legend(fontsize=8)
+    _title(fig, "test accuracy", title)
     fig.tight_layout()
     return fig
 

@@ -150,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="CIFAR-10 directory or .tar.gz (see python -m functional_ast --help)")
     p.add_argument("--quick", action="store_true",
                    help="6,000 train / 2,000 test samples, seeds 0,1 (24 min on this project's 2-core CPU machine)")
-    p.add_argument("--seeds", type=cli._seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
+    p.add_argument("--seeds", type=cli.seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
     p.add_argument("--budget-epochs", default="6,16",
                    help="budgets in full-data epochs of this machine: short,long (one value: a single budget)")
     p.add_argument("--budget-kind", choices=("time", "flops"), default="time",
                    help="match wall-clock (default) or FLOPs executed; a FLOP budget is the FLOPs of N full epochs")
-    p.add_argument("--strategies", type=cli._strategy_list, default=list(FULL_STRATEGIES),
+    p.add_argument("--strategies", type=cli.strategy_list, default=list(FULL_STRATEGIES),
                    help="comma-separated; NAME:cooldown=N gives one entry its own cool-down (all-data epochs at "
                         "the end; every other entry has 1), e.g. full,stale,stale:cooldown=8")
     p.add_argument("--model", default="cnn")

@@ -76,7 +76,7 @@ def variant_label(spec: str) -> str:
     return spec.replace(":", "-").replace("=", "")
 
 
-def _strategy_list(text: str) -> list[str]:
+def strategy_list(text: str) -> list[str]:
     specs = [n.strip() for n in text.split(",") if n.strip()]
     if not specs:
         raise argparse.ArgumentTypeError(f"no strategy given; choose from {','.join(strategies.names())}")
@@ -152,7 +152,7 @@ def register_named_rules(argv: list[str]) -> None:
                     pass  # the parser reports it
 
 
-def _seed_list(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -224,10 +224,10 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     c.add_argument("--budget-epochs", type=_bounded(float, 0.0, low_open=True), default=None, metavar="N",
                    help="a time budget of N full-data epochs on this machine: one epoch's time is measured on a few "
                         "steps first, as the savings benchmark does (--time-budget/--flop-budget take precedence)")
-    c.add_argument("--compare", type=_strategy_list, default=None, metavar="S1,S2,...",
+    c.add_argument("--compare", type=strategy_list, default=None, metavar="S1,S2,...",
                    help=f"run these strategies side by side (from {','.join(strategies.names())}); NAME:cooldown=N or "
                         "NAME:warmup=N sets that entry's all-data epochs, e.g. stale,stale:cooldown=8")
-    c.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
+    c.add_argument("--seeds", type=seed_list, default=None, metavar="0,1,2",
                    help="with --compare: run every strategy with each seed; the table gives mean ± std and paired "
                         "differences against each baseline (full, random and their variants) with 95%% intervals")
     c.add_argument("--no-interleave", action="store_true",

@@ -110,15 +110,15 @@ class Spec:
                     break
 
     def lines(self, indent: str = "  ") -> list[str]:
-        """One line per leaf: path, dtype, shape, meaning."""
-        out = []
+        """One line per leaf: name, dtype, shape, meaning (a nested spec's leaves indented under it)."""
+        out, width = [], 22 - len(indent)
         for name, f in self.fields.items():
             if isinstance(f, Spec):
-                out.append(f"{indent}{name + '/':<20} {f.meaning}")
+                out.append(f"{indent}{name + '/':<{width}} {f.meaning}")
                 out += f.lines(indent + "  ")
             else:
                 shape = "[" + ", ".join(str(d) for d in f.shape) + "]"
-                out.append(f"{indent}{name:<20} {str(f.dtype).removeprefix('torch.'):<8} {shape:<22} {f.meaning}")
+                out.append(f"{indent}{name:<{width}} {str(f.dtype).removeprefix('torch.'):<8} {shape:<14} {f.meaning}")
         return out
 
 
@@ -151,8 +151,8 @@ LOOP = Spec("the loop's position, cool-down start, skip counters and cost per st
     "cost_selective": _scalar(f64, "budget spent per selective step, running mean (UNKNOWN = -1: not measured)",
                               UNKNOWN),
 })
-CLOCK = Spec("the run's clock (the only leaves a resume need not reproduce exactly)", {
-    "train_time": _scalar(f64, "train wall-clock, s (evaluation, callbacks and probes excluded)", 0.0),
+CLOCK = Spec("the run's clocks: wall-clock and energy, which a resume cannot reproduce exactly", {
+    "train_time": _scalar(f64, "train wall-clock, s (a rule's preparation in; evaluation and callbacks out)", 0.0),
     "eval_time": _scalar(f64, "evaluation wall-clock, s", 0.0),
     "joules": _scalar(f64, "energy measured by the run's meter, J (0 without one)", 0.0),
 })

@@ -42,13 +42,12 @@ from pathlib import Path
 
 import torch
 
-from functional_ast.cli import main as cli
 from functional_ast import io
-from functional_ast.report import plots
-from functional_ast.report import tables as report
-from functional_ast.report import stats
-from functional_ast.train.config import ConfigError
+from functional_ast.cli import main as cli
 from functional_ast.data.images import DataError
+from functional_ast.report import plots, stats
+from functional_ast.report import tables as report
+from functional_ast.train.config import ConfigError
 from functional_ast.train.trainer import full_epoch_cost
 
 FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")

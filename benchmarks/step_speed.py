@@ -37,13 +37,12 @@ import time
 
 import torch
 from tensordict import TensorDict
+from torch.profiler import record_function
 
 import functional_ast as fa
-from functional_ast import io
-from functional_ast import strategies
-from functional_ast.models import build_model
+from functional_ast import io, strategies
 from functional_ast.core import sampling
-from torch.profiler import record_function
+from functional_ast.models import build_model
 
 RATE = 0.1
 VARIANTS = ("plain_eager", "functional_eager", "functional_channels_last", "functional_compiled", "random", "sundew",

@@ -12,29 +12,25 @@ Low level, compose the step and run your own loop:
         state, metrics = step(state, batch)
 """
 
-from functional_ast.train import config
-from functional_ast.core import controller
-from functional_ast.core import gate
-from functional_ast.core import losses
-from functional_ast.core import optim
-from functional_ast.core import prng
-from functional_ast.core import significance
 from functional_ast import strategies
-from functional_ast.core import work
+from functional_ast.core import controller, gate, losses, optim, prng, significance, work
 from functional_ast.core.controller import ControllerConfig
 from functional_ast.core.gate import GateConfig
 from functional_ast.core.losses import cross_entropy, make_apply, per_sample_grad_norms, per_sample_losses
 from functional_ast.core.optim import adam, chain, sgd, warmup_cosine
 from functional_ast.core.step import init_state, make_eval_step, make_train_step
+from functional_ast.core.task import Task
+from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
 from functional_ast.strategies import Rule, full, random_subset, register, sundew
+from functional_ast.tasks import image_classification
+from functional_ast.train import config
 from functional_ast.train.config import ConfigError, TrainConfig
 from functional_ast.train.trainer import Callback, Result, compare, fit
-from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
 
 __all__ = [
-    "Callback", "Checkpoints", "Rule", "register", "ConfigError", "Console", "MLflowTracking", "Result", "TrainConfig", "compare", "fit",
-    "ControllerConfig", "GateConfig", "adam", "chain", "controller", "cross_entropy", "full", "gate", "losses",
-    "init_state", "make_apply", "make_eval_step", "make_train_step", "optim", "per_sample_grad_norms",
-    "per_sample_losses", "prng", "random_subset", "sgd", "significance", "strategies", "sundew", "work",
-    "warmup_cosine",
+    "Callback", "Checkpoints", "ConfigError", "Console", "ControllerConfig", "GateConfig", "MLflowTracking",
+    "Result", "Rule", "Task", "TrainConfig", "adam", "chain", "compare", "config", "controller", "cross_entropy",
+    "fit", "full", "gate", "image_classification", "init_state", "losses", "make_apply", "make_eval_step",
+    "make_train_step", "optim", "per_sample_grad_norms", "per_sample_losses", "prng", "random_subset", "register",
+    "sgd", "significance", "strategies", "sundew", "warmup_cosine", "work",
 ]

@@ -27,20 +27,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from functional_ast.edges import checkpoint
-from functional_ast.core import distributed
-from functional_ast import io
-from functional_ast.report import tables as report
-from functional_ast.edges import tracking
+from functional_ast import io, strategies
+from functional_ast.core import distributed, work
 from functional_ast.data import images as fdata
-from functional_ast.core import work
+from functional_ast.edges import checkpoint, tracking
 from functional_ast.edges import meter as fmeter
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
-from functional_ast import strategies
+from functional_ast.models import MODELS, build_model
+from functional_ast.report import tables as report
 from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant, split_spec
 from functional_ast.train.loop import NonFiniteLossError
-from functional_ast.models import MODELS, build_model
-from functional_ast.train.trainer import Data, History, Result, Run, compare, fit, full_epoch_cost
+from functional_ast.train.trainer import Data, History, Result, compare, fit, full_epoch_cost
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1

@@ -22,12 +22,19 @@ from tensordict import TensorDict
 from torch import nn
 from torch.profiler import record_function
 
-from functional_ast.core import distributed
-from functional_ast.core import prng
-from functional_ast.core import work
+from functional_ast.core import distributed, prng, work
 from functional_ast.core.distributed import LOCAL, Collective
-from functional_ast.core.losses import (Apply, LossFn, cross_entropy, buffers_of, last_layer_keys, make_apply, make_loss_and_grad,
-                     params_of, per_sample_grad_norms, per_sample_losses)
+from functional_ast.core.losses import (
+    Apply,
+    LossFn,
+    buffers_of,
+    last_layer_keys,
+    make_apply,
+    make_loss_and_grad,
+    params_of,
+    per_sample_grad_norms,
+    per_sample_losses,
+)
 from functional_ast.core.optim import GradientTransformation, apply_updates, flatten, unflatten
 from functional_ast.core.selection import Strategy
 from functional_ast.core.state import replace
@@ -54,7 +61,8 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
     )
 
 
-def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: GradientTransformation, strategy: Strategy,
+def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: GradientTransformation,
+                    strategy: Strategy,
                     *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
                     grad_norm_chunk_size: int | None = None, score_chunk_size: int | None = None,
                     collective: Collective = LOCAL, seen_per_step: int | None = None,

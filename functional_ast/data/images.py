@@ -10,9 +10,7 @@ import math
 import os
 import pickle
 import re
-import shutil
 import tarfile
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass

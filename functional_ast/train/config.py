@@ -11,7 +11,6 @@ import torch
 from functional_ast.core.checks import ConfigError, check_range, integer, one_of  # noqa: F401 (re-exported)
 from functional_ast.strategies import registry
 
-
 # Layout of image batches in the forward passes: "auto" is channels_last on a CPU (measured faster there) for a
 # model that runs on it (the trainer checks once, `step.accepts_channels_last`), and contiguous (NCHW) elsewhere.
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")

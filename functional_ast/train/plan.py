@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functional_ast.data import images as fdata
-from functional_ast.core import optim
 from functional_ast import strategies
+from functional_ast.core import optim
+from functional_ast.data import images as fdata
 from functional_ast.strategies import registry
 from functional_ast.train.config import ConfigError, TrainConfig
 
@@ -102,7 +102,8 @@ def remaining_steps(plan: Plan, epoch: int, batch: int, left: float, cost_all_da
     steps, then the cool-down epochs on all data (at the measured cost per step of each phase)."""
     if not plan.gated:
         return left / cost_all_data
-    warm_left = max(0, (plan.warmup_epochs - epoch) * plan.all_data_steps - (batch if epoch < plan.warmup_epochs else 0))
+    warm_done = batch if epoch < plan.warmup_epochs else 0
+    warm_left = max(0, (plan.warmup_epochs - epoch) * plan.all_data_steps - warm_done)
     cool_steps = plan.cooldown_epochs * plan.all_data_steps
     middle = max(0.0, left - warm_left * cost_all_data - cool_steps * cost_all_data)
     return warm_left + middle / cost_selective + min(cool_steps, left / cost_all_data)

@@ -23,8 +23,8 @@ from functional_ast.core.losses import make_apply
 from functional_ast.core.task import Task, as_task
 from functional_ast.data import images as fdata
 from functional_ast.strategies import registry
-from functional_ast.strategies.rho_loss import RhoLossOptions, prepare, rho_loss
 from functional_ast.strategies.registry import Services
+from functional_ast.strategies.rho_loss import RhoLossOptions, prepare, rho_loss
 from functional_ast.train.config import TrainConfig
 
 # fit(model, data, config, name) -> (the trained state, its summary): the trainer's plain training of one config.

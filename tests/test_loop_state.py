@@ -8,18 +8,30 @@ import warnings
 
 import pytest
 import torch
+from conftest import assert_tree_equal
 from tensordict import TensorDict
+from test_trainer import _net, _tensors
 
 import functional_ast as fa
 from functional_ast.core import optim, work
-from functional_ast.core.state import (CLOCK, COUNTERS, EPOCH_COLUMNS, HISTORY, LAYOUT, LOOP, PARTS, STEP_SERIES,
-                                       UNKNOWN, StateError, check_layout, describe)
+from functional_ast.core.state import (
+    CLOCK,
+    COUNTERS,
+    EPOCH_COLUMNS,
+    HISTORY,
+    LAYOUT,
+    LOOP,
+    PARTS,
+    STEP_SERIES,
+    UNKNOWN,
+    StateError,
+    check_layout,
+    describe,
+)
 from functional_ast.train import budget, history, loop_state
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.train.plan import NEVER, Plan, remaining_steps
 from functional_ast.train.trainer import Data, Run
-from conftest import assert_tree_equal
-from test_trainer import _net, _tensors
 
 PLAN = Plan(num_samples=1000, batch_size=10, pool_size=50, epochs=5, warmup_epochs=1, cooldown_epochs=1, gated=True)
 

@@ -25,25 +25,23 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from functional_ast.core import distributed
-from functional_ast.core import optim
+from functional_ast.core import distributed, optim
 from functional_ast.core.selection import Strategy, all_data
 from functional_ast.core.state import EPOCH_COLUMNS, STEP_SERIES, UNKNOWN
 from functional_ast.core.step import Step, accepts_channels_last, init_state, make_eval_step, make_train_step
 from functional_ast.core.task import Task
 from functional_ast.core.work import estimate_joules
 from functional_ast.data import images as fdata
+from functional_ast.strategies import registry
 from functional_ast.tasks import image_classification
-from functional_ast.train import budget
+from functional_ast.train import budget, loop_state
 from functional_ast.train import history as history_state
-from functional_ast.train import loop_state
 from functional_ast.train.batches import Batches
 from functional_ast.train.config import ConfigError, TrainConfig
 from functional_ast.train.history import History, counters, saved_pct
 from functional_ast.train.loop import evaluate, gather_metrics
 from functional_ast.train.loop_state import init_loop
 from functional_ast.train.plan import Plan, build_optimizer, build_strategy, strategy_context
-from functional_ast.strategies import registry
 from functional_ast.train.reference import ReferenceServices
 
 # Re-exported: the history's columns and series and the loop's part of a new state, as before.

@@ -73,7 +73,7 @@ def rate_and_threshold(steps: Sequence[int], rate: Sequence[float], rate_ema: Se
     sel_steps, sel_rate = _selective(steps, rate, phases)
     ema_steps = list(steps[-len(rate_ema):]) if rate_ema else []
     sel_ema_steps, sel_ema = _selective(ema_steps, list(rate_ema), phases)
-    ax1.plot(sel_steps, sel_rate, ".", ms=2, alpha=0.4, color="C0", label="activation rate (step)")
+    ax1.plot(sel_steps, sel_rate, ".", ms=3, alpha=0.5, color="C0", label="activation rate (step)")
     if sel_ema:
         ax1.plot(sel_ema_steps, sel_ema, lw=1.5, color="C1", label="activation rate (EMA)")
     if target is not None:

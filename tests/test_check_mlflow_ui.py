@@ -7,7 +7,6 @@ import importlib.util
 import os
 
 import pytest
-
 from conftest import REPO
 
 _spec = importlib.util.spec_from_file_location("check_mlflow_ui", REPO / "tools" / "check_mlflow_ui.py")

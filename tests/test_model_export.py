@@ -12,13 +12,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from tensordict import TensorDict
+from test_cli import CLASSES, _image_folder
 from torch import nn
 from torchvision.io import read_image
 
 from functional_ast.cli import main as cli
 from functional_ast.edges import tracking
 from functional_ast.edges.model_export import RawImageClassifier, description
-from test_cli import CLASSES, _image_folder
 
 
 @pytest.fixture(autouse=True)
@@ -72,9 +72,8 @@ def test_the_logged_model_takes_uint8_and_is_linked_to_the_final_metrics_and_dat
     loaded = mlflow.pytorch.load_model(model_uri)
     assert isinstance(loaded, torch.fx.GraphModule)  # still "pt2": loads without this package
     torch.testing.assert_close(loaded(raw), reference(raw))  # raw uint8 in, the normalisation inside
-    with pytest.raises(RuntimeError, match="dtype"):  # traced on uint8: a float batch is refused, not misread
-        loaded(raw.float() / 255)
-    torch.testing.assert_close(loaded((raw.float() / 255).mul(255).round().to(torch.uint8)), reference(raw))
+    torch.testing.assert_close(loaded(raw.float() / 255), reference(raw))  # floats in [0, 1]: the same graph
+    torch.testing.assert_close(loaded(raw[:1]), reference(raw[:1]))  # any batch size
 
     info = mlflow.models.get_model_info(model_uri)
     (spec,) = info.signature.inputs.inputs
@@ -111,11 +110,11 @@ def test_metrics_of_a_model_that_is_not_logged_still_reach_the_run(tmp_path):
 
 
 def test_description_says_what_goes_in_and_what_comes_out():
-    text = description(CLASSES, MEAN.tolist(), STD.tolist(), (3, 32, 32), "sundew", "run-a", 0.7369, True)
-    assert "uint8 images [B, 3, 32, 32]" in text and "0-255" in text and "mul(255)" in text
+    text = description(CLASSES, MEAN.tolist(), STD.tolist(), (3, 32, 32), "sundew", "run-a", 0.7369)
+    assert "uint8 images [B, 3, 32, 32]" in text and "0-255" in text and "float32 in [0, 1]" in text
     assert "mean (0.2000, 0.5000, 0.7000)" in text and "std (0.1000, 0.2500, 0.3000)" in text
     assert "logits [B, 4]" in text and "ant, bee, cat, dog" in text and "0.7369" in text
-    assert "or float32 in [0, 1]" in description(CLASSES, MEAN, STD, (3, 8, 8), "s", "r", None, False)
+    assert "Test accuracy" not in description(CLASSES, MEAN, STD, (3, 8, 8), "s", "r", None)
 
 
 # --------------------------------------------------------------------------- a CLI run, end to end
@@ -161,6 +160,7 @@ def test_the_cli_runs_model_classifies_raw_uint8_test_images_at_the_runs_test_ac
     assert images.dtype == torch.uint8
     with torch.no_grad():
         predicted = model(images).argmax(dim=1)
+        assert torch.equal(model(images.float() / 255).argmax(dim=1), predicted)  # or as ToTensor gives them
     accuracy = (predicted == labels).sum().item() / len(labels)
     assert accuracy == run.data.metrics["final/test_accuracy"]  # exactly: the same images, the same arithmetic
     assert accuracy > 1 / len(CLASSES)  # and it learnt something (the classes differ in brightness)
@@ -171,11 +171,13 @@ def test_the_cli_runs_model_classifies_raw_uint8_test_images_at_the_runs_test_ac
     linked = {m.key: m for m in logged.metrics}
     assert linked and all(k.startswith("final/") for k in linked) and {m.step for m in logged.metrics} == {final_step}
     assert linked["final/test_accuracy"].value == run.data.metrics["final/test_accuracy"]
-    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
-    assert set(inputs) == {"images", "images-test"}
-    assert linked["final/test_accuracy"].dataset_digest == inputs["images-test"].dataset.digest
-    assert linked["final/train_time_s"].dataset_digest == inputs["images"].dataset.digest
-    assert {(t.key, t.value) for t in inputs["images-test"].tags} == {("mlflow.data.context", "eval")}
+    (train,) = run.inputs.dataset_inputs  # the training set is the run's input
+    assert train.dataset.name == "images"
+    assert (linked["final/train_time_s"].dataset_name, linked["final/train_time_s"].dataset_digest) == \
+        ("images", train.dataset.digest)
+    test = linked["final/test_accuracy"]  # the test metrics name the test split they were measured on
+    assert test.dataset_name == "images-test" and len(test.dataset_digest) == 12
+    assert test.dataset_digest != train.dataset.digest
     assert "uint8 images [B, 3, 8, 8]" in logged.tags[tracking.NOTE_TAG]
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 import shutil
+import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient

@@ -9,12 +9,12 @@ import os
 import pytest
 from matplotlib.patches import Polygon, Rectangle
 from mlflow.tracking import MlflowClient
+from test_cli import _image_folder
 
 from functional_ast.cli import main as cli
 from functional_ast.edges import callbacks, tracking
 from functional_ast.report import plots
 from functional_ast.train.history import History
-from test_cli import _image_folder
 
 # 96 samples in batches of 16: a warm-up or cool-down epoch has 6 steps, a selective one (pool 32, rate 0.5) 3.
 EPOCH_STEPS = (6, 3, 3, 6)

@@ -277,7 +277,8 @@ def test_the_browse_address_opens_the_training_runs_whatever_the_browsers_switch
     assert tracking.browse_url(experiment_id) == \
         f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     line = tracking.ui_command(uri, experiment_id)
-    assert line.startswith(f"mlflow ui --backend-store-uri {uri} ") and line.endswith(tracking.browse_url(experiment_id))
+    assert line.startswith(f"mlflow ui --backend-store-uri {uri} ")
+    assert line.endswith(tracking.browse_url(experiment_id))
     assert tracking.ui_command("http://mlflow.example:8080/", "3") == \
         "open http://mlflow.example:8080/#/experiments/3/runs?workflowType=machine_learning"
     with tracking.RunTracker(uri, "ignored", run_id=tracker.run_id) as resumed:  # a continued run knows it too

@@ -11,10 +11,9 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from functional_ast.edges import checkpoint
 from functional_ast import io
+from functional_ast.edges import checkpoint, tracking
 from functional_ast.report import plots
-from functional_ast.edges import tracking
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.train.trainer import Callback, History, Result, Run
 
@@ -157,7 +156,6 @@ class MLflowTracking(Callback):
             self.tracker.log_params(dict(self.params or {}, **run_facts(run)))
             if self.dataset:
                 self.tracker.log_dataset(**self.dataset)
-                self.tracker.log_dataset(**test_dataset(self.dataset, run))
         if self.announce:
             self.announce(f"MLflow run {self.tracker.run_id or '(not created yet: store unreachable)'} "
                           f"({self.tracker.run_name}); browse: "
@@ -167,7 +165,8 @@ class MLflowTracking(Callback):
         epoch = run.epoch
         phase = phase_of(run, epoch)
         steps_in_epoch = max(1, run.plan.steps_in(epoch, int(run.state["loop", "cooldown_from"])))
-        chunk = {gflop_key(k) or k: [v / 1e9 for v in values] if gflop_key(k) else values for k, values in chunk.items()}
+        chunk = {gflop_key(k) or k: [v / 1e9 for v in values] if gflop_key(k) else values
+                 for k, values in chunk.items()}
         for key, values in chunk.items():
             finite = [v for v in values if v == v]
             if finite:
@@ -231,18 +230,13 @@ class MLflowTracking(Callback):
         mean, std = run.data.mean.cpu(), run.data.std.cpu()
         classes = list(run.data.train.classes)
         accuracy = summary.get("test_accuracy")
-
-        def describe(serialization: str) -> str:
-            return model_export.description(classes, mean.tolist(), std.tolist(), tuple(images.shape[1:]),
-                                            summary.get("strategy", run.config.strategy),
-                                            self.tracker.run_name or run.name,
-                                            accuracy if accuracy == accuracy else None, serialization == "pt2")
-
+        text = model_export.description(classes, mean.tolist(), std.tolist(), tuple(images.shape[1:]),
+                                        summary.get("strategy", run.config.strategy), self.tracker.run_name or run.name,
+                                        accuracy if accuracy == accuracy else None)
         self.tracker.log_model(run.model, run.state["params"], run.state["buffers"], images[:2].cpu(),
                                step=summary["steps"], metrics=final, datasets=datasets, normalisation=(mean, std),
-                               description=describe,
-                               metadata=dict(input="uint8 [B, C, H, W], 0-255", classes=classes,
-                                             mean=mean.tolist(), std=std.tolist()))
+                               description=text, metadata=dict(input="uint8 [B, C, H, W] 0-255, or float32 in [0, 1]",
+                                                               classes=classes, mean=mean.tolist(), std=std.tolist()))
 
     def _references(self, run: Run) -> dict:
         """Full data's accuracy curve(s) of the same comparison and seed, for a selective run's own figure."""
@@ -268,7 +262,8 @@ def normalisation_facts(run: Run) -> dict:
 
 
 def test_dataset(dataset: dict, run: Run) -> dict:
-    """The run's test set as an "eval" run input beside the training set `dataset` (what `log_dataset` takes)."""
+    """The run's test set, named after the training set `dataset`, as `log_dataset` takes it: the dataset the
+    logged model's final test metrics are linked to (by name and digest; the run's input is the training set)."""
     test = run.data.test
     images = test.data["image"]
     return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",

@@ -3,12 +3,12 @@
 Training feeds the network images scaled to [0, 1] and normalised with the training set's per-channel mean
 and std (`Data.mean`, `Data.std`). `RawImageClassifier` carries those numbers and applies them itself, so the
 logged model takes what a user has: uint8 images [B, C, H, W] in 0..255 (as `torchvision.io.read_image` and
-`PIL` give them), or, in Python, float images in [0, 1] (as `torchvision.transforms.ToTensor` gives them).
+`PIL` give them), or float32 images in [0, 1] (as `torchvision.transforms.ToTensor` gives them).
 
-Logged as MLflow's "pt2" (torch.export) the graph is traced on uint8 input, which fixes its input dtype: the
-loaded model then takes uint8 only (a float batch is refused with "Tensor dtype mismatch"), and
-`x.mul(255).round().to(torch.uint8)` converts [0, 1] floats. The pickled module (the fallback for networks
-that do not export) takes both.
+Both work in the one graph MLflow's "pt2" format (torch.export) traces, where a branch on `x.dtype` would be
+fixed at the example's dtype: the input's kind is read at run time from unsigned wrap-around instead (in uint8
+`0 - 1` is 255, in a float it is -1), and only uint8 is divided by 255. The arithmetic is the training batches'
+(`x.float() / 255`, then `(x - mean) / std`), so the model's predictions are the run's own.
 """
 
 from __future__ import annotations
@@ -34,25 +34,22 @@ class RawImageClassifier(nn.Module):
         self.register_buffer("std", std.clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(torch.float32)
-        if images.dtype == torch.uint8:  # static under torch.export: the traced graph keeps one branch
-            x = x / 255.0
+        # 255 for uint8 (0 - 1 wraps around), -1 for a float: the divisor is 255 or 1, at run time, in any trace.
+        probe = images[:1, :1, :1, :1] * 0 - 1
+        x = images / torch.where(probe > 0, 255.0, 1.0)  # uint8 -> float32 exactly as training's x.float() / 255
         return self.network((x - self.mean) / self.std)
 
 
 def description(classes: Sequence[str], mean: Sequence[float], std: Sequence[float], image_shape: Sequence[int],
-                strategy: str, run_name: str, test_accuracy: float | None, exported: bool) -> str:
+                strategy: str, run_name: str, test_accuracy: float | None) -> str:
     """The model's short description (MLflow's "Description" of the logged model): what goes in, what comes out,
     where it came from."""
     c, h, w = (list(image_shape) + [0, 0, 0])[:3]
     numbers = lambda values: "(" + ", ".join(f"{float(v):.4f}" for v in values) + ")"  # noqa: E731
-    takes = ("uint8 images [B, %d, %d, %d], values 0-255 (for floats in [0, 1]: x.mul(255).round().to(torch.uint8))"
-             % (c, h, w) if exported else
-             "uint8 images [B, %d, %d, %d] with values 0-255, or float32 in [0, 1]" % (c, h, w))
     shown = [str(k) for k in classes]
     names = ", ".join(shown[:20]) + (f", ... ({len(shown)} in all)" if len(shown) > 20 else "")
     accuracy = f" Test accuracy {test_accuracy:.4f} (final/test_accuracy)." if test_accuracy is not None else ""
-    return (f"{strategy} run {run_name}: an image classifier. Input: {takes}. It applies the training "
-            f"normalisation itself: (x/255 - mean) / std per channel, mean {numbers(mean)}, std {numbers(std)}. "
-            f"Output: float32 logits [B, {len(shown)}], one per class in this order: {names}; "
-            f"argmax is the predicted class.{accuracy}")
+    return (f"{strategy} run {run_name}: an image classifier. Input: uint8 images [B, {c}, {h}, {w}] with values "
+            f"0-255, or float32 in [0, 1]. It applies the training normalisation itself: (x/255 - mean) / std per "
+            f"channel, mean {numbers(mean)}, std {numbers(std)}. Output: float32 logits [B, {len(shown)}], one per "
+            f"class in this order: {names}; argmax is the predicted class.{accuracy}")

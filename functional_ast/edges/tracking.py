@@ -489,7 +489,8 @@ class RunTracker:
             return
         self._params[:0] = [(p["key"], p["value"]) for p in _jsonl(folder / "params.jsonl")]
         self._tags[:0] = [(t["key"], t["value"]) for t in _jsonl(folder / "tags.jsonl")]
-        self._pending[:0] = [(m["key"], m["value"], m["timestamp"], m["step"]) for m in _jsonl(folder / "metrics.jsonl")]
+        self._pending[:0] = [(m["key"], m["value"], m["timestamp"], m["step"])
+                             for m in _jsonl(folder / "metrics.jsonl")]
         self._artifacts[:0] = [("bytes", path.name, path.read_bytes())
                                for path in sorted((folder / "artifacts").iterdir())]
         self._inputs[:0] = _jsonl(folder / "inputs.jsonl")

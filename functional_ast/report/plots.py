@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
 PHASE_NAMES = {0: "warm-up (all data)", 1: "selective", 2: "cool-down (all data)"}
 _PHASE_COLORS = {0: "0.85", 2: "#d9e8f5"}
 

@@ -110,9 +110,10 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     """Stopped in its long budget (after some checkpoints), the benchmark continues with --resume: the short
     budget's runs are read back as they finished, the long ones continue from their checkpoints to the budget
     probed at the start, and the JSON lists both parts. Other flags, or nothing to resume, are refused."""
-    from functional_ast.edges import callbacks
-    from functional_ast.cli import main as cli
     from test_cli import _image_folder
+
+    from functional_ast.cli import main as cli
+    from functional_ast.edges import callbacks
 
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
@@ -216,9 +217,11 @@ def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
     axes, bands = [], savings.plots.compare_bands
-    monkeypatch.setattr(savings.plots, "compare_bands", lambda runs, *a, **k: axes.append(a[:2]) or bands(runs, *a, **k))
+    monkeypatch.setattr(savings.plots, "compare_bands",
+                        lambda runs, *a, **k: axes.append(a[:2]) or bands(runs, *a, **k))
     code = savings.main(["--data", str(data), "--seeds", "0,1", "--budget-epochs", "2", "--budget-kind", "flops",
-                         "--strategies", "full,infobatch,stale:cooldown=2", "--target-rate", "0.25", "--batch-size", "16",
+                         "--strategies", "full,infobatch,stale:cooldown=2", "--target-rate", "0.25",
+                         "--batch-size", "16",
                          "--eval-points", "2", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                          "--json", str(tmp_path / "s.json")])
     assert code == 0
@@ -239,13 +242,15 @@ def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch
 
 
 def test_controller_targets_benchmark_runs_and_reports_each_target(tmp_path, monkeypatch, capsys):
-    from benchmarks import controller_targets
     from test_cli import _image_folder
+
+    from benchmarks import controller_targets
 
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
     code = controller_targets.main(["--data", str(data), "--targets", "0.25,0.5", "--epochs", "3", "--batch-size",
-                                    "16", "--limit-test", "24", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json",
+                                    "16", "--limit-test", "24", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                                    "--json",
                                     str(tmp_path / "c.json")])
     rows = json.loads((tmp_path / "c.json").read_text())
     assert [r["target"] for r in rows] == [0.25, 0.5] and code in (0, 1)

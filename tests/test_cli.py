@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, real_archive
 from torchvision.io import write_png
-
-from pathlib import Path
 
 from experiments import cifar10
 from functional_ast.cli import main as cli
 from functional_ast.edges import checkpoint
-from conftest import REPO, real_archive
 
 CLASSES = ("ant", "bee", "cat", "dog")
 

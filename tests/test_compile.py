@@ -8,12 +8,12 @@ import collections
 
 import pytest
 import torch
+from conftest import make_batch, tiny_bn_model, tiny_mlp
 from tensordict import TensorDict
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import functional_ast as fa
 from functional_ast import strategies
-from conftest import make_batch, tiny_bn_model, tiny_mlp
 
 
 def _compile_available() -> bool:

@@ -1,12 +1,12 @@
 import pytest
 import torch
+from conftest import significance_sample
 
+from functional_ast import strategies
 from functional_ast.core import controller as ctl
 from functional_ast.core import gate as gt
 from functional_ast.core import prng
-from functional_ast import strategies
 from functional_ast.train.config import ConfigError
-from conftest import significance_sample
 
 
 def _run_loop(target, kind, start, steps=500, batch=128, seed=0, calibrate=False):

@@ -10,7 +10,6 @@ from PIL import Image
 from tensordict import MemoryMappedTensor
 from torchvision.io import encode_jpeg, write_png
 
-from functional_ast.train.config import ConfigError
 from functional_ast.data.images import (
     DataError,
     LabelledImages,
@@ -24,6 +23,7 @@ from functional_ast.data.images import (
     load_image_folder,
     with_label_noise,
 )
+from functional_ast.train.config import ConfigError
 
 
 def _gen(seed=0):

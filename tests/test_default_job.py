@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from experiments import cifar10
 from test_cli import _client, _image_folder
+
+from experiments import cifar10
 
 
 def test_the_default_job_runs_the_measured_configuration_for_six_epochs_of_time(tmp_path, monkeypatch, capsys):

@@ -6,14 +6,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
 
-from functional_ast.edges import checkpoint
-from functional_ast.core import distributed
-from functional_ast.core import optim
 from functional_ast import strategies
+from functional_ast.core import distributed, optim
 from functional_ast.core.losses import cross_entropy
 from functional_ast.core.step import init_state, make_train_step
-from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
+from functional_ast.edges import checkpoint
 
 # (strategy, target rate, model): "random" at 1/32 trains one sample per step, so one rank trains none
 # (it still joins the all-reduce); the BatchNorm case normalises with per-rank statistics (as DDP without
@@ -134,7 +133,8 @@ def test_torchrun_cli_killed_and_resumed_ends_as_an_uninterrupted_torchrun_run(t
     data = _image_folder(tmp_path / "images", size=16)
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     flags = ["--data", str(data), "--epochs", "10", "--warmup-epochs", "1", "--batch-size", "16", "--pool-size", "32",
-             "--strategy", "sundew", "--target-rate", "0.25", "--checkpoint-every", "5", "--no-progress", "--tracking-uri", uri,
+             "--strategy", "sundew", "--target-rate", "0.25", "--checkpoint-every", "5", "--no-progress",
+             "--tracking-uri", uri,
              "--experiment", "dist", "--run-name", "d", "--device", "cpu"]
     runs = tmp_path / "store" / "checkpoints" / "dist" / "d"
     proc = _torchrun(flags, tmp_path)
@@ -161,7 +161,8 @@ def test_torchrun_cli_killed_and_resumed_ends_as_an_uninterrupted_torchrun_run(t
     resumed_state, _ = checkpoint.load(checkpoint.latest(folder))
     reference_state, _ = checkpoint.load(checkpoint.latest(reference))
     # Everything but the wall-clock ("clock", and the epoch records' times in "history") is exact.
-    resumed_state, reference_state = (s.exclude("clock", ("history", "epochs")) for s in (resumed_state, reference_state))
+    resumed_state, reference_state = (s.exclude("clock", ("history", "epochs"))
+                                      for s in (resumed_state, reference_state))
     assert_tree_equal(resumed_state, reference_state)
     resumed = json.loads((folder / "result.json").read_text())["summary"]
     uninterrupted = json.loads((reference / "result.json").read_text())["summary"]

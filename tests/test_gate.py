@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import assert_tree_equal, significance_sample
 
 from functional_ast.core import gate as gt
 from functional_ast.core import prng
 from functional_ast.train.config import ConfigError
-from conftest import assert_tree_equal, significance_sample
 
 
 def test_never_empty_even_when_nothing_passes():

@@ -10,9 +10,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from functional_ast.edges import checkpoint
-from functional_ast.data import images as data
 from functional_ast import io as fio
+from functional_ast.data import images as data
+from functional_ast.edges import checkpoint
 
 
 def _names(folder):

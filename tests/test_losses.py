@@ -1,9 +1,8 @@
 import torch
 import torch.nn.functional as F
-from tensordict import TensorDict
+from conftest import assert_tree_equal, make_batch, tiny_bn_model
 
 from functional_ast.core import losses
-from conftest import assert_tree_equal, make_batch, tiny_bn_model
 
 
 def _setup():

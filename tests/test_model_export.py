@@ -193,3 +193,19 @@ def test_the_run_records_the_normalisation_and_resolved_values(cli_run):
     assert config["lr"] == 0.05 and config["pool_size"] == 32  # resolved (16 / 0.5), not null
     assert config["normalise_mean"] == pytest.approx(mean, abs=1e-5)
     assert summary["normalise_std"] == pytest.approx(std, abs=1e-5)
+    # The data by name and digest, not a path on this machine.
+    (train,) = run.inputs.dataset_inputs
+    assert run.data.params["data"] == "images" and run.data.params["data_digest"] == train.dataset.digest
+    assert "download" not in run.data.params  # the generic command has no download
+
+
+def test_a_comparison_logs_the_data_by_name_and_prints_the_training_runs_address(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = _image_folder(tmp_path / "images")
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    assert cli.main(["--data", str(data), "--epochs", "1", "--batch-size", "32", "--tracking-uri", uri,
+                     "--no-progress", "--no-log-model", "--compare", "full"]) == 0
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("functional_ast").experiment_id
+    assert f"Browse the runs: {tracking.ui_command(uri, experiment)}" in capsys.readouterr().out
+    assert {r.data.params["data"] for r in client.search_runs([experiment])} == {"images"}

@@ -16,14 +16,14 @@ import mlflow
 import mlflow.pytorch
 import pytest
 import torch
+from conftest import REPO
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as mlflow_state
 from tensordict import TensorDict
+from test_cli import _image_folder
 from torch import nn
 
-from conftest import REPO
 from functional_ast.edges import tracking
-from test_cli import _image_folder
 
 UNREACHABLE = "http://127.0.0.1:9"
 

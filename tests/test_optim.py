@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import assert_tree_equal
 from tensordict import TensorDict
 from torch import nn
 
 from functional_ast.core import optim
-from conftest import assert_tree_equal
 
 
 def _problem():

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_tree_equal, make_batch, tiny_mlp
+from test_trainer import _net, _tensors
 from torch.utils.flop_counter import FlopCounterMode
 
 import functional_ast as fa
 from functional_ast import strategies
-from functional_ast.train.config import ConfigError, parse_variant
 from functional_ast.strategies.proxy import proxy
+from functional_ast.train.config import ConfigError, parse_variant
 from functional_ast.train.trainer import Data, Run
-from conftest import assert_tree_equal, make_batch, tiny_mlp
-from test_trainer import _net, _tensors
 
 
 def _proxy_losses(model, batch):

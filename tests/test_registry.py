@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
+from test_cli import _client, _image_folder
 
 import functional_ast as fa
 from functional_ast import strategies
 from functional_ast.cli import main as cli
-from conftest import REPO
-from test_cli import _client, _image_folder
 
 
 def _readme_rule(tmp_path, monkeypatch) -> str:

@@ -11,19 +11,20 @@ import time
 
 import pytest
 import torch
-
-from functional_ast.cli import main as cli
-from functional_ast.edges import checkpoint
-from functional_ast.core import optim
-from functional_ast import strategies
-from functional_ast.core.step import init_state
 from conftest import REPO, assert_tree_equal, tiny_bn_model
 from test_cli import _image_folder
+
+from functional_ast import strategies
+from functional_ast.cli import main as cli
+from functional_ast.core import optim
+from functional_ast.core.step import init_state
+from functional_ast.edges import checkpoint
 
 
 def _state(num_samples=10):
     model = tiny_bn_model()
-    return init_state(model, optim.adam(1e-3), strategies.build("stale", strategies.Context(num_samples, 0.3, 128)), key=3)
+    strategy = strategies.build("stale", strategies.Context(num_samples, 0.3, 128))
+    return init_state(model, optim.adam(1e-3), strategy, key=3)
 
 
 def test_checkpoint_round_trip_keeps_every_leaf_and_batch_size(tmp_path):

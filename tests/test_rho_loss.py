@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_tree_equal
 from tensordict import TensorDict
+from test_trainer import _net, _tensors
 
 import functional_ast as fa
-from functional_ast.data import images as fdata
-from functional_ast.train import reference
-from functional_ast.strategies.rho_loss import halves
-from functional_ast.train.trainer import train_full
 from functional_ast import strategies
-from functional_ast.train.trainer import Data, Run
-from conftest import assert_tree_equal
-from test_trainer import _net, _tensors
+from functional_ast.data import images as fdata
+from functional_ast.strategies.rho_loss import halves
+from functional_ast.train import reference
+from functional_ast.train.trainer import Data, Run, train_full
 
 
 def test_halves_split_every_sample_into_one_of_two_seeded_halves():

@@ -1,12 +1,12 @@
 import pytest
 import torch
+from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
 from tensordict import TensorDict
 from torch import nn
 
 import functional_ast as fa
-from functional_ast.core import step as step_module
 from functional_ast import strategies
-from conftest import assert_tree_equal, make_batch, tiny_bn_model, tiny_mlp
+from functional_ast.core import step as step_module
 
 STRATEGIES = {
     "full": lambda: fa.full(),

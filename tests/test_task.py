@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from conftest import REPO
 from tensordict import TensorDict
 
 import functional_ast as fa
@@ -14,7 +15,6 @@ from functional_ast import strategies
 from functional_ast.core import significance as sig
 from functional_ast.core.task import Task, as_task
 from functional_ast.tasks import image_classification
-from conftest import REPO
 
 N, POOL = 256, 64
 

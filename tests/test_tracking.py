@@ -6,16 +6,17 @@ import json
 
 import pytest
 from mlflow.tracking import MlflowClient
+from test_cli import _image_folder
 
 from functional_ast.cli import main as cli
 from functional_ast.edges import tracking
-from test_cli import _image_folder
 
 
 def _flags(data, uri, ckpt, epochs=2):
     # --pool-size 16: gated steps select within each batch of 16, so every epoch has 96 / 16 = 6 steps
     return ["--data", str(data), "--epochs", str(epochs), "--warmup-epochs", "1", "--batch-size", "16",
-            "--pool-size", "16", "--target-rate", "0.25", "--checkpoint-every", "2", "--no-progress", "--tracking-uri", uri,
+            "--pool-size", "16", "--target-rate", "0.25", "--checkpoint-every", "2", "--no-progress",
+            "--tracking-uri", uri,
             "--experiment", "t", "--checkpoint-dir", str(ckpt)]
 
 

@@ -8,17 +8,16 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, assert_tree_equal
 from tensordict import TensorDict
 from torch import nn
 from torchvision.io import write_png
 
 import functional_ast as fa
-from functional_ast.edges import checkpoint
-from functional_ast.core import optim
-from functional_ast.core import sampling
 from functional_ast import strategies
+from functional_ast.core import optim, sampling
+from functional_ast.edges import checkpoint
 from functional_ast.train.trainer import Data, Run
-from conftest import REPO, assert_tree_equal
 
 MODEL_SOURCE = '''
 from tensordict import TensorDict
@@ -56,9 +55,9 @@ def _net(classes=4, channels=1):
 
 
 def test_the_generic_command_trains_your_model_on_a_one_channel_folder_and_tracks_it(tmp_path):
-    from mlflow.tracking import MlflowClient
     import mlflow
     import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
 
     data = _digits(tmp_path / "digits")
     (tmp_path / "mymodule.py").write_text(MODEL_SOURCE)
@@ -117,7 +116,8 @@ def test_memory_format_auto_means_channels_last_on_a_cpu_only(monkeypatch):
     asked = []
     for name in ("make_train_step", "make_eval_step"):
         real = getattr(trainer, name)
-        monkeypatch.setattr(trainer, name, lambda *a, _real=real, **k: asked.append(k["channels_last"]) or _real(*a, **k))
+        monkeypatch.setattr(trainer, name,
+                            lambda *a, _real=real, **k: asked.append(k["channels_last"]) or _real(*a, **k))
     data = Data.prepare(_tensors(), _tensors(n=32, seed=1))
     Run(_net(), data, fa.TrainConfig(strategy="stale", batch_size=16))
     Run(_net(), data, fa.TrainConfig(strategy="stale", batch_size=16, memory_format="contiguous"))
@@ -177,7 +177,8 @@ def test_resuming_means_loading_the_state():
     assert 0 < int(middle["step"]) < int(reference.state["step"])
     resumed = fa.fit(_net(), data, None, config, state=middle, safe_point_every=4)
     assert_tree_equal(resumed.state.exclude("clock", "history"), reference.state.exclude("clock", "history"))
-    assert [e["test_accuracy"] for e in resumed.history.epochs] == [e["test_accuracy"] for e in reference.history.epochs]
+    accuracies = [[e["test_accuracy"] for e in r.history.epochs] for r in (resumed, reference)]
+    assert accuracies[0] == accuracies[1]
     assert resumed.history.series("loss") == reference.history.series("loss")
 
 

@@ -3,9 +3,8 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from functional_ast.core import work
 from functional_ast import strategies
-from functional_ast.core import optim
+from functional_ast.core import optim, work
 from functional_ast.core.losses import cross_entropy
 from functional_ast.core.step import init_state, make_train_step
 

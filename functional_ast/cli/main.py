@@ -458,9 +458,18 @@ def finished_result(folder: Path) -> Result | None:
 # --------------------------------------------------------------------------- one run, and comparisons
 
 
+def _data_params(args, data: Data) -> dict:
+    """What the params say of the data: its name and digest (not a path on this machine), and `download` only where
+    the data was downloaded (no --data)."""
+    return dict(data=Path(args.data).name if args.data else "torchvision CIFAR10",
+                data_digest=tracking.dataset_digest(data.train.data["image"], data.train.data["label"]),
+                **({"download": bool(args.download and not args.data)} if "download" in vars(args) else {}))
+
+
 def _run_params(args, config: TrainConfig, data: Data, folder: Path, name: str) -> dict:
     meter = fmeter.open_meter(data.device)
-    return dict(vars(args), **dict(config.to_dict(), lr=config.peak_lr), device=str(data.device),
+    return dict(vars(args), **dict(config.to_dict(), lr=config.peak_lr), **_data_params(args, data),
+                device=str(data.device),
                 train_samples=len(data.train), test_samples=len(data.test), classes=len(data.train.classes),
                 image_shape="x".join(map(str, data.train.data["image"].shape[1:])),
                 energy_meter=meter.name if meter else "none", torch=torch.__version__,
@@ -543,7 +552,8 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
     if not collective.is_main:
         return result.summary
     print_summary(result.summary)
-    print(f"Browse the run: {tracking.ui_command(args.tracking_uri)}")
+    tracker = next((c.tracker for c in callbacks if isinstance(c, MLflowTracking)), None)
+    print(f"Browse the run: {tracking.ui_command(args.tracking_uri, tracker.experiment_id if tracker else None)}")
     return result.summary
 
 
@@ -583,7 +593,8 @@ def compare_strategies(args: argparse.Namespace,
     with tracker as parent:
         parent.adopt(folder / "tracking-unsent")
         if info is None and main:
-            parent.log_params(dict(vars(args), compare=",".join(args.compare), seeds=",".join(map(str, seeds))))
+            parent.log_params(dict(vars(args), compare=",".join(args.compare), seeds=",".join(map(str, seeds)),
+                                   **_data_params(args, data)))
         if main and (info is None or info["config"] != result_config(args)  # new, or seeds added,
                      or info["run_id"] != parent.run_id):  # or continued in another store
             io.atomic_write_json(folder / "run.json", dict(config=result_config(args), run_id=parent.run_id,
@@ -633,7 +644,7 @@ def compare_strategies(args: argparse.Namespace,
             prefix = variant_label(row["strategy"]) + (f"/seed{row['seed']}" if seeded else "")
             parent.log_metrics({f"{prefix}/{k}": v for k, v in row.items()
                                 if isinstance(v, (int, float)) and v is not None and not isinstance(v, bool)}, step=0)
-    print(f"Browse the runs: {tracking.ui_command(args.tracking_uri)}")
+    print(f"Browse the runs: {tracking.ui_command(args.tracking_uri, tracker.experiment_id)}")
     return results
 
 

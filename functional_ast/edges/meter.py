@@ -16,7 +16,6 @@ from typing import Callable
 import torch
 
 
-
 @dataclass(frozen=True)
 class Meter:
     """A named energy counter: `read()` returns joules since an arbitrary origin."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from functional_ast.report import plots
-from functional_ast.report import stats
+from functional_ast.report import plots, stats
 from functional_ast.train.config import parse_variant
 from functional_ast.train.trainer import History, Result
 
@@ -120,7 +119,8 @@ def comparison_markdown(rows: Sequence[dict]) -> str:
         return "\n".join(lines)
     lines += ["", "Over seeds (mean ± std):", "",
               "- " + "\n- ".join(
-                  f"{s['strategy']}: test acc {_fmt(s['test_accuracy'], '.4f')} ± {_fmt(s['test_accuracy_std'], '.4f')}, "
+                  f"{s['strategy']}: test acc {_fmt(s['test_accuracy'], '.4f')} "
+                  f"± {_fmt(s['test_accuracy_std'], '.4f')}, "
                   f"train {_fmt(s['train_time_s'], '.1f')} ± {_fmt(s['train_time_s_std'], '.1f')} s, "
                   f"{_fmt(s['samples_per_s'], '.0f')} samples/s, {s['seeds']} seeds" for s in seed_summary(rows))]
     paired = paired_against_baselines(rows)
@@ -136,7 +136,8 @@ def comparison_figures(results: Sequence[Result], reference: float | None = None
     for r in results:
         runs[r.summary["strategy"]].append(_evaluated(r.history))
     rates = {r.summary["strategy"]: (r.history.series("activation_rate"), r.history.series("threshold"))
-             for r in results if r.summary["strategy"] != "full" and r.summary.get("seed", 0) == results[0].summary.get("seed", 0)}
+             for r in results
+             if r.summary["strategy"] != "full" and r.summary.get("seed", 0) == results[0].summary.get("seed", 0)}
     return {"compare_accuracy_vs_time.png": plots.compare_bands(dict(runs), "train_time_s", "train wall-clock (s)",
                                                                 reference=reference),
             "compare_accuracy_vs_flops.png": plots.compare_bands(dict(runs), "flops_spent", "FLOPs executed",

@@ -25,9 +25,9 @@ from functional_ast import models
 from functional_ast.core import optim, work
 from functional_ast.core.checks import ConfigError, check_range, integer, one_of
 from functional_ast.core.losses import buffers_of, make_apply, make_loss_and_grad, params_of
-from functional_ast.core.step import all_finite, keep_if, measure_costs
 from functional_ast.core.selection import Selection, Strategy, mask_of
 from functional_ast.core.state import replace
+from functional_ast.core.step import all_finite, keep_if, measure_costs
 from functional_ast.core.task import Task, as_task
 from functional_ast.strategies.draws import proportional_draw
 from functional_ast.strategies.registry import Context, Rule, option, register

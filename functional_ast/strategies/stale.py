@@ -8,12 +8,17 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict
-from torch import Tensor
 
 from functional_ast.core.checks import ConfigError, check_range, one_of
 from functional_ast.core.selection import Selection, Strategy, mask_of
-from functional_ast.strategies.draws import (at_or_above_mean, hard_first, hardest_if_unseen, loss_table,
-                                             proportional_draw, remember_losses)
+from functional_ast.strategies.draws import (
+    at_or_above_mean,
+    hard_first,
+    hardest_if_unseen,
+    loss_table,
+    proportional_draw,
+    remember_losses,
+)
 from functional_ast.strategies.registry import Context, Rule, option, register
 
 STALE_RULES = ("proportional", "hard_first", "small_loss")

@@ -11,9 +11,9 @@ from functional_ast.core import controller as ctl
 from functional_ast.core import gate as gt
 from functional_ast.core.checks import check_range
 from functional_ast.core.selection import Selection, Strategy
-from functional_ast.core.task import Task, as_task
 from functional_ast.core.significance import normalise_by_mean
 from functional_ast.core.state import replace
+from functional_ast.core.task import Task, as_task
 from functional_ast.strategies.draws import hardest_if_unseen
 from functional_ast.strategies.registry import Rule, register
 from functional_ast.strategies.sundew import default_gate, gate_and_control
@@ -24,7 +24,8 @@ def sundew_remembered(num_samples: int, target_rate: float = 0.1, *, controller:
                       ) -> Strategy:
     """The seed's gate and PI controller deciding on *remembered* significance, with no scoring forward.
 
-    Each sample's loss and input statistic (the task's; state key "intensity", as images have it) are kept in a per-sample table (filled by `observe` from the training
+    Each sample's loss and input statistic (the task's; state key "intensity", as images have it) are kept in a
+    per-sample table (filled by `observe` from the training
     forward, during warm-up and after), and significance = loss_weight * normalised remembered loss +
     (1 - loss_weight) * normalised statistic over the pool; never-trained samples count as the hardest seen.
     Selection reads only indices (`index_only`), so the trainer gathers the images of the chosen samples alone.

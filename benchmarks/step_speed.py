@@ -10,7 +10,8 @@ Every variant but functional_channels_last (the step with `channels_last=True`, 
 the images NCHW, as the trainer does off a CPU. Variants run interleaved (round-robin, repeated) on
 the same in-memory data so that machine noise hits them alike; each reports median images/s and
 its spread, and the page faults per step (minor faults of the process while that variant ran). Prints one
-line per ratio (e.g. `functional_eager/plain_eager = 0.97`), the share of a gated
+line per ratio (e.g. `functional_eager/plain_eager = 0.97`; the median over the repeats of the two variants'
+ratio within one repeat, so that one block hit by noise moves one pair, not a median), the share of a gated
 step spent outside the model's forward/backward (from torch.profiler scopes), the
 number of compiled graphs, and peak memory per variant (each in its own process).
 
@@ -225,7 +226,7 @@ def memory_child(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.step_speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats and steps (about a minute on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="8 repeats of 2-step blocks (about a minute on 2 CPU cores)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="cnn")
     p.add_argument("--batch-size", type=int, default=128)
@@ -250,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_of:
         memory_child(args)
         return 0
-    repeats = args.repeats or (3 if args.quick else 7)
-    steps = args.steps or (5 if args.quick else 20)
+    repeats = args.repeats or (8 if args.quick else 7)  # quick: many short rounds, so that the paired ratios
+    steps = args.steps or (2 if args.quick else 20)     # see the machine's drift less
     device = torch.device(args.device)
     torch.manual_seed(0)
     images, labels = make_data(args.samples, args.batch_size, device)
@@ -282,14 +283,16 @@ def main(argv: list[str] | None = None) -> int:
               "page_faults_per_step": {n: statistics.median(runners[n].faults_per_step) for n in names}}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
-    med = {n: v["median"] for n, v in result["images_per_s"].items()}
-    ratios = {"functional_eager/plain_eager": med["functional_eager"] / med["plain_eager"],
-              "functional_channels_last/functional_eager": med["functional_channels_last"] / med["functional_eager"]}
-    if "functional_compiled" in med:
-        ratios["functional_compiled/functional_eager"] = med["functional_compiled"] / med["functional_eager"]
-        ratios["functional_compiled/plain_eager"] = med["functional_compiled"] / med["plain_eager"]
+    def ratio(a: str, b: str) -> float:  # paired: the median over repeats of a's images/s over b's in that repeat
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+    ratios = {"functional_eager/plain_eager": ratio("functional_eager", "plain_eager"),
+              "functional_channels_last/functional_eager": ratio("functional_channels_last", "functional_eager")}
+    if "functional_compiled" in times:
+        ratios["functional_compiled/functional_eager"] = ratio("functional_compiled", "functional_eager")
+        ratios["functional_compiled/plain_eager"] = ratio("functional_compiled", "plain_eager")
     for name in GATED:
-        ratios[f"{name}/functional_eager"] = med[name] / med["functional_eager"]
+        ratios[f"{name}/functional_eager"] = ratio(name, "functional_eager")
     result["ratios"] = ratios
     result["compiled_graphs"] = {"after_warmup": graphs_after_warmup, "at_end": graphs_end}
     print(f"device {result['device']} ({result.get('gpu', result['machine'])}), model {args.model}, batch "

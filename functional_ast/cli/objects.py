@@ -61,15 +61,10 @@ def load_data(args: argparse.Namespace) -> Data:
     return data
 
 
-
 # Flags that do not change what is computed; every other flag must match for --resume.
 _NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_progress", "checkpoint_every",
                      "checkpoint_dir", "keep_checkpoints", "resume", "data_root", "joules_per_gflop",
                      "system_metrics", "no_log_model", "no_interleave", "download", "eval_every"}
-
-# Result flags added after runs may have started: a run.json without one ran as this value would now.
-_FLAGS_BEFORE_THEY_EXISTED = {"memory_format": "contiguous"}
-
 
 def result_config(args: argparse.Namespace, **extra) -> dict:
     """The flags that determine a run's results (what --resume compares)."""
@@ -80,7 +75,6 @@ def result_config(args: argparse.Namespace, **extra) -> dict:
         if config.get(key):
             config[key] = ",".join(map(str, config[key]))
     return dict(config, **extra)
-
 
 
 def data_name(args: argparse.Namespace) -> str:

@@ -14,7 +14,6 @@ config and the data's digest); a comparison's may add seeds, not drop them. Para
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +69,19 @@ class Tracked:
 
 
 def portable_path(path: str | Path, root: str | Path | None = None) -> str:
-    """A path as a param may hold it: relative to `root` (default: the working directory) when inside it, as
-    given when relative, else its last two parts after ".../" (never a whole path of this machine)."""
-    if not Path(path).is_absolute():
-        return str(path)
-    path = Path(path)
+    """A path as a param may hold it: relative to `root` when inside it, else as given when relative, else
+    relative to the working directory when inside it, else its last two parts after ".../" (never a whole path
+    of this machine)."""
+    given, path = str(path), Path(path)
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix() or "."
+        except ValueError:
+            pass
+    if not path.is_absolute():
+        return given
     try:
-        return path.relative_to(Path(root or os.getcwd()).resolve()).as_posix() or "."
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
     except ValueError:
         return ".../" + "/".join(path.parts[-2:])
 

@@ -14,8 +14,11 @@ import argparse
 import json
 import sys
 
+import torch
+
 import functional_ast as fa
-from functional_ast.cli import main as cli
+from functional_ast.edges import tracking
+from functional_ast.train import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,20 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--json", default="controller_targets.json")
     args = p.parse_args(argv)
-    data, rows = None, []
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = prepare.load_data(args.data, device=device, limit_train=args.limit_train, limit_test=args.limit_test)
+    rows = []
     for target in (float(t) for t in args.targets.split(",")):
         name = f"target-{target:g}"
-        argv_run = ["--data", args.data, "--strategy", "sundew", "--target-rate", str(target), "--epochs",
-                    str(args.epochs), "--warmup-epochs", "1", "--limit-test", str(args.limit_test), "--batch-size",
-                    str(args.batch_size), "--no-progress",
-                    "--experiment", "controller-targets", "--run-name", name]
-        argv_run += ["--limit-train", str(args.limit_train)] if args.limit_train else []
-        argv_run += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
-        run_args = cli.build_parser().parse_args(argv_run)
-        data = data or cli.load_data(run_args)
-        tracker = fa.MLflowTracking(run_args.tracking_uri, run_args.experiment, name, log_model=False, announce=None)
-        result = fa.fit(cli.model_builder("cnn", data), data, None, cli.train_config(run_args), name=name,
-                        callbacks=[tracker])
+        config = fa.TrainConfig(strategy="sundew", target_rate=target, epochs=args.epochs, warmup_epochs=1,
+                                batch_size=args.batch_size)
+        tracker = fa.MLflowTracking(args.tracking_uri or tracking.DEFAULT_TRACKING_URI, "controller-targets", name,
+                                    log_model=False, announce=None)
+        result = fa.fit(prepare.model_builder("cnn", data), data, None, config, name=name, callbacks=[tracker])
         epochs = result.history.epochs
         gated = [e["epoch_activation_rate"] for e in epochs[1:]]
         _, threshold = result.history.series("threshold")

@@ -43,11 +43,15 @@ from pathlib import Path
 import torch
 
 from functional_ast import io
-from functional_ast.cli import main as cli
+from functional_ast.cli.flags import seed_list, strategy_list
 from functional_ast.data.images import DataError
+from functional_ast.edges import runs as run_folders
+from functional_ast.edges import tracking
+from functional_ast.edges.tracked import Tracking, tracked_compare
 from functional_ast.report import plots, stats
 from functional_ast.report import tables as report
-from functional_ast.train.config import ConfigError
+from functional_ast.train import prepare
+from functional_ast.train.config import ConfigError, TrainConfig, parse_variant
 from functional_ast.train.trainer import full_epoch_cost
 
 FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
@@ -56,7 +60,7 @@ TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 
 
 def epoch_cost(data, model_spec: str, batch_size: int, seed: int, kind: str = "time") -> float:
     """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch on this machine (`full_epoch_cost`)."""
-    return full_epoch_cost(cli.model_builder(model_spec, data), data, batch_size, seed, kind)
+    return full_epoch_cost(prepare.model_builder(model_spec, data), data, batch_size, seed, kind)
 
 
 def _device_name(device: torch.device) -> str:
@@ -128,20 +132,35 @@ def _started_budgets(checkpoints: Path, labels) -> set[str]:
     return {label for label in labels if any((checkpoints / f"savings-{label}").glob("*/run.json"))}
 
 
-def _cli_args(args, budget: float, label: str) -> list[str]:
-    argv = ["--data", args.data, "--model", args.model, "--target-rate", str(args.target_rate),
-            "--warmup-epochs", "1", "--cooldown-epochs", "1", "--batch-size", str(args.batch_size),
-            "--compare", ",".join(args.strategies), "--seeds", ",".join(map(str, args.seeds)),
-            "--time-budget" if args.budget_kind == "time" else "--flop-budget", repr(float(budget)),
-            "--no-progress", "--no-log-model", "--experiment", "savings-benchmark", "--run-name", f"savings-{label}",
-            "--label-noise", str(args.label_noise), "--checkpoint-every", str(args.checkpoint_every)]
-    if args.checkpoint_dir:
-        argv += ["--checkpoint-dir", str(args.checkpoint_dir)]
-    if args.quick:
-        argv += ["--limit-train", "6000", "--limit-test", "2000"]
-    if args.tracking_uri:
-        argv += ["--tracking-uri", args.tracking_uri]
-    return argv
+EXPERIMENT = "savings-benchmark"
+
+
+def _configs(args, budget: float) -> dict[str, TrainConfig]:
+    """Each entry of --strategies as the config it trains: 1 warm-up and 1 cool-down epoch (unless the entry
+    names its own), for the budget in seconds or FLOPs; the seeds are the comparison's."""
+    configs = {}
+    for spec in args.strategies:
+        name, overrides = parse_variant(spec)
+        limit = {"time_budget" if args.budget_kind == "time" else "flop_budget": float(budget)}
+        configs[spec] = TrainConfig(strategy=name, target_rate=args.target_rate, warmup_epochs=1, cooldown_epochs=1,
+                                    batch_size=args.batch_size, label_noise=args.label_noise,
+                                    options=overrides.pop("options", {}), **limit).replace(**overrides)
+    return configs
+
+
+def _tracking(args) -> Tracking:
+    """Where the comparisons are tracked and checkpointed; the benchmark's settings as every run's params."""
+    params = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in _settings(args).items()}
+    return Tracking(uri=args.tracking_uri or tracking.DEFAULT_TRACKING_URI, experiment=EXPERIMENT,
+                    checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, log_model=False,
+                    data_name=Path(args.data).name, params=dict(params, benchmark="savings"))
+
+
+def _load_data(args):
+    """The benchmark's data on the machine's accelerator (or CPU); --quick: 6,000 train / 2,000 test samples."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    quick = dict(limit_train=6000, limit_test=2000) if args.quick else {}
+    return prepare.load_data(args.data, device=device, label_noise=args.label_noise, seed=0, **quick)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="CIFAR-10 directory or .tar.gz (see python -m functional_ast --help)")
     p.add_argument("--quick", action="store_true",
                    help="6,000 train / 2,000 test samples, seeds 0,1 (24 min on this project's 2-core CPU machine)")
-    p.add_argument("--seeds", type=cli.seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
+    p.add_argument("--seeds", type=seed_list, default=None, help="default 0,1,2 (quick: 0,1)")
     p.add_argument("--budget-epochs", default="6,16",
                    help="budgets in full-data epochs of this machine: short,long (one value: a single budget)")
     p.add_argument("--budget-kind", choices=("time", "flops"), default="time",
                    help="match wall-clock (default) or FLOPs executed; a FLOP budget is the FLOPs of N full epochs")
-    p.add_argument("--strategies", type=cli.strategy_list, default=list(FULL_STRATEGIES),
+    p.add_argument("--strategies", type=strategy_list, default=list(FULL_STRATEGIES),
                    help="comma-separated; NAME:cooldown=N gives one entry its own cool-down (all-data epochs at "
                         "the end; every other entry has 1), e.g. full,stale,stale:cooldown=8")
     p.add_argument("--model", default="cnn")
@@ -179,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     budgets = [float(b) for b in args.budget_epochs.split(",")]
     labels = ("short", "long") if len(budgets) == 2 else tuple(f"{b:g}-epochs" for b in budgets)
-    probe_args = cli.build_parser().parse_args(_cli_args(args, 1.0, "probe"))
-    args.checkpoint_dir = Path(args.checkpoint_dir or cli.checkpoint_root(probe_args) / Path(args.json).stem)
+    args.checkpoint_dir = Path(args.checkpoint_dir or run_folders.checkpoint_root(
+        args.tracking_uri or tracking.DEFAULT_TRACKING_URI, EXPERIMENT) / Path(args.json).stem)
     plan_path = args.checkpoint_dir / "benchmark.json"
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     added = []  # seeds this --resume adds to the benchmark's
@@ -201,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             if added:
                 print(f"adding seeds {added} to the benchmark's {then['seeds']}", flush=True)
             plan["settings"], plan["parts"] = _settings(args), plan["parts"] + [now]
-        data = cli.load_data(probe_args)
+        data = _load_data(args)
         if not args.resume:
             plan = {"settings": _settings(args), "parts": [now],
                     "full_epoch_s": epoch_cost(data, args.model, args.batch_size, args.seeds[0]),
@@ -228,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         for label, epochs in zip(labels, budgets):
             budget_s = epochs * epoch_s
             budget = budget_s if args.budget_kind == "time" else epochs * epoch_flops
-            run_args = cli.build_parser().parse_args(
-                _cli_args(args, budget, label) + ["--eval-every", f"{budget_s / args.eval_points:.3f}"]
-                + (["--resume"] if label in resumable else []))
-            results = cli.compare_strategies(run_args)
+            compared = tracked_compare(prepare.model_builder(args.model, data), data, _configs(args, budget),
+                                       f"savings-{label}", _tracking(args), seeds=args.seeds,
+                                       resume=label in resumable, eval_every=round(budget_s / args.eval_points, 3),
+                                       model_label=prepare.model_label(args.model), progress=False)
+            print("\n" + compared.table)
+            print(f"Browse the runs: {tracking.ui_command(_tracking(args).uri, compared.experiment_id)}")
+            results = compared.results
             rows = report.comparison_table(results)
             entry = {"budget_epochs": epochs, "budget_s": budget_s, "budget_kind": args.budget_kind,
                      "budget": budget, "equal_time": equal_time(rows),

@@ -112,7 +112,6 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     probed at the start, and the JSON lists both parts. Other flags, or nothing to resume, are refused."""
     from test_cli import _image_folder
 
-    from functional_ast.cli import main as cli
     from functional_ast.edges import callbacks
 
     monkeypatch.chdir(tmp_path)
@@ -123,7 +122,7 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     assert savings.main(flags + ["--resume"]) == 2
     assert "--resume: no benchmark to resume" in capsys.readouterr().err
 
-    first, compare, save = {}, cli.compare_strategies, callbacks.Checkpoints.on_safe_point
+    first, compare, save = {}, savings.tracked_compare, callbacks.Checkpoints.on_safe_point
     saves = []
 
     def stop_in_the_long_budget(self, run):
@@ -133,18 +132,19 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
             if len(saves) > 4:  # the long budget's runs have checkpoints: stopped as a machine handed back
                 raise KeyboardInterrupt
 
-    def remember(run_args):
-        label = "long" if run_args.run_name.endswith("long") else "short"
-        first[label] = compare(run_args)
-        return first[label]
+    def remember(build, data, configs, name, *args, **kwargs):
+        label = "long" if name.endswith("long") else "short"
+        compared = compare(build, data, configs, name, *args, **kwargs)
+        first[label] = compared.results
+        return compared
 
     monkeypatch.setattr(callbacks.Checkpoints, "on_safe_point", stop_in_the_long_budget)
-    monkeypatch.setattr(savings.cli, "compare_strategies", remember)
+    monkeypatch.setattr(savings, "tracked_compare", remember)
     with pytest.raises(KeyboardInterrupt):
         savings.main(flags)
     assert "long" not in first and not (tmp_path / "s.json").exists()
     monkeypatch.setattr(callbacks.Checkpoints, "on_safe_point", save)
-    monkeypatch.setattr(savings.cli, "compare_strategies", compare)
+    monkeypatch.setattr(savings, "tracked_compare", compare)
 
     assert savings.main(flags[:3] + ["0"] + flags[4:] + ["--resume"]) == 2
     assert "started with other flags (seeds: [0, 1] then, [0] now)" in capsys.readouterr().err

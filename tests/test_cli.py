@@ -267,16 +267,3 @@ def test_diverging_run_stops_with_a_clear_error(synthetic, capsys):
     client = _client(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
     assert run.info.status == "FAILED"
-
-
-def test_a_compared_run_folder_names_its_seed_and_finds_one_made_before(tmp_path):
-    import json
-
-    """Under --seeds every run's folder names its seed (so seeds can be added later); a comparison started with
-    a single --seeds value before that (folder "<label>") is still found for that seed, and only for it."""
-    assert cli._seed_folder(tmp_path, "stale", 0, seeded=False) == tmp_path / "stale"
-    assert cli._seed_folder(tmp_path, "stale", 0, seeded=True) == tmp_path / "stale-seed0"
-    (tmp_path / "stale").mkdir()
-    (tmp_path / "stale" / "run.json").write_text(json.dumps({"config": {"seed": 3}, "run_id": None}))
-    assert cli._seed_folder(tmp_path, "stale", 3, seeded=True) == tmp_path / "stale"
-    assert cli._seed_folder(tmp_path, "stale", 4, seeded=True) == tmp_path / "stale-seed4"

@@ -23,6 +23,7 @@ from tensordict import TensorDict
 from test_cli import _image_folder
 from torch import nn
 
+from functional_ast.cli import tracking as tracking_cli
 from functional_ast.edges import tracking
 
 UNREACHABLE = "http://127.0.0.1:9"
@@ -111,7 +112,7 @@ def test_the_command_line_and_the_replay_write_only_where_they_are_told(place, t
             tracker.log_metrics({"loss": 1.0}, step=0)
     folder = tmp_path / "unsent" / "tracking-unsent"
     assert folder.is_dir()
-    assert tracking.main(["replay", str(folder), "--tracking-uri", uri]) == 0
+    assert tracking_cli.main(["replay", str(folder), "--tracking-uri", uri]) == 0
     assert not folder.exists()  # uploaded
     assert sorted(p.name for p in cwd.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cwd", "images", "unsent"]

@@ -196,15 +196,3 @@ def test_compare_killed_in_its_second_strategy_resumes_to_the_uninterrupted_tabl
         assert a.summary["test_accuracy"] == b.summary["test_accuracy"]
         assert a.summary["samples_trained"] == b.summary["samples_trained"]
     assert resumed[0].summary["mlflow_run_id"] != reference[0].summary["mlflow_run_id"]
-
-
-def test_a_run_from_before_a_flag_existed_resumes_with_the_flag_it_ran_as(tmp_path):
-    # memory_format was added later: a run.json without it ran NCHW, which --memory-format contiguous names
-    info = dict(config=dict(lr=0.05, strategy="stale"), run_id="r")
-    (tmp_path / "run.json").write_text(json.dumps(info))
-    assert cli.read_run_info(tmp_path, dict(lr=0.05, strategy="stale", memory_format="contiguous")) == info
-    with pytest.raises(cli.ConfigError, match="'contiguous' then, 'auto' now.*--memory-format contiguous"):
-        cli.read_run_info(tmp_path, dict(lr=0.05, strategy="stale", memory_format="auto"))
-    with pytest.raises(cli.ConfigError, match="lr: 0.05 then, 0.1 now") as refused:
-        cli.read_run_info(tmp_path, dict(lr=0.1, strategy="stale", memory_format="contiguous"))
-    assert "--lr" not in str(refused.value)  # only flags the old run.json lacks get a suggestion

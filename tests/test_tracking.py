@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from test_cli import _image_folder
 
 from functional_ast.cli import main as cli
-from functional_ast.edges import tracking
+from functional_ast.cli import tracking as tracking_cli
 
 
 def _flags(data, uri, ckpt, epochs=2):
@@ -33,7 +33,7 @@ def test_an_unreachable_store_still_trains_and_saves_replayable_tracking_data(tm
     assert (folder / "artifacts" / "summary.json").is_file()
 
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    assert tracking.main(["replay", str(folder), "--tracking-uri", uri]) == 0
+    assert tracking_cli.main(["replay", str(folder), "--tracking-uri", uri]) == 0
     assert not folder.exists()
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
@@ -67,5 +67,20 @@ def test_a_store_failing_mid_run_gets_every_metric_once_it_returns(tmp_path, mon
 
 
 def test_replay_of_a_folder_that_is_not_one_fails_clearly(tmp_path, capsys):
-    assert tracking.main(["replay", str(tmp_path)]) == 1
+    assert tracking_cli.main(["replay", str(tmp_path)]) == 1
     assert "not a tracking-unsent folder" in capsys.readouterr().err
+
+
+def test_the_replay_command_the_warning_names_runs_as_a_module(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from functional_ast.edges import tracking
+
+    assert f"{tracking_cli.PROG} replay" in (REPO / "functional_ast" / "edges" / "tracking.py").read_text()
+    out = subprocess.run([sys.executable, "-m", "functional_ast.cli.tracking", "replay", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1 and "not a tracking-unsent folder" in out.stderr
+    assert tracking.replay.__module__ == "functional_ast.edges.tracking"  # the library keeps the upload itself

@@ -9,7 +9,7 @@ Tracking never stops training: if the store is unreachable or fails mid-run, the
 tracker warns once, keeps everything buffered and retries at the next flush. What
 is still unwritten when the run ends is saved to `fallback_dir` (params, metrics as
 JSON lines, artifacts as files) with a warning naming the command that uploads it:
-`python -m functional_ast.tracking replay DIR --tracking-uri URI`.
+`python -m functional_ast.cli.tracking replay DIR --tracking-uri URI` (`replay` here).
 
 Experiments carry the tag `mlflow.experimentKind=custom_model_development`, which says what they are, but
 MLflow 3.17's UI does not read it to choose its view: the "GenAI / Model training" switch is kept in the
@@ -26,7 +26,6 @@ is never buffered: if the store is down it warns and skips (its metrics are stil
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -35,7 +34,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -508,7 +506,7 @@ class RunTracker:
         saved = self.save_fallback()
         if saved is not None:
             warnings.warn(f"MLflow store {self.tracking_uri} still unreachable at the end of the run; its tracking "
-                          f"data is saved in {saved}. Upload it later with: python -m functional_ast.tracking "
+                          f"data is saved in {saved}. Upload it later with: python -m functional_ast.cli.tracking "
                           f"replay {saved} --tracking-uri {self.tracking_uri}", stacklevel=2)
 
     def __enter__(self) -> "RunTracker":
@@ -608,24 +606,3 @@ def replay(folder: str | Path, tracking_uri: str | None = None) -> str:
         raise RuntimeError("the upload failed part-way; the folder is kept, run the command again")
     tracker.client.set_terminated(tracker.run_id, status="FINISHED")
     return tracker.run_id
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m functional_ast.tracking")
-    sub = parser.add_subparsers(dest="command", required=True)
-    rp = sub.add_parser("replay", help="upload tracking data saved while the store was unreachable")
-    rp.add_argument("folder")
-    rp.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args(argv)
-    try:
-        run_id = replay(args.folder, args.tracking_uri)
-    except (OSError, RuntimeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"uploaded into run {run_id}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -1,0 +1,290 @@
+"""A tracked fit or comparison, from objects: a run folder with checkpoints and run.json, an MLflow run per
+training run, and a resume that continues where it stopped.
+
+    out = tracked_fit(build, data, TrainConfig(strategy="stale"), "stale-cnn", Tracking(uri, "exp"))
+    out = tracked_compare(build, data, {"full": TrainConfig(strategy="full"), ...}, "cmp", Tracking(uri, "exp"),
+                          seeds=[0, 1, 2], resume=True)
+
+A comparison is a parent MLflow run (its table, figures and per-entry metrics) over one nested run per entry and
+seed, each in its own sub-folder; resumed, finished runs are read back from their result.json and the others
+continue from their newest checkpoint. `settings` is what a resume must find unchanged (default: every entry's
+config and the data's digest); a comparison's may add seeds, not drop them. Params name no machine path.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from functional_ast.core import distributed
+from functional_ast.edges import meter as fmeter
+from functional_ast.edges import runs, tracking
+from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
+from functional_ast.report import tables as report
+from functional_ast.train.config import TrainConfig
+from functional_ast.train.trainer import Data, Result, compare, fit, full_epoch_cost
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where runs are tracked and checkpointed, and what every run logs besides its config (`params`, e.g. the
+    command line's flags; `data_name` names the data in the params and the MLflow run input)."""
+
+    uri: str = tracking.DEFAULT_TRACKING_URI
+    experiment: str = "functional_ast"
+    checkpoint_dir: str | Path | None = None  # default: checkpoints/<experiment> beside the run store
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    system_metrics: bool = False
+    log_model: bool = True
+    data_name: str = "data"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return runs.checkpoint_root(self.uri, self.experiment, self.checkpoint_dir)
+
+
+@dataclass
+class Tracked:
+    """What a tracked fit or comparison left: its results (one per entry and seed), its run folder, its MLflow
+    experiment and (parent) run, the comparison's table as markdown, and whether it had already finished."""
+
+    results: list[Result]
+    folder: Path
+    experiment_id: str | None = None
+    run_id: str | None = None
+    table: str | None = None
+    already_finished: bool = False
+
+    @property
+    def result(self) -> Result:
+        return self.results[0]
+
+
+def portable_path(path: str | Path, root: str | Path | None = None) -> str:
+    """A path as a param may hold it: relative to `root` when inside it, else as given when relative, else
+    relative to the working directory when inside it, else its last two parts after ".../" (never a whole path
+    of this machine)."""
+    given, path = str(path), Path(path)
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix() or "."
+        except ValueError:
+            pass
+    if not path.is_absolute():
+        return given
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return ".../" + "/".join(path.parts[-2:])
+
+
+def portable_uri(uri: str) -> str:
+    """A tracking URI as a param may hold it: a server's address as is, a local store's path `portable_path`."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    return prefix + portable_path(uri[len(prefix):])
+
+
+def _plain(value):
+    """`value` as run.json gives it back (tuples as lists, other objects as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _digest(data: Data) -> str:
+    return tracking.dataset_digest(data.train.data["image"], data.train.data["label"])
+
+
+def _data_params(where: Tracking, data: Data) -> dict:
+    return dict(data=where.data_name, data_digest=_digest(data))
+
+
+def run_params(where: Tracking, config: TrainConfig, data: Data, folder: Path, name: str) -> dict:
+    """A training run's params: `where.params`, the resolved config, the data by name and digest, the machine's
+    facts, and the run folder relative to the checkpoint root."""
+    meter = fmeter.open_meter(data.device)
+    params = dict(where.params)
+    params.update(config.to_dict(), lr=config.peak_lr, **_data_params(where, data), device=str(data.device),
+                  train_samples=len(data.train), test_samples=len(data.test), classes=len(data.train.classes),
+                  image_shape="x".join(map(str, data.train.data["image"].shape[1:])),
+                  energy_meter=meter.name if meter else "none", torch=torch.__version__,
+                  threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version(),
+                  tracking_uri=portable_uri(where.uri), checkpoint_folder=portable_path(folder, where.checkpoint_root),
+                  run_name=name, compare=None, seeds=None)
+    return params
+
+
+def dataset_input(where: Tracking, data: Data) -> dict:
+    """The training set as the run's MLflow input: its name, and as source its name and digest (not a path)."""
+    images, digest = data.train.data["image"], _digest(data)
+    return dict(name=where.data_name, source=f"{where.data_name}@{digest}", digest=digest,
+                num_samples=len(data.train), num_classes=len(data.train.classes), image_shape=tuple(images.shape[1:]))
+
+
+def _callbacks(where: Tracking, config: TrainConfig, data: Data, folder: Path, name: str, settings: dict,
+               info: dict | None, budget: dict, parent_run_id: str | None = None, bar: bool = True,
+               label: str | None = None) -> list:
+    tracker = MLflowTracking(where.uri, where.experiment, name, params=run_params(where, config, data, folder, name),
+                             run_id=info["run_id"] if info else None, parent_run_id=parent_run_id,
+                             fallback_dir=folder, system_metrics=where.system_metrics, log_model=where.log_model,
+                             dataset=dataset_input(where, data),
+                             announce=lambda line: print(f"{line}; checkpoints: {folder}", flush=True))
+    saver = Checkpoints(folder, keep=where.keep_checkpoints,
+                        info=lambda: dict(config=settings, run_id=tracker.run_id, run_name=name, **budget))
+    return [tracker, saver, Console(bar=bar, label=label)]
+
+
+def _epoch_budget(build: Callable[[], nn.Module], data: Data, config: TrainConfig, budget_epochs: float | None,
+                  info: dict | None) -> float | None:
+    """A time budget of `budget_epochs` full-data epochs here (measured once; a resumed run keeps the seconds its
+    run.json recorded), or None without one or when `config` has its own budget."""
+    if not budget_epochs or config.time_budget or config.flop_budget:
+        return None
+    if info and info.get("budget_s"):
+        seconds = float(info["budget_s"])
+        print(f"time budget {budget_epochs:g} full-data epochs = {seconds:.0f} s (as first measured)", flush=True)
+        return seconds
+    epoch_s = full_epoch_cost(build, data, config.batch_size, config.seed)
+    seconds = budget_epochs * epoch_s
+    print(f"one full-data epoch takes about {epoch_s:.1f} s here: time budget {budget_epochs:g} epochs = "
+          f"{seconds:.0f} s", flush=True)
+    return seconds
+
+
+def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig, name: str,
+                where: Tracking = Tracking(), *, resume: bool = False, settings: dict | None = None,
+                budget_epochs: float | None = None, log_every: int = 25, eval_every: float | None = None,
+                progress: bool = True, collective: distributed.Collective = distributed.LOCAL) -> Tracked:
+    """Train `config` as the MLflow run `name`, checkpointed in a new folder of `name`, or, with `resume`, continue
+    its newest folder (refused if `settings` differ; a finished run is read back). `budget_epochs`: a time budget
+    of that many full-data epochs of this machine, measured once and kept in run.json."""
+    settings = _plain(settings if settings is not None else dict(config=config.to_dict(), data=_digest(data)))
+    folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
+    info = runs.read_run_info(folder, settings) if resuming else None
+    seconds = _epoch_budget(build, data, config, budget_epochs, info)
+    config = config.replace(time_budget=seconds) if seconds is not None else config
+    if info is not None and (done := runs.finished_result(folder)) is not None:
+        print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
+        return Tracked([done], folder, already_finished=True)
+    budget = {"budget_s": seconds} if seconds is not None else {}
+    callbacks = _callbacks(where, config, data, folder, name, settings, info, budget, bar=progress) \
+        if collective.is_main else []
+    result = fit(build, data, None, config, callbacks=callbacks,
+                 state=runs.resume_state(folder, info, data.device), log_every=log_every,
+                 safe_point_every=where.checkpoint_every, eval_every=eval_every, collective=collective, name=name,
+                 meter=fmeter.open_meter(data.device))
+    tracker = next((c.tracker for c in callbacks if isinstance(c, MLflowTracking)), None)
+    return Tracked([result], folder, tracker.experiment_id if tracker else None, tracker.run_id if tracker else None)
+
+
+def variant_label(spec: str) -> str:
+    """A name for folders, MLflow run names and metric keys (no ':' or '='): "stale:cooldown=8" -> "stale-cooldown8"."""
+    return spec.replace(":", "-").replace("=", "")
+
+
+def _entries(configs: Mapping[str, TrainConfig] | Sequence[TrainConfig]) -> dict[str, TrainConfig]:
+    if isinstance(configs, Mapping):
+        return dict(configs)
+    named = {c.strategy: c for c in configs}
+    if len(named) != len(configs):
+        raise ValueError("configs of one strategy need names: pass {name: config}")
+    return named
+
+
+def tracked_compare(build: Callable[[], nn.Module], data: Data,
+                    configs: Mapping[str, TrainConfig] | Sequence[TrainConfig], name: str,
+                    where: Tracking = Tracking(), *, seeds: Sequence[int] | None = None, resume: bool = False,
+                    settings: dict | None = None, budget_epochs: float | None = None, interleave: bool = True,
+                    log_every: int = 25, eval_every: float | None = None, model_label: str = "model",
+                    progress: bool = True, collective: distributed.Collective = distributed.LOCAL) -> Tracked:
+    """Run every entry of `configs` (a name, e.g. a variant spec "stale:cooldown=8", -> its config), with each of
+    `seeds` (default: each config's own seed), as nested MLflow runs under the parent run `name`, taking turns
+    with `interleave`; log the comparison's table, figures and per-entry metrics on the parent. Nested runs are
+    named <label>-<model_label>[-seed<N>]. With `resume`, finished runs are read back and the others continue."""
+    entries = _entries(configs)
+    seeded, seeds = seeds is not None, list(seeds) if seeds is not None else [None]
+    jobs = [(spec, seed) for seed in seeds for spec in entries]
+    first = next(iter(entries.values()))
+    if settings is None:
+        settings = dict(data=_digest(data), seeds=",".join(map(str, seeds)) if seeded else None,
+                        configs={spec: c.replace(seed=0).to_dict() for spec, c in entries.items()})
+    settings = _plain(settings)
+    folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
+    info = runs.read_run_info(folder, settings) if resuming else None
+    seconds = _epoch_budget(build, data, first, budget_epochs, info)
+    budget = {"budget_s": seconds} if seconds is not None else {}
+    main = collective.is_main
+    tracker = (tracking.RunTracker if main else tracking.NullTracker)(
+        where.uri, where.experiment, name, fallback_dir=folder, run_id=info["run_id"] if info else None)
+    with tracker as parent:
+        parent.adopt(folder / "tracking-unsent")
+        if info is None and main:
+            params = dict(where.params)
+            params.update(compare=",".join(entries), seeds=",".join(map(str, seeds)) if seeded else str(first.seed),
+                          tracking_uri=portable_uri(where.uri), **_data_params(where, data),
+                          **({"time_budget": seconds} if seconds is not None else {}))
+            parent.log_params(params)
+        if main and (info is None or info["config"] != settings  # new, or seeds added,
+                     or info["run_id"] != parent.run_id):  # or continued in another store
+            runs.write_run_info(folder, settings, parent.run_id, name, **budget)
+        done: dict[int, Result] = {}
+        todo, states, callbacks = [], {}, {}
+        for i, (spec, seed) in enumerate(jobs):
+            label = variant_label(spec)
+            config = entries[spec] if seed is None else entries[spec].replace(seed=seed)
+            config = config.replace(time_budget=seconds) if seconds is not None else config
+            sub = runs.seed_folder(folder, label, config.seed, seeded)
+            if main:
+                sub.mkdir(exist_ok=True)
+            job_settings = dict(settings, strategy=spec, seed=config.seed)
+            sub_info = runs.read_run_info(sub, job_settings) if resuming else None
+            if sub_info is not None and (finished := runs.finished_result(sub)) is not None:
+                done[i] = finished
+                continue
+            run_name = f"{label}-{model_label}" + (f"-seed{seed}" if seeded else "")
+            states[len(todo)] = runs.resume_state(sub, sub_info, data.device)
+            callbacks[len(todo)] = (_callbacks(where, config, data, sub, run_name, job_settings, sub_info, budget,
+                                               parent_run_id=parent.run_id, bar=progress and not interleave,
+                                               label=run_name) if main else [])
+            todo.append((i, config))
+        order = iter(range(len(todo)))
+        fresh = compare(build, data, None, [c for _, c in todo], callbacks_for=lambda c: callbacks[next(order)],
+                        states=states, interleave=interleave, log_every=log_every, eval_every=eval_every,
+                        safe_point_every=where.checkpoint_every, collective=collective,
+                        meter=fmeter.open_meter(data.device)) if todo else []
+        for (i, _), result in zip(todo, fresh):
+            done[i] = result
+        results = [done[i] for i in range(len(jobs))]
+        for (spec, _), result in zip(jobs, results):  # a variant's rows, curves and figures carry its spec
+            result.summary["strategy"] = spec
+        if not main:
+            return Tracked(results, folder)
+        markdown = _log_comparison(parent, results, seeded)
+    return Tracked(results, folder, tracker.experiment_id, tracker.run_id, markdown)
+
+
+def _log_comparison(parent, results: list[Result], seeded: bool) -> str:
+    """The comparison on its parent run: the table (markdown and JSON), the figures, each row's numbers as
+    metrics <label>[/seed<N>]/<key>; returns the markdown table."""
+    rows = report.comparison_table(results)
+    markdown = report.comparison_markdown(rows)
+    parent.log_text(markdown, "comparison.md")
+    parent.log_dict({"rows": rows, "over_seeds": report.seed_summary(rows),
+                     "paired": report.paired_against_baselines(rows)}, "comparison.json")
+    for fig_name, fig in report.comparison_figures(results).items():
+        parent.log_figure(fig, fig_name)
+        report.plots.plt.close(fig)
+    for row in rows:
+        prefix = variant_label(row["strategy"]) + (f"/seed{row['seed']}" if seeded else "")
+        parent.log_metrics({f"{prefix}/{k}": v for k, v in row.items()
+                            if isinstance(v, (int, float)) and v is not None and not isinstance(v, bool)}, step=0)
+    return markdown
+

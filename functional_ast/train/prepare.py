@@ -1,0 +1,76 @@
+"""From names to the trainer's objects: a model spec to a function building the model, a data set's path to Data.
+
+    build = model_builder("cnn", data)          # or "package.module:function", your own nn.Module
+    data = load_data("images/", device="cpu", limit_train=6000, seed=0)
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from functional_ast.data import images as fdata
+from functional_ast.models import build_model
+from functional_ast.train.config import ConfigError
+from functional_ast.train.trainer import Data
+
+
+def load_data(path: str | Path | None, *, root: str | Path = "./data", device: torch.device | str = "cpu",
+              image_size: int | None = None, limit_train: int | None = None, limit_test: int | None = None,
+              label_noise: float = 0.0, seed: int = 0, download: bool = False) -> Data:
+    """The data set at `path` (None with `download`: CIFAR-10 from torchvision), decoded into `root`'s cache,
+    subset to seeded class-balanced `limit_*` samples, its training labels noised, on `device`."""
+    train, test = fdata.load_dataset(path, root=root, image_size=image_size, download=download)
+    if limit_train:
+        train = fdata.balanced_subset(train, limit_train, seed=seed)
+    if limit_test:
+        test = fdata.balanced_subset(test, limit_test, seed=seed + 1)
+    return Data.prepare(train, test, device, label_noise, seed)
+
+
+def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
+    """A function building the model `spec` names (a built-in, or package.module:function called with
+    num_classes, in_channels and, if it takes it, image_size) for `data`'s classes, channels and image size."""
+    _, channels, height, _ = data.train.data["image"].shape
+    num_classes = len(data.train.classes)
+    if ":" not in spec:
+        return lambda: build_model(spec, num_classes=num_classes, in_channels=channels, image_size=height)
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except ImportError as error:
+        raise ConfigError(f"--model {spec}: cannot import {module_name} ({error}); put its folder on PYTHONPATH "
+                          "or run from it") from None
+    except AttributeError:
+        raise ConfigError(f"--model {spec}: {module_name} has no {attr!r}; name a function that returns an "
+                          "nn.Module") from None
+    if not callable(fn):
+        raise ConfigError(f"--model {spec}: {attr} is not callable; name a function that returns an nn.Module")
+    try:
+        takes = inspect.signature(fn).parameters
+        accepts_size = "image_size" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values())
+    except (TypeError, ValueError):
+        accepts_size = False
+
+    def build() -> nn.Module:
+        kwargs = dict(num_classes=num_classes, in_channels=channels, **({"image_size": height} if accepts_size else {}))
+        try:
+            model = fn(**kwargs)
+        except TypeError as error:
+            raise ConfigError(f"--model {spec}: calling it with {', '.join(kwargs)} failed ({error}); it must take "
+                              "num_classes and in_channels keyword arguments") from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"--model {spec}: it returned {type(model).__name__}, not an nn.Module")
+        return model
+
+    return build
+
+
+def model_label(spec: str) -> str:
+    """A model spec's short name for run names: "cnn" -> "cnn", "my.nets:wide" -> "wide"."""
+    return spec.rpartition(":")[2] or spec

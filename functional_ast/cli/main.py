@@ -175,6 +175,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     d.add_argument("--data", default=None,
                    help="ImageFolder tree (train/<class>/*, test/<class>/*), CIFAR-10 dir, or a .tar.gz of either")
     d.add_argument("--data-root", default="./data", help="decoded-data cache (and download target where offered)")
+    d.add_argument("--data-in-memory", choices=fdata.DATA_IN_MEMORY, default="auto",
+                   help="copy decoded images into memory; auto: on a GPU, or if under 1/4 of free memory")
     d.add_argument("--image-size", type=_bounded(int, 1), default=None,
                    help="resize every image to N x N (needed when a folder mixes sizes)")
     d.add_argument("--limit-train", type=_bounded(int, 1), default=None,
@@ -298,7 +300,8 @@ def load_data(args: argparse.Namespace) -> Data:
         raise ConfigError("--data is required: an ImageFolder tree (train/<class>/*, test/<class>/*) or a .tar.gz "
                           "of one")
     train, test = fdata.load_dataset(args.data, root=args.data_root, image_size=args.image_size,
-                                     download=getattr(args, "download", False))
+                                     download=getattr(args, "download", False),
+                                     data_in_memory=getattr(args, "data_in_memory", "auto"))
     if args.limit_train:
         train = fdata.balanced_subset(train, args.limit_train, seed=args.seed)
     if args.limit_test:
@@ -306,7 +309,8 @@ def load_data(args: argparse.Namespace) -> Data:
     if len(train) < args.batch_size:
         raise ConfigError(f"--batch-size {args.batch_size} is larger than the training set ({len(train)} "
                           "samples); lower --batch-size or raise --limit-train")
-    return Data.prepare(train, test, resolve_device(args.device), args.label_noise, args.seed)
+    return Data.prepare(train, test, resolve_device(args.device), args.label_noise, args.seed,
+                        getattr(args, "data_in_memory", "auto"))
 
 
 def model_builder(spec: str, data: Data):

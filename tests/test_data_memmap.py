@@ -3,13 +3,16 @@ resumes where it was killed, and no full copy of a memory-mapped set when it tra
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_tree_equal
+from conftest import REPO, assert_tree_equal
 from tensordict import MemoryMappedTensor
 from torch import nn
 from torchvision.io import write_png
@@ -91,22 +94,43 @@ def test_auto_copies_what_fits_and_bad_values_are_one_line(tmp_path, monkeypatch
     assert args.data_in_memory == "off"
 
 
-def test_an_interrupted_decode_resumes_where_it_stopped_and_loses_nothing(tmp_path, monkeypatch):
+_KILLED_AFTER_TWO_CHUNKS = """
+import os, signal, sys
+from functional_ast.data import images as D
+D._CHUNK, decode, calls = 2, D._decode, []
+def killed_after_two(files, image_size, where):
+    calls.append(1)
+    if len(calls) > 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode(files, image_size, where)
+D._decode = killed_after_two
+D.load_dataset(sys.argv[1], root=sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "sigkill"])
+def test_an_interrupted_decode_resumes_where_it_stopped_and_loses_nothing(tmp_path, monkeypatch, stop):
     # train's first chunk is grayscale, later ones colour: the images file turns 3-channel mid-decode
     src = _tree(tmp_path / "src", {"train": {"a": "ggg", "b": "ccc"}, "test": {"a": "gg", "b": "c"}})
     expected = D.load_dataset(src, cache=False)
     monkeypatch.setattr(D, "_CHUNK", 2)
     decode, calls = D._decode, []
 
-    def killed_after_two(files, image_size, where):
+    def interrupted_after_two(files, image_size, where):
         calls.append(len(files))
         if len(calls) > 2:
-            raise KeyboardInterrupt  # as a Ctrl-C or a kill between chunks
+            raise KeyboardInterrupt  # as a Ctrl-C between chunks
         return decode(files, image_size, where)
 
-    monkeypatch.setattr(D, "_decode", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        D.load_dataset(src, root=tmp_path / "r")
+    if stop == "sigkill":  # killed outright, in a process of its own
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run([sys.executable, "-c", _KILLED_AFTER_TWO_CHUNKS, str(src), str(tmp_path / "r")],
+                              env=env, capture_output=True, timeout=120)
+        assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    else:
+        monkeypatch.setattr(D, "_decode", interrupted_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            D.load_dataset(src, root=tmp_path / "r")
     cache = tmp_path / "r" / "cache"
     (partial,) = cache.iterdir()
     assert partial.name.startswith(".") and partial.name.endswith(".partial")  # never read as complete

@@ -88,6 +88,7 @@ def test_auto_copies_what_fits_and_bad_values_are_one_line(tmp_path, monkeypatch
     train = D.load_dataset(src, root=tmp_path / "r")[0]
     assert D.is_mapped(train)  # the share reached: left mapped
     assert D.is_mapped(D.placed(train, "cpu", "auto")) and not D.is_mapped(D.placed(train, "cpu", "on"))
+    assert D.placed(train, "cuda", "off") is train  # a GPU run with "off" gathers each batch from the map
     with pytest.raises(D.DataError, match="auto, on, off"):
         D.placed(train, "cpu", "sometimes")
     args = cli.build_parser().parse_args(["--data", str(src), "--data-in-memory", "off"])

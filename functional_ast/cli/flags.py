@@ -12,6 +12,7 @@ import math
 
 from functional_ast import strategies
 from functional_ast.core import work
+from functional_ast.data import images as fdata
 from functional_ast.edges import tracking
 from functional_ast.models import MODELS
 from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant, split_spec
@@ -146,6 +147,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     d.add_argument("--data", default=None,
                    help="ImageFolder tree (train/<class>/*, test/<class>/*), CIFAR-10 dir, or a .tar.gz of either")
     d.add_argument("--data-root", default="./data", help="decoded-data cache (and download target where offered)")
+    d.add_argument("--data-in-memory", choices=fdata.DATA_IN_MEMORY, default="auto",
+                   help="copy decoded images into memory; auto: on a GPU, or if under 1/4 of free memory")
     d.add_argument("--image-size", type=_bounded(int, 1), default=None,
                    help="resize every image to N x N (needed when a folder mixes sizes)")
     d.add_argument("--limit-train", type=_bounded(int, 1), default=None,

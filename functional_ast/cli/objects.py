@@ -54,7 +54,8 @@ def load_data(args: argparse.Namespace) -> Data:
                           "of one")
     data = prepare.load_data(args.data, root=args.data_root, device=resolve_device(args.device),
                              image_size=args.image_size, limit_train=args.limit_train, limit_test=args.limit_test,
-                             label_noise=args.label_noise, seed=args.seed, download=getattr(args, "download", False))
+                             label_noise=args.label_noise, seed=args.seed, download=getattr(args, "download", False),
+                             data_in_memory=getattr(args, "data_in_memory", "auto"))
     if len(data.train) < args.batch_size:
         raise ConfigError(f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} "
                           "samples); lower --batch-size or raise --limit-train")
@@ -64,7 +65,8 @@ def load_data(args: argparse.Namespace) -> Data:
 # Flags that do not change what is computed; every other flag must match for --resume.
 _NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_progress", "checkpoint_every",
                      "checkpoint_dir", "keep_checkpoints", "resume", "data_root", "joules_per_gflop",
-                     "system_metrics", "no_log_model", "no_interleave", "download", "eval_every"}
+                     "system_metrics", "no_log_model", "no_interleave", "download", "eval_every",
+                     "data_in_memory"}
 
 def result_config(args: argparse.Namespace, **extra) -> dict:
     """The flags that determine a run's results (what --resume compares)."""

@@ -10,18 +10,24 @@ import math
 import os
 import pickle
 import re
+import shutil
+import sys
 import tarfile
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import torch
 import torch.nn.functional as F
-from tensordict import TensorDict
+from tensordict import MemoryMappedTensor, TensorDict
 from torch import Tensor
+from tqdm import tqdm
 
 from functional_ast.core.checks import ConfigError
+from functional_ast.io import atomic_write_json, fsync_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -29,7 +35,7 @@ CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 CIFAR_META = "batches.meta"
 CIFAR_DIR = "cifar-10-batches-py"
-_CACHE_VERSION = 2  # 2: grayscale images decode to 1 channel
+_CACHE_VERSION = 3  # 2: grayscale images decode to 1 channel; 3: raw memory-mapped files, decoded in chunks
 _HOW_TO_PROVIDE = (
     "Pass --data PATH pointing to a CIFAR-10 directory (cifar-10-batches-py, or an ImageFolder "
     "tree with train/ and test/) or a .tar.gz of either."
@@ -213,12 +219,45 @@ def _short(e: BaseException) -> str:
     return text[:200]
 
 
-def _build(files: list[tuple[str, str, bytes]], classes: list[str], image_size, where: str) -> LabelledImages:
-    """(name, class, bytes) triples → LabelledImages with labels indexing `classes`."""
+@dataclass(frozen=True)
+class _Split:
+    """One split before it is decoded: labels [N] and `rows(a, b)`, the uint8 [b-a,C,H,W] images of samples
+    a..b-1 (C is 1 where those images are all grayscale, so it may differ between calls)."""
+
+    labels: Tensor
+    rows: Callable[[int, int], Tensor]
+    names: Sequence[str] = ()  # the samples' file names, for error messages
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def name(self, i: int) -> str:
+        return self.names[i] if i < len(self.names) else f"image {i}"
+
+
+def _file_split(files: list[tuple[str, str, bytes | None]], classes: list[str], image_size, where: str) -> _Split:
+    """(name, class, bytes) triples (bytes None: read from the path named when decoded) as a split whose
+    `rows` decode only the files asked for; raises DataError if there are none."""
+    if not files:
+        raise DataError(f"no images found in {where}; expected image files (.jpg, .png, ...) in class folders")
     index = {c: i for i, c in enumerate(classes)}
-    images = _decode([(n, b) for n, _, b in files], image_size, where)
     labels = torch.tensor([index[c] for _, c, _ in files], dtype=torch.int64)
-    return from_tensors(images, labels, classes)
+
+    def rows(a: int, b: int) -> Tensor:
+        return _decode([(n, _read_file(Path(n)) if data is None else data) for n, _, data in files[a:b]],
+                       image_size, where)
+
+    return _Split(labels, rows, [n for n, _, _ in files])
+
+
+def _tensor_split(ds: LabelledImages) -> _Split:
+    images = ds.data["image"]
+    return _Split(ds.data["label"], lambda a, b: images[a:b])
+
+
+def _decoded(split: _Split, classes) -> LabelledImages:
+    """The whole split decoded in memory (one call: as one folder of images always decoded)."""
+    return from_tensors(split.rows(0, len(split)), split.labels, classes)
 
 
 # --------------------------------------------------------------------------- directories
@@ -231,6 +270,12 @@ def load_image_folder(root, image_size: int | None = None) -> LabelledImages:
     image_size, which resizes every image to image_size x image_size. Raises DataError if there are no images."""
     _check_image_size(image_size)
     root = Path(root)
+    classes, files = _folder_files(root)
+    return _decoded(_file_split(files, classes, image_size, str(root)), classes)
+
+
+def _folder_files(root: Path) -> tuple[list[str], list[tuple[str, str, None]]]:
+    """The class folders of an ImageFolder tree and its image files as (path, class, None), in load order."""
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory")
     classes = _class_dirs(root)
@@ -238,11 +283,8 @@ def load_image_folder(root, image_size: int | None = None) -> LabelledImages:
     for c in classes:
         for dirpath, dirnames, filenames in os.walk(root / c):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for f in sorted(filenames):
-                if _is_image_name(f):
-                    path = Path(dirpath) / f
-                    files.append((str(path), c, _read_file(path)))
-    return _build(files, classes, image_size, str(root))
+            files.extend((str(Path(dirpath) / f), c, None) for f in sorted(filenames) if _is_image_name(f))
+    return classes, files
 
 
 def _class_dirs(root: Path) -> list[str]:
@@ -285,18 +327,27 @@ def _check_classes(train: list[str], test: list[str], where: str) -> None:
         )
 
 
-def _load_directory(d: Path, image_size) -> tuple[LabelledImages, LabelledImages]:
+Sources = tuple[list[str], dict[str, _Split]]  # the classes, and the splits "train" and "test" not yet decoded
+
+
+def _directory_sources(d: Path, image_size) -> Sources:
     cifar = _find_cifar_dir(d)
     if cifar is not None:
-        return _load_cifar_pickles(lambda name: _read_file(cifar / name), str(cifar), image_size)
+        return _pickle_sources(_load_cifar_pickles(lambda name: _read_file(cifar / name), str(cifar), image_size))
     split_root = _find_split_root(d)
     if split_root is None:
         raise DataError(
             f"no images found in {d}: expected a {CIFAR_DIR} directory or an ImageFolder tree with train/ and "
             f"test/ class folders. {_HOW_TO_PROVIDE}"
         )
-    _check_classes(_class_dirs(split_root / "train"), _class_dirs(split_root / "test"), str(split_root))
-    return load_image_folder(split_root / "train", image_size), load_image_folder(split_root / "test", image_size)
+    (classes, train), (test_classes, test) = _folder_files(split_root / "train"), _folder_files(split_root / "test")
+    _check_classes(classes, test_classes, str(split_root))
+    return classes, {s: _file_split(files, classes, image_size, str(split_root / s))
+                     for s, files in (("train", train), ("test", test))}
+
+
+def _pickle_sources(splits: tuple[LabelledImages, LabelledImages]) -> Sources:
+    return list(splits[0].classes), {"train": _tensor_split(splits[0]), "test": _tensor_split(splits[1])}
 
 
 # --------------------------------------------------------------------------- CIFAR pickles
@@ -333,8 +384,9 @@ def _load_cifar_pickles(read, where: str, image_size) -> tuple[LabelledImages, L
 # --------------------------------------------------------------------------- archives
 
 
-def _load_archive(path: Path, image_size) -> tuple[LabelledImages, LabelledImages]:
-    """Read a tar(.gz) in memory: pickled CIFAR-10 batches, or images under .../{train,test}/<class>/."""
+def _archive_sources(path: Path, image_size) -> Sources:
+    """Read a tar(.gz) in memory: pickled CIFAR-10 batches, or images under .../{train,test}/<class>/ (their
+    encoded bytes are held; each is decoded when its rows are)."""
     members: dict[str, bytes] = {}
     try:
         with tarfile.open(path, "r:*") as tf:
@@ -353,7 +405,7 @@ def _load_archive(path: Path, image_size) -> tuple[LabelledImages, LabelledImage
             def read(name, parent=parent):
                 return members[str(PurePosixPath(parent) / name)]
 
-            return _load_cifar_pickles(read, f"{path}:{parent}", image_size)
+            return _pickle_sources(_load_cifar_pickles(read, f"{path}:{parent}", image_size))
     splits: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}
     for name, data in sorted(members.items()):
         parts = PurePosixPath(name).parts
@@ -370,10 +422,14 @@ def _load_archive(path: Path, image_size) -> tuple[LabelledImages, LabelledImage
     train_classes = sorted({c for _, c, _ in splits["train"]})
     test_classes = sorted({c for _, c, _ in splits["test"]})
     _check_classes(train_classes, test_classes, str(path))
-    return tuple(_build(splits[s], train_classes, image_size, f"{path} ({s}/)") for s in ("train", "test"))
+    return train_classes, {s: _file_split(splits[s], train_classes, image_size, f"{path} ({s}/)")
+                           for s in ("train", "test")}
 
 
 # --------------------------------------------------------------------------- cache
+
+_CHUNK = 1024  # images decoded and written to the cache at a time: a killed decode loses at most one chunk's work
+_PROGRESS = "progress.json"  # per split: {"n", "rows" done, "shape" [C,H,W], "file" of the images}
 
 
 def _fingerprint(source: Path, image_size) -> str:
@@ -395,31 +451,226 @@ def _fingerprint(source: Path, image_size) -> str:
 
 
 def _read_cache(folder: Path) -> tuple[LabelledImages, LabelledImages] | None:
+    """The complete cache `folder` (it has classes.json) as memory-mapped sets, nothing copied; else None."""
     meta_path = folder / "classes.json"
     if not meta_path.is_file():
         return None
     try:
         classes = tuple(json.loads(meta_path.read_text())["classes"])
-        train, test = (TensorDict.load_memmap(folder / s).clone() for s in ("train", "test"))
+        progress = json.loads((folder / _PROGRESS).read_text())
+        train, test = (_mapped(folder / s, progress[s]) for s in ("train", "test"))
         return LabelledImages(train, classes), LabelledImages(test, classes)
     except Exception as e:
         warnings.warn(f"ignoring unreadable data cache {folder} ({_short(e)}); delete it to rebuild", stacklevel=3)
         return None
 
 
-def _write_cache(folder: Path, train: LabelledImages, test: LabelledImages) -> None:
-    """Write into a temporary sibling folder, then rename: a killed process never leaves a trusted half cache."""
-    from functional_ast.io import atomic_dir
+def _mapped(folder: Path, entry: dict) -> TensorDict:
+    n = entry["n"]
+    images = MemoryMappedTensor.from_filename(folder / entry["file"], torch.uint8, torch.Size([n, *entry["shape"]]))
+    labels = MemoryMappedTensor.from_filename(folder / "label.memmap", torch.int64, torch.Size([n]))
+    return TensorDict({"image": images, "label": labels}, batch_size=[n])
 
+
+def _write_cache(folder: Path, train: LabelledImages, test: LabelledImages) -> None:
+    """Write decoded sets as the cache `folder` (as `_decode_into` does); warns and continues if it cannot."""
+    _cached(folder, _pickle_sources((train, test)), str(folder))
+
+
+def _cached(folder: Path, sources: Sources, where: str) -> tuple[LabelledImages, LabelledImages] | None:
+    """`_decode_into`, or None with a warning if the cache cannot be written (e.g. a read-only folder)."""
     try:
-        with atomic_dir(folder) as tmp:  # an existing cache (another writer won the race) makes the rename fail
-            train.data.memmap(tmp / "train")
-            test.data.memmap(tmp / "test")
-            (tmp / "classes.json").write_text(json.dumps({"classes": list(train.classes)}))
-    except Exception as e:
+        return _decode_into(folder, sources, where)
+    except OSError as e:
         if not (folder / "classes.json").is_file():  # not merely lost a race to another writer
             warnings.warn(f"could not write data cache in {folder.parent} ({_short(e)}); continuing without it",
                           stacklevel=3)
+        return None
+
+
+def _decode_into(folder: Path, sources: Sources, where: str) -> tuple[LabelledImages, LabelledImages] | None:
+    """Decode the splits `_CHUNK` images at a time into memory-mapped files of the hidden sibling
+    `.{name}.partial/`, whose progress.json records the rows done (a killed decode resumes there), then rename it
+    to `folder` with classes.json in it: a half-written cache is never read as complete. Locked per source."""
+    classes, splits = sources
+    partial = folder.with_name(f".{folder.name}.partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    with _locked(partial / ".lock"):
+        if (folder / "classes.json").is_file():  # another process completed it while this one waited
+            _remove_empty(partial)
+            return _read_cache(folder)
+        progress = _progress(partial, splits)
+        try:
+            remaining = sum(e["n"] - e["rows"] for e in progress.values())
+            with tqdm(total=remaining, unit="img", desc=f"decoding {where}", disable=remaining <= _CHUNK,
+                      mininterval=2, leave=False) as bar:
+                for name, split in splits.items():
+                    _fill(partial, name, split, progress, bar)
+            _same_channels_across(partial, progress)
+            shapes = [progress[s]["shape"] for s in ("train", "test")]
+            if shapes[0][1:] != shapes[1][1:]:
+                raise DataError(f"train images are {shapes[0]} but test images are {shapes[1]} in {where}; "
+                                "pass image_size (--image-size N) to resize both")
+        except DataError:  # the source itself must change, and with it the fingerprint: this partial is dead
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        for name, entry in progress.items():  # images left behind by a grayscale split turned colour
+            for f in (partial / name).iterdir():
+                if f.name not in (entry["file"], "label.memmap"):
+                    f.unlink()
+        atomic_write_json(partial / "classes.json", {"classes": list(classes)})
+        (partial / ".lock").unlink()
+        os.replace(partial, folder)
+    fsync_dir(folder.parent)
+    return _read_cache(folder)
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on the file `path` (created), held while the block runs; waits for another holder."""
+    with open(path, "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"waiting for another process decoding into {path.parent} ...", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_empty(partial: Path) -> None:
+    with suppress(OSError):
+        (partial / ".lock").unlink()
+        partial.rmdir()
+
+
+def _progress(partial: Path, splits: dict[str, _Split]) -> dict:
+    """The decode's progress record: an interrupted decode's (partial/progress.json), else a new one, with the
+    labels written."""
+    path = partial / _PROGRESS
+    with suppress(Exception):
+        progress = json.loads(path.read_text())
+        if {s: e["n"] for s, e in progress.items()} == {s: len(split) for s, split in splits.items()}:
+            return progress
+    progress = {}
+    for name, split in splits.items():
+        (partial / name).mkdir(exist_ok=True)
+        split.labels.numpy().tofile(partial / name / "label.memmap")
+        _fsync_file(partial / name / "label.memmap")
+        progress[name] = {"n": len(split), "rows": 0, "shape": None, "file": None}
+    atomic_write_json(path, progress)
+    return progress
+
+
+def _fill(partial: Path, name: str, split: _Split, progress: dict, bar) -> None:
+    """Decode split `name`'s remaining rows chunk by chunk into its images file, recording each chunk done."""
+    entry, folder = progress[name], partial / name
+    images = _images_file(folder, entry) if entry["file"] else None
+    while entry["rows"] < entry["n"]:
+        a, b = entry["rows"], min(entry["n"], entry["rows"] + _CHUNK)
+        chunk = split.rows(a, b)
+        if images is None:
+            entry.update(shape=list(chunk.shape[1:]), file="image.memmap")
+            images = _images_file(folder, entry, create=True)
+        channels, height, width = entry["shape"]
+        if tuple(chunk.shape[2:]) != (height, width):
+            raise DataError(
+                f"images have different sizes ({width}x{height} in {split.name(0)}, {chunk.shape[3]}x{chunk.shape[2]} "
+                f"in {split.name(a)}); pass image_size (--image-size N) to resize them all")
+        if chunk.shape[1] != channels and channels == 1 and chunk.shape[1] == 3:
+            images = _to_colour(folder, entry, images, a)
+        elif chunk.shape[1] not in (1, channels):
+            raise DataError(f"images have {channels} and {chunk.shape[1]} channels in {split.name(a)}; "
+                            "pass images with the same channels")
+        images[a:b] = chunk.expand(-1, images.shape[1], -1, -1)
+        _fsync_file(folder / entry["file"])
+        entry["rows"] = b
+        atomic_write_json(partial / _PROGRESS, progress)
+        bar.update(b - a)
+
+
+def _images_file(folder: Path, entry: dict, create: bool = False) -> MemoryMappedTensor:
+    shape = torch.Size([entry["n"], *entry["shape"]])
+    if create:  # over one a killed decode left before recording it
+        (folder / entry["file"]).unlink(missing_ok=True)
+        return MemoryMappedTensor.empty(shape, dtype=torch.uint8, filename=folder / entry["file"])
+    return MemoryMappedTensor.from_filename(folder / entry["file"], torch.uint8, shape)
+
+
+def _to_colour(folder: Path, entry: dict, images: MemoryMappedTensor, rows: int) -> MemoryMappedTensor:
+    """A new 3-channel images file holding the first `rows` grayscale images repeated (chunk by chunk); `entry`
+    names it from the next progress record on (the old file stays valid until then)."""
+    entry.update(shape=[3, *entry["shape"][1:]], file="image.rgb.memmap")
+    colour = _images_file(folder, entry, create=True)
+    for a in range(0, rows, _CHUNK):
+        colour[a:min(rows, a + _CHUNK)] = images[a:min(rows, a + _CHUNK)].expand(-1, 3, -1, -1)
+    _fsync_file(folder / entry["file"])
+    return colour
+
+
+def _same_channels_across(partial: Path, progress: dict) -> None:
+    """A grayscale split next to a colour one is repeated to 3 channels (as `_as_colour`)."""
+    if sorted(progress[s]["shape"][0] for s in ("train", "test")) == [1, 3]:
+        name = "train" if progress["train"]["shape"][0] == 1 else "test"
+        entry = progress[name]
+        _to_colour(partial / name, entry, _images_file(partial / name, entry), entry["n"])
+        atomic_write_json(partial / _PROGRESS, progress)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+DATA_IN_MEMORY = ("auto", "on", "off")
+MEMORY_FRACTION = 0.25  # "auto" copies memory-mapped images into memory when they take less than this share of it
+
+
+def is_mapped(ds: LabelledImages) -> bool:
+    """Whether `ds`'s images are memory-mapped from a file (a cached set) rather than held in memory."""
+    images = ds.data["image"]
+    return isinstance(images, MemoryMappedTensor) and images.filename is not None
+
+
+def placed(ds: LabelledImages, device="cpu", data_in_memory: str = "auto") -> LabelledImages:
+    """`ds` where training reads it. Images in memory move to `device`. Memory-mapped ones: "on" copies them to
+    `device`, "off" leaves them mapped (batches are gathered from the file, then moved), "auto" copies them to a
+    non-CPU device always and into CPU memory when they take under MEMORY_FRACTION of MemAvailable."""
+    if data_in_memory not in DATA_IN_MEMORY:
+        raise DataError(f"data in memory must be one of {', '.join(DATA_IN_MEMORY)} (--data-in-memory), "
+                        f"got {data_in_memory!r}")
+    device = torch.device(device)
+    if is_mapped(ds):
+        if data_in_memory == "off" or (data_in_memory == "auto" and device.type == "cpu" and not _fits(ds)):
+            return ds
+        if device.type == "cpu":
+            return LabelledImages(ds.data.clone(), ds.classes)
+    return LabelledImages(ds.data.to(device), ds.classes)
+
+
+def _fits(ds: LabelledImages) -> bool:
+    return ds.data["image"].numel() < MEMORY_FRACTION * _available_memory()
+
+
+def _available_memory() -> int:
+    """Bytes of memory available without swapping: MemAvailable of /proc/meminfo, else free pages; 0 if unknown."""
+    with suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return 0
 
 
 # --------------------------------------------------------------------------- entry point
@@ -432,12 +683,17 @@ def load_dataset(
     download: bool = True,
     image_size: int | None = None,
     cache: bool = True,
+    data_in_memory: str = "auto",
 ) -> tuple[LabelledImages, LabelledImages]:
     """Return (train, test) from torchvision CIFAR-10 in `root` (source None), a directory, or a tar(.gz);
-    path sources are cached under root/cache/<fingerprint>/ (the fingerprint includes image_size).
+    path sources are decoded once into root/cache/<fingerprint>/ (the fingerprint includes image_size) and
+    memory-mapped from there, or copied into memory as `placed(..., "cpu", data_in_memory)` says.
     ImageFolder images load as in `load_image_folder`; a grayscale split next to a colour one is repeated to 3
     channels. Every user-facing failure is a DataError."""
     _check_image_size(image_size)
+    if data_in_memory not in DATA_IN_MEMORY:
+        raise DataError(f"data in memory must be one of {', '.join(DATA_IN_MEMORY)} (--data-in-memory), "
+                        f"got {data_in_memory!r}")
     if source is None:
         return _load_torchvision_cifar(Path(root), download, image_size)
     path = Path(source).expanduser()
@@ -446,17 +702,24 @@ def load_dataset(
     if not path.is_dir() and not path.name.lower().endswith(ARCHIVE_SUFFIXES) and not tarfile.is_tarfile(path):
         raise DataError(f"data path {path} is neither a directory nor a .tar.gz/.tgz/.tar archive. {_HOW_TO_PROVIDE}")
     folder = Path(root) / "cache" / _fingerprint(path, image_size) if cache else None
-    if folder is not None and (cached := _read_cache(folder)) is not None:
-        return cached
-    train, test = _load_directory(path, image_size) if path.is_dir() else _load_archive(path, image_size)
+    cached = _read_cache(folder) if folder is not None else None
+    if cached is None:
+        sources = _directory_sources(path, image_size) if path.is_dir() else _archive_sources(path, image_size)
+        cached = _cached(folder, sources, str(path)) if folder is not None else None
+        if cached is None:
+            return _in_memory(sources, path)
+    return placed(cached[0], "cpu", data_in_memory), placed(cached[1], "cpu", data_in_memory)
+
+
+def _in_memory(sources: Sources, where) -> tuple[LabelledImages, LabelledImages]:
+    classes, splits = sources
+    train, test = _decoded(splits["train"], classes), _decoded(splits["test"], classes)
     train, test = _as_colour(train, test), _as_colour(test, train)
     if train.data["image"].shape[1:] != test.data["image"].shape[1:]:
         raise DataError(
             f"train images are {list(train.data['image'].shape[1:])} but test images are "
-            f"{list(test.data['image'].shape[1:])} in {path}; pass image_size (--image-size N) to resize both"
+            f"{list(test.data['image'].shape[1:])} in {where}; pass image_size (--image-size N) to resize both"
         )
-    if folder is not None:
-        _write_cache(folder, train, test)
     return train, test
 
 
@@ -506,7 +769,25 @@ def balanced_subset(ds: LabelledImages, n: int, seed: int) -> LabelledImages:
         members = torch.nonzero(labels == c).flatten()
         picks.append(members[torch.randperm(len(members), generator=g)[:count]])
     index = torch.cat(picks).sort().values
-    return LabelledImages(ds.data[index], ds.classes)
+    return LabelledImages(_rows(ds.data, index), ds.classes)
+
+
+def _rows(data: TensorDict, index: Tensor) -> TensorDict:
+    """data[index]; memory-mapped images are gathered chunk by chunk into a new file-backed map (its file beside
+    the source's, unlinked at once: the mapping keeps it until the process ends), never into memory."""
+    images = data["image"]
+    if not (isinstance(images, MemoryMappedTensor) and images.filename is not None):
+        return data[index]
+    name = Path(images.filename).parent / f".subset-{uuid.uuid4().hex}.memmap"
+    try:
+        out = MemoryMappedTensor.empty((len(index), *images.shape[1:]), dtype=images.dtype, filename=name)
+        step = _rows_per_chunk(images)
+        for a in range(0, len(index), step):
+            out[a:a + step] = images[index[a:a + step]]
+    finally:
+        name.unlink(missing_ok=True)
+    rest = {key: value[index] for key, value in data.items() if key != "image"}
+    return TensorDict({"image": out, **rest}, batch_size=[len(index)])
 
 
 def with_label_noise(ds: LabelledImages, fraction: float, seed: int) -> LabelledImages:
@@ -540,15 +821,22 @@ def describe(ds: LabelledImages) -> dict:
             "image_shape": tuple(int(s) for s in ds.data["image"].shape[1:])}
 
 
+def _rows_per_chunk(images: Tensor) -> int:
+    """Rows of `images` per chunk of a streamed pass: 4096 (as always for small images), else 2**20 values."""
+    per_image = max(1, math.prod(images.shape[1:]))
+    return 4096 if per_image <= 4096 else max(1, 2**20 // per_image)
+
+
 def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel (mean, std) of uint8 images [N,C,H,W] in [0,1] units, each float32 of shape [C]."""
+    """Per-channel (mean, std) of uint8 images [N,C,H,W] in [0,1] units, each float32 of shape [C]; streamed
+    through one float64 chunk at a time (4096 small images, or 2**20 values), so mapped images are never held."""
     scale = 255.0 if images.dtype == torch.uint8 else 1.0
     total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
     squares = torch.zeros_like(total)
-    for chunk in images.split(4096):
-        x = chunk.to(torch.float64) / scale
+    for chunk in images.split(_rows_per_chunk(images)):
+        x = chunk.to(torch.float64, copy=True).div_(scale)
         total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
+        squares += x.square_().sum(dim=(0, 2, 3))
     count = images.numel() / images.shape[1]
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
@@ -630,7 +918,7 @@ def batch_at(ds: LabelledImages, index: Tensor, *, generator: torch.Generator | 
     augmented with `generator` when one is given, by `transform(images in [0, 1], generator)` (default: crop +
     flip, `augment`) before the normalisation. mean/std broadcast as [1,C,1,1]."""
     device = torch.device(device)
-    batch = ds.data[index]
+    batch = ds.data[index.to(ds.data["image"].device)]  # memory-mapped images: only these rows are read
     images = batch["image"].to(device, non_blocking=True).float().div_(255)
     if generator is not None:
         images = (transform or _augment)(images, generator)

@@ -22,15 +22,18 @@ from functional_ast.train.trainer import Data
 
 def load_data(path: str | Path | None, *, root: str | Path = "./data", device: torch.device | str = "cpu",
               image_size: int | None = None, limit_train: int | None = None, limit_test: int | None = None,
-              label_noise: float = 0.0, seed: int = 0, download: bool = False) -> Data:
+              label_noise: float = 0.0, seed: int = 0, download: bool = False,
+              data_in_memory: str = "auto") -> Data:
     """The data set at `path` (None with `download`: CIFAR-10 from torchvision), decoded into `root`'s cache,
-    subset to seeded class-balanced `limit_*` samples, its training labels noised, on `device`."""
-    train, test = fdata.load_dataset(path, root=root, image_size=image_size, download=download)
+    subset to seeded class-balanced `limit_*` samples, its training labels noised, on `device`; the images stay
+    memory-mapped or are copied into memory as `data_in_memory` says (`data.images.load_dataset`)."""
+    train, test = fdata.load_dataset(path, root=root, image_size=image_size, download=download,
+                                     data_in_memory=data_in_memory)
     if limit_train:
         train = fdata.balanced_subset(train, limit_train, seed=seed)
     if limit_test:
         test = fdata.balanced_subset(test, limit_test, seed=seed + 1)
-    return Data.prepare(train, test, device, label_noise, seed)
+    return Data.prepare(train, test, device, label_noise, seed, data_in_memory)
 
 
 def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:

@@ -64,15 +64,17 @@ class Data:
     device: torch.device
 
     @classmethod
-    def prepare(cls, train, test, device=None, label_noise: float = 0.0, seed: int = 0) -> "Data":
-        """From LabelledImages or (images, labels) pairs; `label_noise` replaces a seeded share of train labels."""
+    def prepare(cls, train, test, device=None, label_noise: float = 0.0, seed: int = 0,
+                data_in_memory: str = "auto") -> "Data":
+        """From LabelledImages or (images, labels) pairs; `label_noise` replaces a seeded share of train labels;
+        memory-mapped images are copied to the device or left mapped as `data.images.placed` says."""
         train, test = _labelled(train, "train"), _labelled(test, "test")
         if label_noise:
             train = fdata.with_label_noise(train, label_noise, seed)
         device = torch.device(device) if device is not None else torch.device("cpu")
         mean, std = fdata.channel_stats(train.data["image"])
-        return cls(fdata.LabelledImages(train.data.to(device), train.classes),
-                   fdata.LabelledImages(test.data.to(device), test.classes), mean.to(device), std.to(device), device)
+        return cls(fdata.placed(train, device, data_in_memory), fdata.placed(test, device, data_in_memory),
+                   mean.to(device), std.to(device), device)
 
 
 def _labelled(ds, name: str) -> fdata.LabelledImages:

@@ -10,6 +10,8 @@ positions of the trained samples (ascending) and the per-sample losses the train
 (free information: no extra forward), e.g. to refresh a remembered-loss table.
 A strategy that never calls `score` does no scoring work; the ones that do say so in `info["n_scored"]`, which
 the work accounting charges.
+`info["loss_seen"]` (optional) is the rule's mean loss over all the samples the step saw; without it the step
+takes the mean of the scored losses if `score` ran, else the trained samples' loss (`step`'s `loss_seen`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ class Strategy(NamedTuple):
 def no_scoring(batch: TensorDict) -> Tensor:
     """`info["n_scored"]` of a selection that ran no scoring forward."""
     return torch.zeros((), dtype=torch.int64, device=batch.device)
+
+
+def remembered_mean(loss: Tensor, seen: Tensor) -> Tensor:
+    """A remembered-loss rule's `info["loss_seen"]`: the mean of the remembered losses of the samples seen before
+    (NaN where none was), sync-free."""
+    return torch.where(seen, loss, torch.zeros_like(loss)).sum() / seen.sum()
 
 
 def mask_of(index: Tensor, n: int) -> Tensor:

@@ -25,7 +25,8 @@ UNKNOWN = -1.0  # a cost per step not measured yet (not NaN: states must compare
 # The work counters (core.work), also noted at each epoch's start in "loop".
 COUNTERS = ("flops_spent", "flops_full", "samples_seen", "samples_scored", "samples_trained")
 # Per-step metrics kept in the history's series (for plots and summaries; every metric still goes to callbacks).
-STEP_SERIES = ("loss", "activation_rate", "n_trained", "threshold", "rate_ema", "step_saved_pct", "saved_pct")
+STEP_SERIES = ("loss", "loss_seen", "activation_rate", "n_trained", "threshold", "rate_ema", "step_saved_pct",
+               "saved_pct")
 # Columns of the history's per-epoch table, in order.
 EPOCH_COLUMNS = ("epoch", "steps", "all_data", "test_accuracy", "test_loss", "train_time_s", "eval_time_s",
                  "epoch_activation_rate", "epoch_saved_pct", "saved_pct", "flops_spent", "flops_full",

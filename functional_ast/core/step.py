@@ -6,9 +6,10 @@ batch (TensorDict [B]): the task takes its inputs and targets apart (`core.task`
 Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
 gather the selected samples into a compact sub-batch -> forward/backward on that
 sub-batch only -> optimiser update -> strategy.observe (the trained samples'
-losses) -> work accounting (FLOPs). A non-finite loss or gradient skips the update: params,
-buffers, optimiser and selector state are kept (the FLOPs spent are still counted, a proxy's
-included) and `metrics["skipped_nonfinite"]` is 1.
+losses) -> work accounting (FLOPs). `metrics["loss_seen"]` is the mean loss over every sample the step saw
+(the rule's `info["loss_seen"]`, else the scored losses' mean, else the trained loss). A non-finite loss or
+gradient skips the update: params, buffers, optimiser and selector state are kept (the FLOPs spent are still
+counted, a proxy's included) and `metrics["skipped_nonfinite"]` is 1.
 Nothing is mutated; the returned state shares unchanged leaves with the input.
 """
 
@@ -153,12 +154,17 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
         rng, select_key = prng.split(state["rng"])
         params, buffers = state["params"], state["buffers"]
 
+        scored: list[TensorDict] = []  # what score_batch returned, for loss_seen
+
         def score_batch() -> TensorDict:
             with record_function("fa::score"):
                 if not sharded:
-                    return run_score(params, buffers, x, y)
-                lo, hi = distributed.shard_bounds(n, collective.rank, collective.world)  # this rank's rows
-                return distributed.gather_rows(collective, run_score(params, buffers, x[lo:hi], y[lo:hi]), n)
+                    out = run_score(params, buffers, x, y)
+                else:
+                    lo, hi = distributed.shard_bounds(n, collective.rank, collective.world)  # this rank's rows
+                    out = distributed.gather_rows(collective, run_score(params, buffers, x[lo:hi], y[lo:hi]), n)
+            scored.append(out)
+            return out
 
         with record_function("fa::select"):
             selection = strategy.select(state["selector"], batch, select_key, score_batch)
@@ -203,11 +209,23 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
         # A new TensorDict over the same keys (any extra ones kept): built in one go, never set in place.
         new_state = replace(state, params=new_params, buffers=new_buffers, opt=new_opt, selector=selector,
                             work=work_state, rng=rng, step=state["step"] + 1)
-        metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
-                             skipped_nonfinite=(~finite).to(torch.int64), **work_metrics, **selection.info)
+        info = dict(selection.info.items())
+        metrics = TensorDict(loss=loss, loss_seen=seen_loss(info.pop("loss_seen", None), scored, loss),
+                             n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
+                             skipped_nonfinite=(~finite).to(torch.int64), **work_metrics, **info)
         return new_state, metrics
 
     return step
+
+
+def seen_loss(given: torch.Tensor | None, scored: list[TensorDict], trained_loss: torch.Tensor) -> torch.Tensor:
+    """The step's loss over all samples seen: the rule's own figure (remembered losses), else the mean of the
+    scored pool's fresh losses, else the trained loss (full data: the same; a uniform subset: its estimate)."""
+    if given is not None:
+        return given.to(trained_loss.dtype)
+    if scored:
+        return scored[0]["loss"].mean().to(trained_loss.dtype)
+    return trained_loss
 
 
 def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -315,8 +315,8 @@ class Run:
                     break
                 self.state, batch, info = self.batches.draw(self.state, epoch, b, on_all_data)
                 self.state, metrics = step(self.state, batch)
-                if info is not None:  # an index-only selection's metrics (threshold, rate EMA, ...)
-                    metrics = TensorDict(dict(info.items(), **dict(metrics.items())), device=metrics.device)
+                if info is not None:  # an index-only selection's metrics (threshold, rate EMA, loss_seen): theirs win
+                    metrics = TensorDict({**dict(metrics.items()), **dict(info.items())}, device=metrics.device)
                 pending.append(metrics)
                 b += 1
                 safe_point = self.safe_point_every and (chunk_start + len(pending)) % self.safe_point_every == 0

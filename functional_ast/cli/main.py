@@ -35,7 +35,7 @@ from functional_ast.edges import meter as fmeter
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
 from functional_ast.models import MODELS, build_model
 from functional_ast.report import tables as report
-from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant, split_spec
+from functional_ast.train.config import MEMORY_FORMATS, PRECISIONS, ConfigError, TrainConfig, parse_variant, split_spec
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.train.trainer import Data, History, Result, compare, fit, full_epoch_cost
 
@@ -212,6 +212,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     t.add_argument("--memory-format", choices=MEMORY_FORMATS, default=_DEFAULTS.memory_format,
                    help="image layout in the forward passes: auto = channels_last on a CPU (faster cnn steps there) "
                         "when the model runs on it, contiguous elsewhere")
+    t.add_argument("--precision", choices=PRECISIONS, default="32", help="autocast forward passes (32: none)")
     c = p.add_argument_group("budgets and comparisons")
     c.add_argument("--time-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="SECONDS",
                    help="train for this wall-clock (eval excluded) instead of --epochs; the learning-rate schedule "
@@ -272,7 +273,7 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
-                       memory_format=args.memory_format).replace(**overrides)
+                       memory_format=args.memory_format, precision=args.precision).replace(**overrides)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -355,7 +356,7 @@ _NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_
                      "system_metrics", "no_log_model", "no_interleave", "download", "eval_every"}
 
 # Result flags added after runs may have started: a run.json without one ran as this value would now.
-_FLAGS_BEFORE_THEY_EXISTED = {"memory_format": "contiguous"}
+_FLAGS_BEFORE_THEY_EXISTED = {"memory_format": "contiguous", "precision": "32"}
 
 
 def result_config(args: argparse.Namespace, **extra) -> dict:

@@ -77,7 +77,7 @@ def no_scoring(batch: TensorDict) -> Tensor:
 
 def remembered_mean(loss: Tensor, seen: Tensor) -> Tensor:
     """A remembered-loss rule's `info["loss_seen"]`: the mean of the remembered losses of the samples seen before
-    (NaN where none was), sync-free."""
+    (NaN where none was: the step then takes the trained loss), sync-free."""
     return torch.where(seen, loss, torch.zeros_like(loss)).sum() / seen.sum()
 
 

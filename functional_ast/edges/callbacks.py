@@ -57,9 +57,9 @@ GLOSSARY = {
             "the hardest: it rises at the warm-up/selective boundary without the model getting worse; "
             "epoch/test_loss is the objective on the whole test set; `loss_seen` is the continuous curve)",
     "loss_seen": "mean training loss over all samples the step saw (its whole pool): the fresh scores' mean for a "
-                 "rule that scores the pool, the remembered losses' mean for one that remembers them (NaN until "
-                 "a pool sample was trained), the trained samples' loss for full data and for a uniform random "
-                 "subset (an unbiased estimate) or a proxy (the main model scores nothing else)",
+                 "rule that scores the pool, the remembered losses' mean for one that remembers them (until a "
+                 "pool sample was trained, the trained ones'), the trained samples' loss for full data and for a "
+                 "uniform random subset (an unbiased estimate) or a proxy (the main model scores nothing else)",
     "activation_rate": "share of the step's samples trained",
     "n_trained": "samples trained in the step",
     "threshold": "the gate's significance threshold (exists only where the gate runs)",

@@ -8,14 +8,15 @@ import copy
 import torch
 import torch.nn.functional as F
 from conftest import make_batch, tiny_bn_model
+from tensordict import TensorDict
 from torch import nn
 from torch.func import functional_call
 
 import functional_ast as fa
 from functional_ast import strategies
-from functional_ast.core import optim
-from functional_ast.core.selection import all_data
-from functional_ast.core.step import init_state, make_train_step
+from functional_ast.core import optim, sampling
+from functional_ast.core.selection import all_data, remembered_mean
+from functional_ast.core.step import init_state, make_train_step, with_selection_info
 
 
 def _step(strategy, model):
@@ -95,3 +96,35 @@ def test_across_the_warmup_boundary_loss_seen_is_continuous_where_loss_jumps():
     after_loss, after_seen = sum(loss[boundary:boundary + 2]) / 2, sum(seen[boundary:boundary + 2]) / 2
     assert seen[:boundary] == loss[:boundary]  # all data: the same
     assert after_loss - loss_before > 3 * abs(after_seen - before), (loss_before, after_loss, before, after_seen)
+
+
+def test_an_index_only_rules_pool_mean_reaches_the_metrics_and_prioritized_reports_its_tables_mean():
+    step, state = _step(all_data(strategies.full()), tiny_bn_model())
+    metrics = step(state, make_batch(8))[1]
+    merged = with_selection_info(metrics, TensorDict(loss_seen=torch.tensor(0.25), threshold=torch.tensor(0.5)))
+    assert float(merged["loss_seen"]) == 0.25 and float(merged["threshold"]) == 0.5
+    assert torch.equal(merged["loss"], metrics["loss"])
+    nothing = with_selection_info(metrics, TensorDict(loss_seen=torch.tensor(float("nan"))))
+    assert torch.equal(nothing["loss_seen"], metrics["loss"])  # nothing remembered: the trained samples' loss
+    strategy = strategies.prioritized(16, 0.5, batch_size=8)
+    selector = strategy.init()
+    selector = selector.update(dict(priority=torch.linspace(0.1, 1.6, 16), seen=torch.arange(16) < 10))
+    drawn = sampling.draw(strategy, selector, torch.arange(16), batch=0, size=8, seed=0, epoch=1, all_data=False)
+    expected = remembered_mean(selector["priority"], selector["seen"])
+    torch.testing.assert_close(drawn.info["loss_seen"], expected)
+    torch.testing.assert_close(expected, torch.linspace(0.1, 1.6, 16)[:10].mean())
+
+
+def test_a_run_of_a_remembered_loss_rule_logs_its_tables_mean_over_each_pool():
+    def net():
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 4))
+
+    config = fa.TrainConfig(strategy="stale", epochs=2, warmup_epochs=1, batch_size=16, target_rate=0.25,
+                            augment=False)
+    history = fa.fit(net, _hard_and_easy(), _hard_and_easy(32, seed=1), config, log_every=4).history
+    _, loss = history.series("loss")
+    _, seen = history.series("loss_seen")
+    warmup = 128 // 16
+    assert seen[:warmup] == loss[:warmup] and len(seen) == len(loss) > warmup
+    assert all(s == s for s in seen) and all(s != t for s, t in zip(seen[warmup:], loss[warmup:]))

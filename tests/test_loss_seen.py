@@ -15,8 +15,8 @@ from torch.func import functional_call
 import functional_ast as fa
 from functional_ast import strategies
 from functional_ast.core import optim, sampling
-from functional_ast.core.selection import all_data, remembered_mean
-from functional_ast.core.step import init_state, make_train_step, with_selection_info
+from functional_ast.core.selection import all_data, remembered_mean, with_selection_info
+from functional_ast.core.step import init_state, make_train_step
 
 
 def _step(strategy, model):

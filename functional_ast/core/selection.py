@@ -81,6 +81,27 @@ def remembered_mean(loss: Tensor, seen: Tensor) -> Tensor:
     return torch.where(seen, loss, torch.zeros_like(loss)).sum() / seen.sum()
 
 
+def seen_loss(given: Tensor | None, scored: list[TensorDict], trained_loss: Tensor) -> Tensor:
+    """The step's loss over all samples seen: the rule's own figure (remembered losses; where it has none, NaN, the
+    trained loss), else the mean of the scored pool's fresh losses, else the trained loss (full data: the same; a
+    uniform subset: its estimate)."""
+    if given is not None:
+        given = given.to(trained_loss.dtype)
+        return torch.where(given.isnan(), trained_loss, given)
+    if scored:
+        return scored[0]["loss"].mean().to(trained_loss.dtype)
+    return trained_loss
+
+
+def with_selection_info(metrics: TensorDict, info: TensorDict) -> TensorDict:
+    """A step's metrics with those of the selection made before it (`sampling.draw`'s, an index-only rule's):
+    the selection's win, its `loss_seen` as `seen_loss` takes it."""
+    merged = {**dict(metrics.items()), **dict(info.items())}
+    if "loss_seen" in info.keys():
+        merged["loss_seen"] = seen_loss(info["loss_seen"], [], metrics["loss"])
+    return TensorDict(merged, device=metrics.device)
+
+
 def mask_of(index: Tensor, n: int) -> Tensor:
     """The [n] bool mask with `index` set."""
     return torch.zeros(n, dtype=torch.bool, device=index.device).index_fill(0, index, True)

@@ -39,7 +39,7 @@ from functional_ast.core.losses import (
     per_sample_losses,
 )
 from functional_ast.core.optim import GradientTransformation, apply_updates, flatten, unflatten
-from functional_ast.core.selection import Strategy
+from functional_ast.core.selection import Strategy, seen_loss
 from functional_ast.core.state import replace
 from functional_ast.core.task import Task, as_task
 
@@ -230,27 +230,6 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
         return new_state, metrics
 
     return step
-
-
-def seen_loss(given: torch.Tensor | None, scored: list[TensorDict], trained_loss: torch.Tensor) -> torch.Tensor:
-    """The step's loss over all samples seen: the rule's own figure (remembered losses; where it has none, NaN, the
-    trained loss), else the mean of the scored pool's fresh losses, else the trained loss (full data: the same; a
-    uniform subset: its estimate)."""
-    if given is not None:
-        given = given.to(trained_loss.dtype)
-        return torch.where(given.isnan(), trained_loss, given)
-    if scored:
-        return scored[0]["loss"].mean().to(trained_loss.dtype)
-    return trained_loss
-
-
-def with_selection_info(metrics: TensorDict, info: TensorDict) -> TensorDict:
-    """A step's metrics with those of the selection made before it (`sampling.draw`'s, an index-only rule's):
-    the selection's win, its `loss_seen` as `seen_loss` takes it."""
-    merged = {**dict(metrics.items()), **dict(info.items())}
-    if "loss_seen" in info.keys():
-        merged["loss_seen"] = seen_loss(info["loss_seen"], [], metrics["loss"])
-    return TensorDict(merged, device=metrics.device)
 
 
 def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

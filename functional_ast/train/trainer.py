@@ -26,16 +26,9 @@ from tensordict import TensorDict
 from torch import nn
 
 from functional_ast.core import distributed, optim
-from functional_ast.core.selection import Strategy, all_data
+from functional_ast.core.selection import Strategy, all_data, with_selection_info
 from functional_ast.core.state import EPOCH_COLUMNS, STEP_SERIES, UNKNOWN
-from functional_ast.core.step import (
-    Step,
-    accepts_channels_last,
-    init_state,
-    make_eval_step,
-    make_train_step,
-    with_selection_info,
-)
+from functional_ast.core.step import Step, accepts_channels_last, init_state, make_eval_step, make_train_step
 from functional_ast.core.task import Task
 from functional_ast.core.work import estimate_joules
 from functional_ast.data import images as fdata

@@ -290,3 +290,14 @@ def test_step_speed_keeps_its_throughput_figures_when_a_later_part_is_cut(tmp_pa
     result = json.loads(path.read_text())
     assert {"plain_eager", "functional_eager", "random", "stale"} <= set(result["images_per_s"])
     assert result["ratios"]["functional_eager/plain_eager"] > 0 and "breakdown" not in result
+
+
+def test_precision_speed_benchmark_prints_the_ratio_to_float32(tmp_path, capsys):
+    from benchmarks import precision_speed
+
+    out = tmp_path / "p.json"
+    assert precision_speed.main(["--batch-size", "4", "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "bf16-mixed/32 = " in printed and "interleaved" in printed
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"32", "bf16-mixed"} and results["32"]["ratio"] == 1.0 and results["bf16-mixed"]["ratio"] > 0

@@ -148,3 +148,20 @@ def test_a_selective_run_of_a_comparison_draws_full_datas_curve_beside_its_own(t
     (curve,) = drawn[random_title].values()
     assert len(curve[0]) == len(curve[1]) == 2  # full's two epochs, beside random's own
     assert "seed 0" in next(iter(drawn[random_title]))
+
+
+def test_the_loss_over_all_samples_seen_is_logged_beside_loss_and_plotted(runs):
+    client, found = runs
+    for name in ("gated", "plain"):
+        run = found[name]
+        assert "loss_seen" in run.data.metrics and "loss" in run.data.metrics
+        seen, trained = _history(client, run, "loss_seen"), _history(client, run, "loss")
+        assert [s for s, _ in seen] == [s for s, _ in trained]
+        if name == "plain":  # full data: the same
+            assert seen == trained
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "loss.png" in artifacts, artifacts
+    selective = [(a, b) for (s, a), (_, b) in zip(_history(client, found["gated"], "loss_seen"),
+                                                  _history(client, found["gated"], "loss")) if 6 <= s < 12]
+    assert any(a != b for a, b in selective)  # sundew scores its pools: the seen are not the trained
+    assert "`loss_seen`: " in found["gated"].data.tags[tracking.NOTE_TAG]

@@ -15,7 +15,7 @@ from functional_ast.core import work
 from functional_ast.data import images as fdata
 from functional_ast.edges import tracking
 from functional_ast.models import MODELS
-from functional_ast.train.config import MEMORY_FORMATS, ConfigError, TrainConfig, parse_variant, split_spec
+from functional_ast.train.config import MEMORY_FORMATS, PRECISIONS, ConfigError, TrainConfig, parse_variant, split_spec
 
 EXIT_USAGE = 2
 _DEFAULTS = TrainConfig()
@@ -186,6 +186,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     t.add_argument("--memory-format", choices=MEMORY_FORMATS, default=_DEFAULTS.memory_format,
                    help="image layout in the forward passes: auto = channels_last on a CPU (faster cnn steps there) "
                         "when the model runs on it, contiguous elsewhere")
+    t.add_argument("--precision", choices=PRECISIONS, default="32", help="autocast forward passes (32: none)")
     c = p.add_argument_group("budgets and comparisons")
     c.add_argument("--time-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="SECONDS",
                    help="train for this wall-clock (eval excluded) instead of --epochs; the learning-rate schedule "

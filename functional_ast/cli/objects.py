@@ -27,7 +27,7 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
-                       memory_format=args.memory_format).replace(**overrides)
+                       memory_format=args.memory_format, precision=args.precision).replace(**overrides)
 
 
 def resolve_device(name: str) -> torch.device:

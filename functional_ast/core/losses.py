@@ -21,6 +21,8 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from functional_ast.core import precision as amp
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -50,20 +52,33 @@ def _as_dict(td: TensorDict) -> dict[str, Tensor]:
     return dict(td.items())
 
 
-def make_apply(model: nn.Module) -> Apply:
-    """Pure train-mode forward (-> logits, new buffers) and eval-mode forward (-> logits)."""
+def make_apply(model: nn.Module, precision: "str | amp.Precision | None" = None) -> Apply:
+    """Pure train-mode forward (-> logits, new buffers) and eval-mode forward (-> logits); under a mixed
+    `precision` (`core.precision`) the forward runs in autocast and its logits come back as float32."""
     train_shape = copy.deepcopy(model).to("meta").train()
     eval_shape = copy.deepcopy(model).to("meta").eval()
+    precision = amp.of(precision)
 
     def train(params: TensorDict, buffers: TensorDict, x: Tensor) -> tuple[Tensor, TensorDict]:
         new_buffers = buffers.clone()  # BatchNorm updates running stats in place: never on the input
-        logits = functional_call(train_shape, (_as_dict(params), _as_dict(new_buffers)), (x,))
-        return logits, new_buffers
+        with amp.autocast(precision, x):
+            logits = functional_call(train_shape, (_as_dict(params), _as_dict(new_buffers)), (x,))
+        return as_float32(logits, precision), new_buffers
 
     def eval(params: TensorDict, buffers: TensorDict, x: Tensor) -> Tensor:
-        return functional_call(eval_shape, (_as_dict(params), _as_dict(buffers)), (x,))
+        with amp.autocast(precision, x):
+            logits = functional_call(eval_shape, (_as_dict(params), _as_dict(buffers)), (x,))
+        return as_float32(logits, precision)
 
     return Apply(train, eval)
+
+
+def as_float32(logits: Tensor, precision: "amp.Precision") -> Tensor:
+    """Autocast logits as float32, so every loss (the per-sample ones that drive selection included) is computed
+    in float32: bf16's 8-bit mantissa ties and reorders close losses, which would change what is selected."""
+    if precision.dtype is None or not isinstance(logits, Tensor) or not logits.is_floating_point():
+        return logits
+    return logits.float()
 
 
 def per_sample_losses(apply: Apply, loss_fn: LossFn, params: TensorDict, buffers: TensorDict,
@@ -104,21 +119,22 @@ def per_sample_grad_norms(apply: Apply, loss_fn: LossFn, params: TensorDict, buf
 
 
 def make_loss_and_grad(apply: Apply, loss_fn: LossFn) -> Callable:
-    """Pure (params, buffers, x, y, w) -> (grads, (loss, new_buffers, per-sample losses)).
+    """Pure (params, buffers, x, y, w[, scale]) -> (grads, (loss, new_buffers, per-sample losses)).
 
-    loss = sum(w * per-sample loss) / sum(w): the plain mean when w is all ones.
+    loss = sum(w * per-sample loss) / sum(w): the plain mean when w is all ones. With `scale` (a loss scale,
+    16-mixed) the gradients are those of scale * loss, still to be unscaled; the loss returned is unscaled.
     """
 
-    def objective(params: TensorDict, buffers: TensorDict, x: Tensor, y: Tensor, w: Tensor):
+    def objective(params: TensorDict, buffers: TensorDict, x: Tensor, y: Tensor, w: Tensor, scale):
         logits, new_buffers = apply.train(params, buffers, x)
         losses = loss_fn(logits, y)
         loss = (losses * w).sum() / w.sum()
-        return loss, (new_buffers, losses.detach())
+        return loss if scale is None else loss * scale, (new_buffers, losses.detach(), loss.detach())
 
     value_and_grad = grad_and_value(objective, has_aux=True)
 
-    def loss_and_grad(params, buffers, x, y, w):
-        grads, (loss, (new_buffers, losses)) = value_and_grad(params, buffers, x, y, w)
-        return grads, (loss.detach(), new_buffers, losses)
+    def loss_and_grad(params, buffers, x, y, w, scale=None):
+        grads, (_, (new_buffers, losses, loss)) = value_and_grad(params, buffers, x, y, w, scale)
+        return grads, (loss, new_buffers, losses)
 
     return loss_and_grad

@@ -17,7 +17,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from functional_ast.core import prng
-from functional_ast.core.selection import Strategy
+from functional_ast.core.selection import Strategy, remembered_mean
 
 
 class Draw(NamedTuple):
@@ -64,7 +64,9 @@ def draw(strategy: Strategy, selector: TensorDict, order: Tensor, *, batch: int,
     if strategy.sampling is not None and not all_data:
         index, weight = prioritized_draw(selector["priority"], strategy.sampling.k, strategy.sampling.alpha,
                                          strategy.sampling.beta, key)
-        return Draw(index.to(order.device), weight, True)
+        # The step stands for a nominal batch of the epoch: its loss over all samples is the remembered table's mean.
+        info = TensorDict(loss_seen=remembered_mean(selector["priority"], selector["seen"]))
+        return Draw(index.to(order.device), weight, True, info=info)
     pool = order[batch * size:(batch + 1) * size]
     if all_data or not strategy.index_only:
         return Draw(pool, None, all_data)

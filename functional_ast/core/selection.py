@@ -10,6 +10,8 @@ positions of the trained samples (ascending) and the per-sample losses the train
 (free information: no extra forward), e.g. to refresh a remembered-loss table.
 A strategy that never calls `score` does no scoring work; the ones that do say so in `info["n_scored"]`, which
 the work accounting charges.
+`info["loss_seen"]` (optional) is the rule's mean loss over all the samples the step saw; without it the step
+takes the mean of the scored losses if `score` ran, else the trained samples' loss (`step`'s `loss_seen`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,33 @@ class Strategy(NamedTuple):
 def no_scoring(batch: TensorDict) -> Tensor:
     """`info["n_scored"]` of a selection that ran no scoring forward."""
     return torch.zeros((), dtype=torch.int64, device=batch.device)
+
+
+def remembered_mean(loss: Tensor, seen: Tensor) -> Tensor:
+    """A remembered-loss rule's `info["loss_seen"]`: the mean of the remembered losses of the samples seen before
+    (NaN where none was: the step then takes the trained loss), sync-free."""
+    return torch.where(seen, loss, torch.zeros_like(loss)).sum() / seen.sum()
+
+
+def seen_loss(given: Tensor | None, scored: list[TensorDict], trained_loss: Tensor) -> Tensor:
+    """The step's loss over all samples seen: the rule's own figure (remembered losses; where it has none, NaN, the
+    trained loss), else the mean of the scored pool's fresh losses, else the trained loss (full data: the same; a
+    uniform subset: its estimate)."""
+    if given is not None:
+        given = given.to(trained_loss.dtype)
+        return torch.where(given.isnan(), trained_loss, given)
+    if scored:
+        return scored[0]["loss"].mean().to(trained_loss.dtype)
+    return trained_loss
+
+
+def with_selection_info(metrics: TensorDict, info: TensorDict) -> TensorDict:
+    """A step's metrics with those of the selection made before it (`sampling.draw`'s, an index-only rule's):
+    the selection's win, its `loss_seen` as `seen_loss` takes it."""
+    merged = {**dict(metrics.items()), **dict(info.items())}
+    if "loss_seen" in info.keys():
+        merged["loss_seen"] = seen_loss(info["loss_seen"], [], metrics["loss"])
+    return TensorDict(merged, device=metrics.device)
 
 
 def mask_of(index: Tensor, n: int) -> Tensor:

@@ -25,7 +25,8 @@ UNKNOWN = -1.0  # a cost per step not measured yet (not NaN: states must compare
 # The work counters (core.work), also noted at each epoch's start in "loop".
 COUNTERS = ("flops_spent", "flops_full", "samples_seen", "samples_scored", "samples_trained")
 # Per-step metrics kept in the history's series (for plots and summaries; every metric still goes to callbacks).
-STEP_SERIES = ("loss", "activation_rate", "n_trained", "threshold", "rate_ema", "step_saved_pct", "saved_pct")
+STEP_SERIES = ("loss", "loss_seen", "activation_rate", "n_trained", "threshold", "rate_ema", "step_saved_pct",
+               "saved_pct")
 # Columns of the history's per-epoch table, in order.
 EPOCH_COLUMNS = ("epoch", "steps", "all_data", "test_accuracy", "test_loss", "train_time_s", "eval_time_s",
                  "epoch_activation_rate", "epoch_saved_pct", "saved_pct", "flops_spent", "flops_full",
@@ -135,6 +136,10 @@ def _scalar(dtype: torch.dtype, meaning: str, fill=0) -> Leaf:
     return Leaf(dtype, meaning, (), fill)
 
 
+SCALER = Spec("16-mixed's dynamic loss scale (`core.precision`; carried unused by the other precisions)", {
+    "scale": _scalar(torch.float32, "the factor the loss is multiplied by before the backward", 2.0 ** 16),
+    "growth": _scalar(i64, "finite steps in a row since the scale last changed (it doubles at 2000)"),
+})
 LOOP = Spec("the loop's position, cool-down start, skip counters and cost per step of each phase", {
     "epoch": _scalar(i64, "epochs done: the epoch being trained (0-based)"),
     "batch": _scalar(i64, "the next batch of that epoch"),
@@ -172,6 +177,7 @@ PARTS: dict[str, Part] = {
     "work": Part(f"counters: {', '.join(COUNTERS)} (int64)", "step"),
     "rng": Part("the step's PRNG key (counter-based, split each step)", "step"),
     "step": Part("steps taken (int64)", "step"),
+    "scaler": Part(SCALER.meaning, "step", SCALER),
     "loop": Part(LOOP.meaning, "loop", LOOP),
     "clock": Part(CLOCK.meaning, "loop", CLOCK),
     "history": Part(HISTORY.meaning, "loop", HISTORY),

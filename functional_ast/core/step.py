@@ -1,14 +1,16 @@
 """The training step: `state, metrics = step(state, batch)`, composed from pure pieces.
 
 state (one TensorDict): params, buffers, opt (optimiser state), selector (strategy
-state: gate, controller, ...), work (FLOP and sample counters), rng (key), step (count).
+state: gate, controller, ...), work (FLOP and sample counters), rng (key), step (count), scaler (16-mixed's
+loss scale, `core.precision`).
 batch (TensorDict [B]): the task takes its inputs and targets apart (`core.task`); optional "index".
 Each step: split the key -> strategy.select (scoring pass if the strategy asks) ->
 gather the selected samples into a compact sub-batch -> forward/backward on that
 sub-batch only -> optimiser update -> strategy.observe (the trained samples'
-losses) -> work accounting (FLOPs). A non-finite loss or gradient skips the update: params,
-buffers, optimiser and selector state are kept (the FLOPs spent are still counted, a proxy's
-included) and `metrics["skipped_nonfinite"]` is 1.
+losses) -> work accounting (FLOPs). `metrics["loss_seen"]` is the mean loss over every sample the step saw
+(the rule's `info["loss_seen"]`, else the scored losses' mean, else the trained loss). A non-finite loss or
+gradient skips the update: params, buffers, optimiser and selector state are kept (the FLOPs spent are still
+counted, a proxy's included) and `metrics["skipped_nonfinite"]` is 1.
 Nothing is mutated; the returned state shares unchanged leaves with the input.
 """
 
@@ -23,6 +25,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from functional_ast.core import distributed, prng, work
+from functional_ast.core import precision as amp
 from functional_ast.core.distributed import LOCAL, Collective
 from functional_ast.core.losses import (
     Apply,
@@ -36,7 +39,7 @@ from functional_ast.core.losses import (
     per_sample_losses,
 )
 from functional_ast.core.optim import GradientTransformation, apply_updates, flatten, unflatten
-from functional_ast.core.selection import Strategy
+from functional_ast.core.selection import Strategy, seen_loss
 from functional_ast.core.state import replace
 from functional_ast.core.task import Task, as_task
 
@@ -58,6 +61,7 @@ def init_state(model: nn.Module, optimizer: GradientTransformation, strategy: St
         work=work.init(device),
         rng=prng.key(key, device),
         step=torch.zeros((), dtype=torch.int64, device=device),
+        scaler=amp.init_scaler(device),
     )
 
 
@@ -66,7 +70,7 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
                     *, compile: bool = False, grad_norm_keys: str | list[str] = "last",
                     grad_norm_chunk_size: int | None = None, score_chunk_size: int | None = None,
                     collective: Collective = LOCAL, seen_per_step: int | None = None,
-                    channels_last: bool = False) -> Step:
+                    channels_last: bool = False, precision: str | amp.Precision = "32") -> Step:
     """Build `step(state, batch) -> (state, metrics)`; metrics is a TensorDict of 0-d tensors.
 
     loss_fn: the task (`core.task.Task`: inputs, targets, per-sample loss, input statistic), or a per-sample loss
@@ -85,10 +89,14 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
     size; a batch of samples already selected from a pool of n stands for n).
     channels_last: lay 4-D images out as NHWC before the forward passes (same values; on CPU convolutions
     run faster on it, `in_layout`).
+    precision: "32", "bf16-mixed" or "16-mixed" (`core.precision`): the forward passes of scoring and training in
+    autocast, params, optimiser state and losses float32; 16-mixed scales the loss by the state's "scaler", and a
+    non-finite scaled gradient both skips the update and halves the scale.
     """
     task = as_task(loss_fn)
     loss_fn = task.loss
-    apply = make_apply(model)
+    precision = amp.of(precision)
+    apply = make_apply(model, precision)
     loss_and_grad = make_loss_and_grad(apply, loss_fn)
 
     def score(params, buffers, x, y) -> TensorDict:
@@ -104,9 +112,13 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
         return TensorDict(out, batch_size=y.shape)
 
     def make_update(loss_and_grad, scope=lambda name: contextlib.nullcontext()):
-        def update(params, buffers, opt_state, x, y, w):
+        def update(params, buffers, opt_state, scaler, x, y, w):
             with scope("fa::grad"):
-                grads, (loss, new_buffers, losses) = loss_and_grad(params, buffers, x, y, w)
+                if precision.scaled:  # the gradients of scale * loss, unscaled (the scale is a power of 2: exact)
+                    grads, (loss, new_buffers, losses) = loss_and_grad(params, buffers, x, y, w, scaler["scale"])
+                    grads = grads.apply(lambda g: g * scaler["scale"].reciprocal())
+                else:
+                    grads, (loss, new_buffers, losses) = loss_and_grad(params, buffers, x, y, w)
             if sharded:
                 with scope("fa::all_reduce"):
                     grads, loss, new_buffers = distributed.reduce_update(collective, grads, loss, w.sum(),
@@ -116,9 +128,11 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
                 new_params = apply_updates(params, updates)
             with scope("fa::guard"):
                 # Non-finite guard: a NaN/inf loss or gradient keeps the old params, buffers and optimiser state.
+                # 16-mixed: the same test on the unscaled gradients (inf stays inf) halves the scale.
                 finite = all_finite(loss, grads)
                 kept = (keep_if(finite, new_params, params), keep_if(finite, new_buffers, buffers),
-                        keep_if(finite, new_opt_state, opt_state))
+                        keep_if(finite, new_opt_state, opt_state),
+                        amp.rescaled(scaler, finite) if precision.scaled else scaler)
             return (*kept, loss, losses, finite)
 
         return update
@@ -134,7 +148,7 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
         # fresh pages to fault in every step: about 12% of a cnn step).
         run_update = make_update(autograd_loss_and_grad(apply, loss_fn), record_function)
 
-    def no_samples(params, buffers, x, y, w):  # loss_and_grad's contract for an empty sub-batch (weight 0)
+    def no_samples(params, buffers, x, y, w, scale=None):  # loss_and_grad's contract for an empty sub-batch
         return params.apply(torch.zeros_like), (x.new_zeros(()), buffers, x.new_zeros((0,)))
 
     run_empty_update = make_update(no_samples, record_function)
@@ -148,17 +162,23 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
 
     def step(state: TensorDict, batch: TensorDict) -> tuple[TensorDict, TensorDict]:
         x, y = in_layout(task.inputs(batch), channels_last), task.targets(batch)
+        amp.check_device(precision, x.device)
         n = y.shape[0]
         costs = work_costs(state, x)
         rng, select_key = prng.split(state["rng"])
         params, buffers = state["params"], state["buffers"]
 
+        scored: list[TensorDict] = []  # what score_batch returned, for loss_seen
+
         def score_batch() -> TensorDict:
             with record_function("fa::score"):
                 if not sharded:
-                    return run_score(params, buffers, x, y)
-                lo, hi = distributed.shard_bounds(n, collective.rank, collective.world)  # this rank's rows
-                return distributed.gather_rows(collective, run_score(params, buffers, x[lo:hi], y[lo:hi]), n)
+                    out = run_score(params, buffers, x, y)
+                else:
+                    lo, hi = distributed.shard_bounds(n, collective.rank, collective.world)  # this rank's rows
+                    out = distributed.gather_rows(collective, run_score(params, buffers, x[lo:hi], y[lo:hi]), n)
+            scored.append(out)
+            return out
 
         with record_function("fa::select"):
             selection = strategy.select(state["selector"], batch, select_key, score_batch)
@@ -182,8 +202,8 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
         with record_function("fa::update"):
             # Under torch.distributed a rank may have no sample to train: it still joins the global update.
             update = run_empty_update if sharded and not sub_y.shape[0] else run_update
-            new_params, new_buffers, new_opt, loss, losses, finite = update(params, buffers, state["opt"], sub_x,
-                                                                            sub_y, sub_w)
+            new_params, new_buffers, new_opt, scaler, loss, losses, finite = update(
+                params, buffers, state["opt"], state["scaler"], sub_x, sub_y, sub_w)
         if sharded:  # every rank's trained losses, in batch order (what observe expects)
             losses = distributed.gather_rows(collective, TensorDict(loss=losses, batch_size=losses.shape),
                                              trained.shape[0])["loss"]
@@ -202,9 +222,11 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
                                                     selection.info["n_scored"], n_trained, other)
         # A new TensorDict over the same keys (any extra ones kept): built in one go, never set in place.
         new_state = replace(state, params=new_params, buffers=new_buffers, opt=new_opt, selector=selector,
-                            work=work_state, rng=rng, step=state["step"] + 1)
-        metrics = TensorDict(loss=loss, n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
-                             skipped_nonfinite=(~finite).to(torch.int64), **work_metrics, **selection.info)
+                            work=work_state, rng=rng, step=state["step"] + 1, scaler=scaler)
+        info = dict(selection.info.items())
+        metrics = TensorDict(loss=loss, loss_seen=seen_loss(info.pop("loss_seen", None), scored, loss),
+                             n_trained=n_trained, activation_rate=n_trained.float() / n_seen,
+                             skipped_nonfinite=(~finite).to(torch.int64), **work_metrics, **info)
         return new_state, metrics
 
     return step
@@ -261,20 +283,21 @@ def all_finite(loss: torch.Tensor, grads: TensorDict) -> torch.Tensor:
 def autograd_loss_and_grad(apply: Apply, loss_fn: LossFn) -> Callable:
     """`losses.make_loss_and_grad` with torch.autograd.grad in place of torch.func.grad_and_value.
 
-    Same contract and values: (params, buffers, x, y, w) -> (grads, (loss, new_buffers, per-sample
+    Same contract and values: (params, buffers, x, y, w[, scale]) -> (grads, (loss, new_buffers, per-sample
     losses)), loss = sum(w * losses) / sum(w), nothing mutated (gradients flow into fresh aliases
     of the parameters). The backward frees saved activations as it goes, so it is leaner and faster
     in eager mode; the compiled step keeps torch.func, which torch.compile traces.
     """
 
-    def loss_and_grad(params, buffers, x, y, w):
+    def loss_and_grad(params, buffers, x, y, w, scale=None):
         keys, leaves = flatten(params)
         wrt = [p.detach().requires_grad_() for p in leaves]
         with torch.enable_grad():
             logits, new_buffers = apply.train(unflatten(keys, wrt, params), buffers, x)
             losses = loss_fn(logits, y)
             loss = (losses * w).sum() / w.sum()
-            grads = torch.autograd.grad(loss, wrt, allow_unused=True, materialize_grads=True)
+            grads = torch.autograd.grad(loss if scale is None else loss * scale, wrt, allow_unused=True,
+                                        materialize_grads=True)
         return unflatten(keys, grads, params), (loss.detach(), new_buffers, losses.detach())
 
     return loss_and_grad
@@ -300,14 +323,16 @@ def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x
                             train_flops=work.flops_per_sample(train_n))
 
 
-def make_eval_step(model: nn.Module, loss_fn: Task | LossFn | None = None, *, channels_last: bool = False
-                   ) -> Callable[[TensorDict, TensorDict], TensorDict]:
+def make_eval_step(model: nn.Module, loss_fn: Task | LossFn | None = None, *, channels_last: bool = False,
+                   precision: str | amp.Precision = "32") -> Callable[[TensorDict, TensorDict], TensorDict]:
     """Pure `eval_step(state, batch) -> TensorDict` of the task's additive sums (classification: correct,
-    loss_sum, count) in eval mode; `loop.evaluate` totals them."""
+    loss_sum, count) in eval mode, its forward in `precision`'s autocast; `loop.evaluate` totals them."""
     task = as_task(loss_fn)
-    apply = make_apply(model)
+    precision = amp.of(precision)
+    apply = make_apply(model, precision)
 
     def eval_step(state: TensorDict, batch: TensorDict) -> TensorDict:
+        amp.check_device(precision, state["step"].device)
         with torch.no_grad():
             outputs = apply.eval(state["params"], state["buffers"], in_layout(task.inputs(batch), channels_last))
             targets = task.targets(batch)

@@ -55,7 +55,11 @@ PHASES = {"warm-up": 0, "selective": 1, "cool-down": 2}
 GLOSSARY = {
     "loss": "mean training loss of the samples the step trained on (after warm-up only the selected ones, often "
             "the hardest: it rises at the warm-up/selective boundary without the model getting worse; "
-            "epoch/test_loss is the objective on the whole test set)",
+            "epoch/test_loss is the objective on the whole test set; `loss_seen` is the continuous curve)",
+    "loss_seen": "mean training loss over all samples the step saw (its whole pool): the fresh scores' mean for a "
+                 "rule that scores the pool, the remembered losses' mean for one that remembers them (until a "
+                 "pool sample was trained, the trained ones'), the trained samples' loss for full data and for a "
+                 "uniform random subset (an unbiased estimate) or a proxy (the main model scores nothing else)",
     "activation_rate": "share of the step's samples trained",
     "n_trained": "samples trained in the step",
     "threshold": "the gate's significance threshold (exists only where the gate runs)",
@@ -294,6 +298,8 @@ def run_description(run: Run, summary: dict, ranges: dict[str, tuple[float, floa
             f"`{k}` = {v:g}" + (f" ({GLOSSARY[k]})" if k in GLOSSARY else "") for k, v in flat.items()) + ".")
     if "loss" in ranges and plan.gated:
         lines.append(f"`loss`: {GLOSSARY['loss']}.")
+        if "loss_seen" in ranges:
+            lines.append(f"`loss_seen`: {GLOSSARY['loss_seen']}.")
     return "\n\n".join(lines)
 
 
@@ -313,8 +319,9 @@ def run_facts(run: Run) -> dict:
 def run_figures(history: History, target: float | None, *, title: str | None = None, warmup_epochs: int = 0,
                 gated: bool | None = None, references: dict | None = None) -> dict:
     """The figures of one run, titled `title` (strategy and run) with its all-data phases marked: rate (on its own
-    axis around the target) and threshold, FLOPs saved per step, accuracy against train wall-clock (beside
-    `references`' curves: name -> (train seconds, accuracy), e.g. full data's in the same comparison)."""
+    axis around the target) and threshold, FLOPs saved per step, the training loss (trained and seen), accuracy
+    against train wall-clock (beside `references`' curves: name -> (train seconds, accuracy), e.g. full data's in
+    the same comparison)."""
     steps, rate = history.series("activation_rate")
     _, ema = history.series("rate_ema")
     _, threshold = history.series("threshold")
@@ -327,6 +334,8 @@ def run_figures(history: History, target: float | None, *, title: str | None = N
                                                        phases=spans),
         "flops_saved.png": plots.flops_saved(steps, history.series("step_saved_pct")[1],
                                               history.series("saved_pct")[1], title=title, phases=spans),
+        "loss.png": plots.training_loss(*history.series("loss"), *history.series("loss_seen"), title=title,
+                                        phases=spans),
         "accuracy_vs_time.png": plots.accuracy_vs_time([e["train_time_s"] for _, e in evaluated],
                                                        [e["test_accuracy"] for _, e in evaluated], title=title,
                                                        references=references,

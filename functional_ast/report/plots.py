@@ -113,6 +113,23 @@ def flops_saved(steps: Sequence[int], step_saved: Sequence[float], cumulative: S
     return fig
 
 
+def training_loss(steps: Sequence[int], trained: Sequence[float], seen_steps: Sequence[int], seen: Sequence[float],
+                  *, title: str | None = None, phases: Sequence[tuple[int, int, int]] = ()):
+    """Training loss per step: over the samples trained (`loss`) and over all samples seen (`loss_seen`, the
+    objective's curve, continuous across the phases); all-data phases shaded."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    shade_phases(ax, phases)
+    ax.plot(steps, trained, lw=0.6, alpha=0.6, color="C3", label="loss of the samples trained (loss)")
+    if seen:
+        ax.plot(seen_steps, seen, lw=1.2, color="C0", label="loss of all samples seen (loss_seen)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(loc="upper right", fontsize=8)
+    _title(fig, "training loss", title)
+    fig.tight_layout()
+    return fig
+
+
 def accuracy_vs_time(wall_clock: Sequence[float], accuracy: Sequence[float], label: str = "", *,
                      title: str | None = None, references: dict[str, tuple[Sequence[float], Sequence[float]]]
                      | None = None, phases: Sequence[int] = ()):

@@ -7,7 +7,7 @@ from tensordict import TensorDict
 
 from functional_ast.core import prng
 from functional_ast.core.checks import check_range
-from functional_ast.core.selection import Selection, Strategy
+from functional_ast.core.selection import Selection, Strategy, remembered_mean
 from functional_ast.strategies.draws import loss_table, remember_losses
 from functional_ast.strategies.registry import Rule, register
 
@@ -33,7 +33,7 @@ def infobatch(num_samples: int, prune: float = 0.5) -> Strategy:
         keep = keep | (~keep.any() & (torch.arange(n, device=idx.device) == 0))  # never an empty batch
         weight = torch.where(easy, 1.0 / (1.0 - prune), 1.0)
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
-                          infobatch_easy_frac=easy.float().mean())
+                          infobatch_easy_frac=easy.float().mean(), loss_seen=remembered_mean(loss[idx], seen[idx]))
         return Selection(keep, weight, state, info, keep.nonzero()[:, 0])
 
     return Strategy("infobatch", lambda device=None: loss_table(num_samples, device), select,

@@ -12,7 +12,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from functional_ast.core.checks import ConfigError, check_range, integer
-from functional_ast.core.selection import Selection, Strategy, mask_of
+from functional_ast.core.selection import Selection, Strategy, mask_of, remembered_mean
 from functional_ast.core.state import replace
 from functional_ast.strategies.draws import hardest_if_unseen, loss_table, proportional_draw, remember_losses
 from functional_ast.strategies.registry import Context, Rule, option, register
@@ -50,7 +50,8 @@ def rho_loss(num_samples: int, rate: float, *, explore: float = 0.2, min_selecte
         reducible = hardest_if_unseen(state["loss"][idx] - state["reference"][idx], seen)  # clamped at 0
         index, _ = proportional_draw(reducible, k, explore, key)
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
-                          stale_seen_frac=seen.float().mean(), rho_reducible_mean=reducible.mean())
+                          stale_seen_frac=seen.float().mean(), rho_reducible_mean=reducible.mean(),
+                          loss_seen=remembered_mean(state["loss"][idx], seen))
         return Selection(mask_of(index, n), None, state, info, index)
 
     return Strategy("rho_loss", init, select, observe=remember_losses, index_only=True)

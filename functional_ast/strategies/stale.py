@@ -10,7 +10,7 @@ import torch
 from tensordict import TensorDict
 
 from functional_ast.core.checks import ConfigError, check_range, one_of
-from functional_ast.core.selection import Selection, Strategy, mask_of
+from functional_ast.core.selection import Selection, Strategy, mask_of, remembered_mean
 from functional_ast.strategies.draws import (
     at_or_above_mean,
     hard_first,
@@ -53,6 +53,7 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
         n = idx.shape[0]
         k = min(n, max(min_selected, round(rate * n)))
         loss, seen = state["loss"][idx], state["seen"][idx]
+        loss_seen = remembered_mean(loss, seen)
         loss = hardest_if_unseen(loss, seen)  # never trained: as hard as the hardest
         hard = at_or_above_mean(loss)
         if rule == "small_loss":
@@ -63,7 +64,7 @@ def stale(num_samples: int, rate: float, *, rule: str = "proportional", explore:
             included, index = hard_first(hard, k, round(explore * k), key)
         weight = 1.0 / (n * included).clamp_min(1e-6) if rescale else None
         info = TensorDict(n_scored=torch.zeros((), dtype=torch.int64, device=idx.device),
-                          stale_seen_frac=seen.float().mean(), stale_hard_frac=hard.float().mean())
+                          stale_seen_frac=seen.float().mean(), stale_hard_frac=hard.float().mean(), loss_seen=loss_seen)
         return Selection(mask_of(index, n), weight, state, info, index)
 
     return Strategy("stale", lambda device=None: loss_table(num_samples, device), select,

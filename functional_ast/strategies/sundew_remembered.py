@@ -10,7 +10,7 @@ from torch.profiler import record_function
 from functional_ast.core import controller as ctl
 from functional_ast.core import gate as gt
 from functional_ast.core.checks import check_range
-from functional_ast.core.selection import Selection, Strategy
+from functional_ast.core.selection import Selection, Strategy, remembered_mean
 from functional_ast.core.significance import normalise_by_mean
 from functional_ast.core.state import replace
 from functional_ast.core.task import Task, as_task
@@ -53,6 +53,7 @@ def sundew_remembered(num_samples: int, target_rate: float = 0.1, *, controller:
             scores = loss_weight * normalise_by_mean(loss) + (1 - loss_weight) * normalise_by_mean(intensity)
         mask, gated, info = gate_and_control(state, scores, key, controller, gate_cfg)
         info["n_scored"] = torch.zeros((), dtype=torch.int64, device=idx.device)
+        info["loss_seen"] = remembered_mean(state["loss"][idx], seen)
         new_state = replace(state, gate=gated["gate"], controller=gated["controller"])
         return Selection(mask, None, new_state, info)
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import torch
 
 from functional_ast.core.checks import ConfigError, check_range, integer, one_of  # noqa: F401 (re-exported)
+from functional_ast.core.precision import PRECISIONS
 from functional_ast.strategies import registry
 
 # Layout of image batches in the forward passes: "auto" is channels_last on a CPU (measured faster there) for a
@@ -84,6 +85,7 @@ class TrainConfig:
     flop_budget: float | None = None
     label_noise: float = 0.0
     memory_format: str = "auto"  # image layout in the forward passes (MEMORY_FORMATS): same values, other speed
+    precision: str = "32"  # PRECISIONS: "bf16-mixed"/"16-mixed" autocast the forward passes (`core.precision`)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the rule's own (its registry entry's)
 
     def __post_init__(self) -> None:
@@ -96,6 +98,7 @@ class TrainConfig:
         rule.make_options(self.options)  # validates the rule's own options
         one_of(name, "optimizer", self.optimizer, ("sgd", "adam"))
         one_of(name, "memory_format", self.memory_format, MEMORY_FORMATS)
+        one_of(name, "precision", self.precision, PRECISIONS)
         check_range(name, "target_rate", self.target_rate, 0.0, 1.0, low_open=True)
         for field_name, low in (("epochs", 1), ("warmup_epochs", 0), ("cooldown_epochs", 0), ("batch_size", 2)):
             integer(name, field_name, getattr(self, field_name), low)

@@ -28,7 +28,10 @@ def init_loop(plan: Plan, device, budgeted: bool = False) -> TensorDict:
 
 def resumed(state: TensorDict, template: TensorDict, device) -> TensorDict:
     """A saved `state` on `device`; refused (core.state.StateError) unless its leaves have the keys, shapes and
-    dtypes of `template`, a new state of the same configuration (the history apart: it grows)."""
+    dtypes of `template`, a new state of the same configuration (the history apart: it grows); one saved before
+    the loss scaler existed gets the template's (unused by precision "32")."""
+    if "scaler" not in state.keys() and "scaler" in template.keys():
+        state = replace(state, scaler=template["scaler"].to(state.device))
     check_compatible(state.exclude("history"), template.exclude("history"), "the state to resume")
     return state.to(device)
 

@@ -26,7 +26,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from functional_ast.core import distributed, optim
-from functional_ast.core.selection import Strategy, all_data
+from functional_ast.core.selection import Strategy, all_data, with_selection_info
 from functional_ast.core.state import EPOCH_COLUMNS, STEP_SERIES, UNKNOWN
 from functional_ast.core.step import Step, accepts_channels_last, init_state, make_eval_step, make_train_step
 from functional_ast.core.task import Task
@@ -166,7 +166,8 @@ def build(model: nn.Module, data: Data, config: TrainConfig, task: Task, collect
     strategy, optimizer = build_strategy(config, context), build_optimizer(config, plan)
     channels_last = config.channels_last(data.device) and (  # "auto" only where the model runs on it
         config.memory_format == "channels_last" or accepts_channels_last(model, image_shape))
-    common = dict(compile=config.compile, collective=collective, channels_last=channels_last)
+    common = dict(compile=config.compile, collective=collective, channels_last=channels_last,
+                  precision=config.precision)
     all_data_step = make_train_step(model, task, optimizer, all_data(strategy), **common)
     if strategy.index_only or strategy.sampling is not None:
         selective_step = make_train_step(model, task, optimizer, all_data(strategy), seen_per_step=plan.pool_size,
@@ -174,7 +175,7 @@ def build(model: nn.Module, data: Data, config: TrainConfig, task: Task, collect
     else:
         selective_step = make_train_step(model, task, optimizer, strategy, score_chunk_size=config.batch_size,
                                          **common)
-    eval_step = make_eval_step(model, task, channels_last=channels_last)
+    eval_step = make_eval_step(model, task, channels_last=channels_last, precision=config.precision)
     template = init_state(model, optimizer, strategy, key=config.seed, device=data.device)
     template.update(init_loop(plan, data.device, budgeted=config.budget is not None))
     return Built(plan, context, strategy, optimizer, all_data_step, selective_step, eval_step, template)
@@ -317,8 +318,8 @@ class Run:
                     break
                 self.state, batch, info = self.batches.draw(self.state, epoch, b, on_all_data)
                 self.state, metrics = step(self.state, batch)
-                if info is not None:  # an index-only selection's metrics (threshold, rate EMA, ...)
-                    metrics = TensorDict(dict(info.items(), **dict(metrics.items())), device=metrics.device)
+                if info is not None:  # an index-only selection's metrics (threshold, rate EMA, loss_seen)
+                    metrics = with_selection_info(metrics, info)
                 pending.append(metrics)
                 b += 1
                 safe_point = self.safe_point_every and (chunk_start + len(pending)) % self.safe_point_every == 0

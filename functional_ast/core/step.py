@@ -101,7 +101,7 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
                 last_layer_keys(params) if grad_norm_keys == "last" else grad_norm_keys)
             out["grad_norm"] = per_sample_grad_norms(apply, loss_fn, params, buffers, x, y, keys,
                                                      grad_norm_chunk_size)
-        return TensorDict(out, batch_size=y.shape)
+        return TensorDict(out, batch_size=y.shape[:1])
 
     def make_update(loss_and_grad, scope=lambda name: contextlib.nullcontext()):
         def update(params, buffers, opt_state, x, y, w):

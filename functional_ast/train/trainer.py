@@ -63,6 +63,8 @@ def as_data(train, test, device=None, label_noise: float = 0.0, seed: int = 0) -
     if isinstance(train, DataSource):
         return train
     if isinstance(train, text.Windows):
+        if label_noise:
+            raise ConfigError("label_noise replaces image labels; a text corpus has none (set it to 0)")
         return text.TextData.of(train, test, device)
     return ImageData.prepare(train, test, device, label_noise, seed)
 

@@ -274,6 +274,11 @@ class Run:
             self.pacer.started(self.state)
         self._hooks("on_start")
 
+    def charge(self, seconds: float, flops: int) -> None:
+        """Count work done for this run before its first step (a reference model) in its clock and FLOPs."""
+        self.clock.spent += seconds
+        self.state = loop_state.charged(self.state, self.state["selector"], flops, self.clock.now())
+
     def advance(self, seconds: float | None = None) -> None:
         """Train from the current position to the end of this epoch (evaluating it), or until `seconds` more
         of train time have passed, or the budget is spent; no-op once finished."""

@@ -125,3 +125,18 @@ def test_a_rule_that_cannot_run_on_sequences_is_refused_in_one_line(corpus):
         fa.fit(_gpt(), train, test, fa.TrainConfig(strategy="proxy", epochs=1, batch_size=8),
                task=language_modelling())
     assert "\n" not in str(info.value)
+
+
+def test_a_grad_norm_significance_gates_sequences_on_their_head_s_per_sample_gradients():
+    from functional_ast.core import significance
+    from functional_ast.core.losses import last_layer_keys
+
+    model, task, batch = _gpt(), language_modelling(), _batch(8)
+    assert last_layer_keys(params_of(model)) == ["head.weight"]  # the untied head is the last layer
+    strategy = strategies.sundew(0.5, significance=significance.grad_norm, needs=("loss", "grad_norm"))
+    step = make_train_step(model, task, optim.sgd(0.1), strategy)
+    state, metrics = step(init_state(model, optim.sgd(0.1), strategy), batch)
+    assert 0 < int(metrics["n_trained"]) <= 8 and torch.isfinite(metrics["loss"])
+    norms = per_sample_grad_norms(make_apply(model), task.loss, params_of(model), buffers_of(model),
+                                  task.inputs(batch), task.targets(batch), ["head.weight"])
+    assert norms.shape == (8,) and bool((norms > 0).all())

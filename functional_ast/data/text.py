@@ -2,7 +2,8 @@
 
 `load_corpus(path)` reads a text file, a directory of them (`glob`, hidden paths skipped) or a .tar.gz/.tgz/.tar of
 one, and stores the bytes of every file, concatenated, as `root/cache/text-<key>/bytes.u8` (np.memmap) beside
-`meta.json` (file names, their boundaries, the content digest). `split(corpus, context, ...)` holds out a seeded
+`meta.json` (file names, their boundaries, the content digest); `glob` is matched against each file's relative
+path ('*' also crosses folders, a leading '**/' also matches at the top). `split(corpus, context, ...)` holds out a seeded
 share of the files; `Windows` are the windows of `context + 1` bytes of some files, read from the memmap by index
 (a corpus larger than RAM trains unchanged). `TextData` is the `data.source.DataSource` of a train/test pair.
 Every user-facing failure is a `DataError` naming the problem and the fix.
@@ -70,14 +71,22 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") and p not in (".", "..") for p in parts)
 
 
+def _matches(name: str, glob: str) -> bool:
+    """`glob` against a relative path: fnmatch ('*' also crosses folders), a leading '**/' also matching at the top."""
+    return fnmatch.fnmatch(name, glob) or (glob.startswith("**/") and fnmatch.fnmatch(name, glob[3:]))
+
+
 def _files(path: Path, glob: str, exclude: tuple[str, ...]) -> list[tuple[str, Path]]:
-    """(relative name, path) of the text candidates under a directory, sorted by name."""
+    """(relative name, path) of the text candidates under a directory, sorted by name; hidden and excluded
+    folders are not walked into."""
     found = []
-    for file in path.glob(glob):
-        rel = file.relative_to(path)
-        if _hidden(rel.parts) or any(part in exclude for part in rel.parts[:-1]) or not file.is_file():
-            continue
-        found.append((rel.as_posix(), file))
+    for folder, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in exclude]
+        for name in names:
+            file = Path(folder) / name
+            rel = file.relative_to(path).as_posix()
+            if not name.startswith(".") and _matches(rel, glob) and file.is_file():
+                found.append((rel, file))
     return sorted(found)
 
 
@@ -101,7 +110,7 @@ def _members(path: Path, glob: str, exclude: tuple[str, ...]) -> Iterator[tuple[
             parts = tuple(member.name.split("/"))
             if _hidden(parts) or any(p in exclude for p in parts[:-1]):
                 continue
-            if not (fnmatch.fnmatch(member.name, glob) or fnmatch.fnmatch("./" + member.name, glob)):
+            if not _matches(member.name, glob):
                 continue
             reader = archive.extractfile(member)
             yield member.name, iter(lambda: reader.read(_CHUNK), b"")

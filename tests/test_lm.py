@@ -140,3 +140,22 @@ def test_a_grad_norm_significance_gates_sequences_on_their_head_s_per_sample_gra
     norms = per_sample_grad_norms(make_apply(model), task.loss, params_of(model), buffers_of(model),
                                   task.inputs(batch), task.targets(batch), ["head.weight"])
     assert norms.shape == (8,) and bool((norms > 0).all())
+
+
+class Bigram(torch.nn.Module):
+    """A user's own model: int64 tokens [B, T] -> logits [B, T, 256]."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Embedding(256, 256)
+
+    def forward(self, tokens):
+        return self.table(tokens)
+
+
+def test_a_user_s_own_token_model_trains_through_fit(corpus):
+    train, test = corpus
+    config = fa.TrainConfig(strategy="stale", epochs=2, batch_size=8, target_rate=0.5, optimizer="adam", lr=0.05)
+    result = fa.fit(Bigram, train, test, config, task=language_modelling())
+    first, last = result.history.epochs[0]["test_loss"], result.history.epochs[-1]["test_loss"]
+    assert last < first < math.log(256) + 1.0

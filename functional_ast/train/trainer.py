@@ -200,7 +200,8 @@ def prepare_rule(rule: registry.Rule, context: registry.Context, config: TrainCo
 def recorded_epoch(state: TensorDict, epoch: int, all_data: bool, evaluate_now: bool,
                    evaluate_state: Callable[[TensorDict], dict[str, float]]) -> tuple[TensorDict, dict]:
     """(the state with epoch `epoch`'s record in its history, the record); its test metrics are
-    `evaluate_state(state)`, its eval time counted, when `evaluate_now`, and NaN otherwise."""
+    `evaluate_state(state)`, its eval time counted, when `evaluate_now`, and NaN otherwise (metrics beyond accuracy
+    and loss: in the record as test_<name>, not in the history)."""
     train_time, eval_time = float(state["clock", "train_time"]), float(state["clock", "eval_time"])
     test = {"accuracy": math.nan, "loss": math.nan}
     if evaluate_now:
@@ -208,7 +209,10 @@ def recorded_epoch(state: TensorDict, epoch: int, all_data: bool, evaluate_now: 
         test = evaluate_state(state)
         eval_time += time.perf_counter() - start
     record = history_state.epoch_record(state, epoch, all_data, test, train_time, eval_time)
-    return history_state.record_epoch(state, epoch, record), record
+    state = history_state.record_epoch(state, epoch, record)
+    # the task's other metrics (bits per byte) go to the callbacks with the record, not into the history's table
+    record.update({f"test_{k}": v for k, v in test.items() if k not in ("accuracy", "loss")})
+    return state, record
 
 
 def evaluate_test(eval_step: Callable, state: TensorDict, data: DataSource, task: Task, batch_size: int

@@ -25,14 +25,16 @@ def test_the_masked_loss_is_the_mean_over_each_window_s_top_excess_tokens():
     x, window = task.inputs(batch), task.targets(batch)
     got = task.loss(model(x), window)
     k = round(0.25 * CONTEXT)
-    for b in range(3):
-        y = window[b, 1:]
-        torch.set_grad_enabled(False)
-        mine = -model(x[b:b + 1])[0].log_softmax(-1)[torch.arange(CONTEXT), y]
-        theirs = -reference(x[b:b + 1])[0].log_softmax(-1)[torch.arange(CONTEXT), y]
-        kept = sorted(range(CONTEXT), key=lambda t: float(mine[t] - theirs[t]), reverse=True)[:k]
-        assert float(got[b]) == pytest.approx(float(mine[kept].mean()), rel=1e-4)
-        torch.set_grad_enabled(True)
+    with torch.no_grad():
+        for b in range(3):
+            y = window[b, 1:]
+            mine = -model(x[b:b + 1])[0].log_softmax(-1)[torch.arange(CONTEXT), y]
+            theirs = -reference(x[b:b + 1])[0].log_softmax(-1)[torch.arange(CONTEXT), y]
+            kept = sorted(range(CONTEXT), key=lambda t: float(mine[t] - theirs[t]), reverse=True)[:k]
+            assert float(got[b]) == pytest.approx(float(mine[kept].mean()), rel=1e-4)
+    logits = model(x).detach().requires_grad_()
+    task.loss(logits, window).sum().backward()
+    assert (logits.grad.abs().sum(-1) > 0).sum(-1).tolist() == [k] * 3  # the gradient comes from k tokens a window
     # against itself every excess is 0: the loss is still a mean over k of its tokens
     assert top_excess_mask(torch.ones(2, 8), torch.ones(2, 8), 0.5).sum(-1).tolist() == [4.0, 4.0]
     with pytest.raises(fa.ConfigError):

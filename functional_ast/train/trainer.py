@@ -446,9 +446,11 @@ def fit(model: nn.Module | Callable[[], nn.Module], train, test, config: TrainCo
         log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
         collective: distributed.Collective = distributed.LOCAL, name: str | None = None, meter=None,
         task: Task | None = None) -> Result:
-    """Train `model` (an nn.Module classifier, or a function building one, called after seeding) on `train`,
-    evaluate on `test` at each epoch end, as `config` says; `state` continues a saved run; `task` is the problem
-    (default: image classification, `tasks.image_classification`). Returns a Result."""
+    """Train `model` (an nn.Module, or a function building one, called after seeding) on `train`, evaluate on
+    `test` at each epoch end, as `config` says; `train`/`test` are images (LabelledImages or (images, labels)),
+    text windows (`data.text.split`) or `train` a `DataSource` itself (see `as_data`); `state` continues a saved
+    run; `task` is the problem (default: image classification; `tasks.language_modelling` for text). Returns a
+    Result."""
     data = as_data(train, test, device, config.label_noise, config.seed)
     run = Run(model, data, config, name=name, callbacks=callbacks, state=state, log_every=log_every,
               safe_point_every=safe_point_every, eval_every=eval_every, collective=collective, meter=meter, task=task)

@@ -109,7 +109,7 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
                 last_layer_keys(params) if grad_norm_keys == "last" else grad_norm_keys)
             out["grad_norm"] = per_sample_grad_norms(apply, loss_fn, params, buffers, x, y, keys,
                                                      grad_norm_chunk_size)
-        return TensorDict(out, batch_size=y.shape)
+        return TensorDict(out, batch_size=y.shape[:1])
 
     def make_update(loss_and_grad, scope=lambda name: contextlib.nullcontext()):
         def update(params, buffers, opt_state, scaler, x, y, w):
@@ -154,17 +154,17 @@ def make_train_step(model: nn.Module, loss_fn: Task | LossFn | None, optimizer: 
     run_empty_update = make_update(no_samples, record_function)
     costs_by_shape: dict[tuple, work.WorkCosts] = {}  # memo of a pure function of the input shape
 
-    def work_costs(state: TensorDict, x: torch.Tensor) -> work.WorkCosts:
+    def work_costs(state: TensorDict, x: torch.Tensor, y: torch.Tensor) -> work.WorkCosts:
         shape_key = (tuple(x.shape[1:]), x.dtype)
         if shape_key not in costs_by_shape:
-            costs_by_shape[shape_key] = measure_costs(score, loss_and_grad, state, x)
+            costs_by_shape[shape_key] = measure_costs(score, loss_and_grad, state, x, y)
         return costs_by_shape[shape_key]
 
     def step(state: TensorDict, batch: TensorDict) -> tuple[TensorDict, TensorDict]:
         x, y = in_layout(task.inputs(batch), channels_last), task.targets(batch)
         amp.check_device(precision, x.device)
         n = y.shape[0]
-        costs = work_costs(state, x)
+        costs = work_costs(state, x, y)
         rng, select_key = prng.split(state["rng"])
         params, buffers = state["params"], state["buffers"]
 
@@ -303,15 +303,17 @@ def autograd_loss_and_grad(apply: Apply, loss_fn: LossFn) -> Callable:
     return loss_and_grad
 
 
-def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x: torch.Tensor
-                  ) -> work.WorkCosts:
-    """Per-sample FLOPs of the scoring pass and of training, counted on the meta device."""
+def measure_costs(score: Callable, loss_and_grad: Callable, state: TensorDict, x: torch.Tensor,
+                  y: torch.Tensor | None = None) -> work.WorkCosts:
+    """Per-sample FLOPs of the scoring pass and of training, counted on the meta device (targets shaped like
+    `y`'s rows; without `y`, one int64 label per sample)."""
     shape = tuple(x.shape[1:])
+    y_shape, y_dtype = (tuple(y.shape[1:]), y.dtype) if y is not None else ((), torch.int64)
     params, buffers = state["params"].to("meta"), state["buffers"].to("meta")
 
     def inputs(n):
         return (torch.empty((n, *shape), dtype=x.dtype, device="meta"),
-                torch.zeros(n, dtype=torch.int64, device="meta"))
+                torch.zeros((n, *y_shape), dtype=y_dtype, device="meta"))
 
     def score_n(n):
         return score(params, buffers, *inputs(n))

@@ -6,6 +6,9 @@ is the per-sample input statistic [B] that significance weighs beside the loss; 
 losses)` gives additive sums over an evaluation batch and `eval_metrics(sums)` turns their totals into the
 reported metrics; `transform(x, generator)` augments a training batch's inputs where the data gathers them.
 Nothing in the step or the rules reads a batch key or assumes a loss: they ask the task.
+`kind` names the inputs (a rule may refuse a kind, `strategies.registry.Rule.kinds`); `headline` is the metric
+that names a run's result and `higher_is_better` its direction; `from_record(test)` adds the metrics that an epoch
+record's test accuracy and loss imply (bits per byte from the loss), for the summary.
 `classification` builds the task of a classifier from its batch keys; `tasks.images` adds the batch transform.
 """
 
@@ -32,6 +35,10 @@ class Task(NamedTuple):
     eval_sums: Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
     eval_metrics: Callable[[dict[str, float]], dict[str, float]]
     transform: Callable[[Tensor, torch.Generator], Tensor] | None = None  # training inputs' augmentation
+    kind: str = "images"  # what the inputs are: "images", "sequences"
+    headline: str = "accuracy"  # the metric of eval_metrics that names a run's result
+    higher_is_better: bool = True
+    from_record: Callable[[dict[str, float]], dict[str, float]] = lambda test: {}
 
 
 def classification_sums(outputs: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:

@@ -261,6 +261,8 @@ class MLflowTracking(Callback):
 def normalisation_facts(run: Run) -> dict:
     """The training normalisation, per channel in [0, 1] units: what a user applies to raw images (the logged
     model applies it itself)."""
+    if not hasattr(run.data, "mean"):  # not images (a text corpus): nothing to normalise
+        return {}
     return dict(normalise_mean=[round(float(v), 6) for v in run.data.mean.tolist()],
                 normalise_std=[round(float(v), 6) for v in run.data.std.tolist()])
 
@@ -280,10 +282,15 @@ def run_description(run: Run, summary: dict, ranges: dict[str, tuple[float, floa
     the per-step metrics that never moved in it, with what they count."""
     plan = run.plan
     accuracy = summary.get("test_accuracy", math.nan)
-    lines = [f"**{summary.get('strategy', run.config.strategy)}** on {len(run.data.train)} training images "
-             f"({len(run.data.train.classes)} classes): test accuracy "
-             + (f"{accuracy:.4f}" if accuracy == accuracy else "not evaluated")
-             + f", {summary.get('flops_saved_pct', 0.0):.1f}% of FLOPs saved against full data for the same epochs."]
+    if "test_bits_per_byte" in summary:  # a language model
+        bpb = summary["test_bits_per_byte"]
+        trained_on = f"{run.data.num_samples} training windows of {run.data.describe()['name']}"
+        result = "test bits per byte " + (f"{bpb:.4f}" if bpb == bpb else "not evaluated")
+    else:
+        trained_on = f"{len(run.data.train)} training images ({len(run.data.train.classes)} classes)"
+        result = "test accuracy " + (f"{accuracy:.4f}" if accuracy == accuracy else "not evaluated")
+    lines = [f"**{summary.get('strategy', run.config.strategy)}** on {trained_on}: {result}"
+             f", {summary.get('flops_saved_pct', 0.0):.1f}% of FLOPs saved against full data for the same epochs."]
     if plan.gated:
         cooldown = summary.get("cooldown_epochs", plan.cooldown_epochs)
         lines.append(f"Phases (metric `phase`): 0 warm-up on all data for {plan.warmup_epochs} epoch(s), 1 selection "
@@ -311,8 +318,8 @@ def run_facts(run: Run) -> dict:
                 warmup_epochs=plan.warmup_epochs, cooldown_epochs=plan.cooldown_epochs,
                 steps_per_epoch=plan.selective_steps, warmup_steps_per_epoch=plan.all_data_steps,
                 model_params=sum(p.numel() for p in run.state["params"].values()),
-                train_samples=len(run.data.train), test_samples=len(run.data.test),
-                classes=len(run.data.train.classes), device=str(run.data.device),
+                train_samples=run.data.num_samples, test_samples=run.data.describe()["test_samples"],
+                classes=run.data.num_classes or 0, device=str(run.data.device),
                 **{k: ",".join(f"{v:.6g}" for v in values) for k, values in normalisation_facts(run).items()})
 
 

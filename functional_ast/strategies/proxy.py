@@ -123,5 +123,5 @@ def _summary(selector) -> dict:
     return dict(proxy_flops=int(selector["flops"]))
 
 
-RULE = register(Rule("proxy", _build, ProxyOptions, summary=_summary,
+RULE = register(Rule("proxy", _build, ProxyOptions, summary=_summary, kinds=("images",),
                      description="a small cnn scores each pool (airbench96_faster's filter)"))

@@ -66,6 +66,7 @@ class Rule:
     batch / target_rate). `summary(selector_state) -> dict` adds the rule's own fields to a run's summary.
     `prepare(selector_state, context, options, services) -> (selector_state, flops)` runs once before the first
     step while `needs_prepare(selector_state)` holds (a resumed run that was prepared is not prepared again).
+    `kinds`: the task kinds (`core.task.Task.kind`) the rule runs on; None for any.
     """
 
     name: str
@@ -77,6 +78,14 @@ class Rule:
     prepare: Callable | None = None
     needs_prepare: Callable[[TensorDict], bool] = lambda selector: False
     description: str = ""
+    kinds: tuple[str, ...] | None = None
+
+    def check_kind(self, kind: str) -> None:
+        """ConfigError when the rule cannot run on inputs of `kind`."""
+        if self.kinds is not None and kind not in self.kinds:
+            usable = ", ".join(r.name for r in _RULES.values() if r.kinds is None or kind in r.kinds)
+            raise ConfigError(f"strategy {self.name} runs on {' or '.join(self.kinds)}, not on {kind}; "
+                              f"choose one of {usable}")
 
     def make_options(self, values: Mapping[str, Any] | None = None):
         """The rule's options from a mapping of field names (unknown names refused with the valid ones)."""

@@ -38,8 +38,7 @@ class Batches:
         drawn = sampling.draw(self.strategy, state["selector"], self.order(epoch), batch=b, size=size,
                               seed=self.seed, epoch=epoch, all_data=all_data)
         generator = fdata.epoch_generator(self.seed, epoch, b) if self.augment else None
-        batch = fdata.batch_at(self.data.train, drawn.index, generator=generator, mean=self.data.mean,
-                               std=self.data.std, device=self.data.device, transform=self.task.transform)
+        batch = self.data.batch(drawn.index, generator, self.task.transform)
         if drawn.weight is not None:
             batch["weight"] = drawn.weight.to(self.data.device)
         if drawn.selector is not None:

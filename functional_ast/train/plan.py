@@ -92,7 +92,10 @@ def strategy_context(config: TrainConfig, plan: Plan, sample_shape: tuple[int, .
 
 
 def build_strategy(config: TrainConfig, context: registry.Context) -> strategies.Strategy:
-    """The config's strategy, built by its registry entry with the config's options."""
+    """The config's strategy, built by its registry entry with the config's options (a rule that cannot run on the
+    task's kind of inputs refused)."""
+    if context.task is not None:
+        config.rule.check_kind(context.task.kind)
     return config.rule(context, config.options)
 
 

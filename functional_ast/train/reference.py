@@ -21,7 +21,6 @@ from functional_ast.core import work
 from functional_ast.core.checks import ConfigError
 from functional_ast.core.losses import make_apply
 from functional_ast.core.task import Task, as_task
-from functional_ast.data import images as fdata
 from functional_ast.strategies import registry
 from functional_ast.strategies.registry import Services
 from functional_ast.strategies.rho_loss import RhoLossOptions, prepare, rho_loss
@@ -44,25 +43,25 @@ class ReferenceServices(Services):
         ref_config = TrainConfig(strategy="full", epochs=epochs, batch_size=config.batch_size,
                                  optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
                                  augment=config.augment, seed=config.seed, compile=config.compile)
-        where = data.train.data.device
-        subset = fdata.LabelledImages(data.train.data[train_index.to(where)], data.train.classes)
-        probe = fdata.LabelledImages(data.train.data[score_index[: config.batch_size].to(where)],
-                                     data.train.classes)  # the reference's own end-of-run evaluation: kept tiny
+        probe = score_index[: config.batch_size]  # the reference's own end-of-run evaluation: kept tiny
         model = copy.deepcopy(self.model)
-        state, summary = self.fit(model, type(data)(subset, probe, data.mean, data.std, data.device), ref_config,
+        state, summary = self.fit(model, data.subset(train_index, probe), ref_config,
                                   name=f"{config.strategy}-reference", task=self.task)
         apply = make_apply(model)
         params, buffers = state["params"], state["buffers"]
-        losses, correct = [], torch.zeros((), dtype=torch.int64, device=data.device)
-        for chunk in score_index.to(where).split(self.score_batch_size):
-            batch = fdata.batch_at(data.train, chunk, mean=data.mean, std=data.std, device=data.device)
+        losses, correct, x = [], torch.zeros((), dtype=torch.int64, device=data.device), None
+        for chunk in score_index.to(data.device).split(self.score_batch_size):
+            batch = data.batch(chunk)
             with torch.no_grad():
-                outputs = apply.eval(params, buffers, self.task.inputs(batch))
+                x = self.task.inputs(batch)
+                outputs = apply.eval(params, buffers, x)
                 targets = self.task.targets(batch)
                 losses.append(self.task.loss(outputs, targets).float())
-            correct = correct + self.task.eval_sums(outputs, targets, losses[-1])["correct"]
-        shape = tuple(data.train.data["image"].shape[1:])
-        flops = int(summary["flops_spent"]) + score_index.shape[0] * _forward_flops(apply, params, buffers, shape)
+            sums = self.task.eval_sums(outputs, targets, losses[-1])
+            # "correct" counted per sample (a task that counts per token: scaled to its samples' share)
+            right = sums["correct"] if targets.dim() == 1 else sums["correct"] * chunk.shape[0] / sums["count"]
+            correct = correct + right
+        flops = int(summary["flops_spent"]) + score_index.shape[0] * _forward_flops(apply, params, buffers, x)
         return torch.cat(losses), int(correct), flops
 
 
@@ -79,18 +78,19 @@ def cross_fitted_losses(model: nn.Module, data, config: TrainConfig, epochs: int
     """rho_loss's `prepare` on its own: the cross-fitted reference losses of `data.train` and their cost."""
     if epochs < 1:
         raise ConfigError(f"rho_loss: reference_epochs must be >= 1, got {epochs}")
-    context = registry.Context(num_samples=len(data.train), target_rate=config.target_rate,
+    context = registry.Context(num_samples=data.num_samples, target_rate=config.target_rate,
                                pool_size=config.batch_size)
     options = RhoLossOptions(reference_epochs=epochs)
-    selector = rho_loss(len(data.train), config.target_rate).init()
+    selector = rho_loss(data.num_samples, config.target_rate).init()
     prepared, flops = prepare(selector, context, options, ReferenceServices(model, data, config, fit))
     return ReferenceLosses(prepared["reference"].to(data.device), float(prepared["reference_time_s"]), flops,
                            float(prepared["reference_accuracy"]))
 
 
-def _forward_flops(apply, params, buffers, shape: tuple[int, ...]) -> int:
+def _forward_flops(apply, params, buffers, x: torch.Tensor) -> int:
+    """FLOPs of one sample's eval forward, for inputs shaped and typed like `x`'s rows."""
     meta_params, meta_buffers = params.to("meta"), buffers.to("meta")
     return work.flops_per_sample(
-        lambda k: apply.eval(meta_params, meta_buffers, torch.empty((k, *shape), device="meta")))
+        lambda k: apply.eval(meta_params, meta_buffers, torch.empty((k, *x.shape[1:]), dtype=x.dtype, device="meta")))
 
 

@@ -31,7 +31,8 @@ from functional_ast.core.state import EPOCH_COLUMNS, STEP_SERIES, UNKNOWN
 from functional_ast.core.step import Step, accepts_channels_last, init_state, make_eval_step, make_train_step
 from functional_ast.core.task import Task
 from functional_ast.core.work import estimate_joules
-from functional_ast.data import images as fdata
+from functional_ast.data import text
+from functional_ast.data.source import DataSource, ImageData
 from functional_ast.strategies import registry
 from functional_ast.tasks import image_classification
 from functional_ast.train import budget, loop_state
@@ -46,43 +47,26 @@ from functional_ast.train.reference import ReferenceServices
 
 # Re-exported: the history's columns and series and the loop's part of a new state, as before.
 STEP_KEYS, EPOCH_KEYS = STEP_SERIES, EPOCH_COLUMNS
-__all__ = ["Callback", "Data", "EPOCH_KEYS", "History", "Result", "Run", "STEP_KEYS", "UNKNOWN", "compare", "fit",
-           "full_epoch_cost", "init_loop", "summarize", "train_full"]
+__all__ = ["Callback", "Data", "DataSource", "EPOCH_KEYS", "History", "Result", "Run", "STEP_KEYS", "UNKNOWN",
+           "as_data", "compare", "fit", "full_epoch_cost", "init_loop", "summarize", "train_full"]
 
 
 # --------------------------------------------------------------------------- data and results
 
 
-@dataclass
-class Data:
-    """Train and test sets on the device, with the normalisation computed from the train set."""
+Data = ImageData  # the image data of a run (`data.source.ImageData`); any `DataSource` will do
 
-    train: fdata.LabelledImages
-    test: fdata.LabelledImages
-    mean: torch.Tensor
-    std: torch.Tensor
-    device: torch.device
 
-    @classmethod
-    def prepare(cls, train, test, device=None, label_noise: float = 0.0, seed: int = 0,
-                data_in_memory: str = "auto") -> "Data":
-        """From LabelledImages or (images, labels) pairs; `label_noise` replaces a seeded share of train labels;
-        memory-mapped images are copied to the device or left mapped as `data.images.placed` says."""
-        train, test = _labelled(train, "train"), _labelled(test, "test")
+def as_data(train, test, device=None, label_noise: float = 0.0, seed: int = 0) -> DataSource:
+    """The run's data: `train` itself when it is a `DataSource`, text windows (`data.text.Windows`) paired with
+    the test windows, or images (LabelledImages or (images, labels) pairs) prepared on `device`."""
+    if isinstance(train, DataSource):
+        return train
+    if isinstance(train, text.Windows):
         if label_noise:
-            train = fdata.with_label_noise(train, label_noise, seed)
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        mean, std = fdata.channel_stats(train.data["image"])
-        return cls(fdata.placed(train, device, data_in_memory), fdata.placed(test, device, data_in_memory),
-                   mean.to(device), std.to(device), device)
-
-
-def _labelled(ds, name: str) -> fdata.LabelledImages:
-    if isinstance(ds, fdata.LabelledImages):
-        return ds
-    if isinstance(ds, (tuple, list)) and len(ds) == 2:
-        return fdata.from_tensors(*ds)
-    raise ConfigError(f"{name} data must be a data.LabelledImages or an (images, labels) pair, got {type(ds).__name__}")
+            raise ConfigError("label_noise replaces image labels; a text corpus has none (set it to 0)")
+        return text.TextData.of(train, test, device)
+    return ImageData.prepare(train, test, device, label_noise, seed)
 
 
 @dataclass
@@ -157,12 +141,12 @@ class Built(NamedTuple):
     template: TensorDict  # a new state: the step's parts (`step.init_state`) and the loop's (`loop_state.init_loop`)
 
 
-def build(model: nn.Module, data: Data, config: TrainConfig, task: Task, collective: distributed.Collective
+def build(model: nn.Module, data: DataSource, config: TrainConfig, task: Task, collective: distributed.Collective
           ) -> Built:
     """The plan, the rule, the optimiser, the steps and a new state of a run of `config` on `data`."""
-    plan = Plan.of(config, len(data.train))
-    image_shape = tuple(data.train.data["image"].shape[1:])
-    context = strategy_context(config, plan, image_shape, len(data.train.classes), task)
+    plan = Plan.of(config, data.num_samples)
+    image_shape = data.sample_shape
+    context = strategy_context(config, plan, image_shape, data.num_classes, task)
     strategy, optimizer = build_strategy(config, context), build_optimizer(config, plan)
     channels_last = config.channels_last(data.device) and (  # "auto" only where the model runs on it
         config.memory_format == "channels_last" or accepts_channels_last(model, image_shape))
@@ -217,7 +201,8 @@ def prepare_rule(rule: registry.Rule, context: registry.Context, config: TrainCo
 def recorded_epoch(state: TensorDict, epoch: int, all_data: bool, evaluate_now: bool,
                    evaluate_state: Callable[[TensorDict], dict[str, float]]) -> tuple[TensorDict, dict]:
     """(the state with epoch `epoch`'s record in its history, the record); its test metrics are
-    `evaluate_state(state)`, its eval time counted, when `evaluate_now`, and NaN otherwise."""
+    `evaluate_state(state)`, its eval time counted, when `evaluate_now`, and NaN otherwise (metrics beyond accuracy
+    and loss: in the record as test_<name>, not in the history)."""
     train_time, eval_time = float(state["clock", "train_time"]), float(state["clock", "eval_time"])
     test = {"accuracy": math.nan, "loss": math.nan}
     if evaluate_now:
@@ -225,14 +210,16 @@ def recorded_epoch(state: TensorDict, epoch: int, all_data: bool, evaluate_now: 
         test = evaluate_state(state)
         eval_time += time.perf_counter() - start
     record = history_state.epoch_record(state, epoch, all_data, test, train_time, eval_time)
-    return history_state.record_epoch(state, epoch, record), record
+    state = history_state.record_epoch(state, epoch, record)
+    # the task's other metrics (bits per byte) go to the callbacks with the record, not into the history's table
+    record.update({f"test_{k}": v for k, v in test.items() if k not in ("accuracy", "loss")})
+    return state, record
 
 
-def evaluate_test(eval_step: Callable, state: TensorDict, data: Data, task: Task, batch_size: int) -> dict[str, float]:
+def evaluate_test(eval_step: Callable, state: TensorDict, data: DataSource, task: Task, batch_size: int
+                  ) -> dict[str, float]:
     """The task's metrics of `state` on the test set (in order, whole, not augmented)."""
-    return evaluate(eval_step, state, fdata.iterate_batches(
-        data.test, batch_size, seed=0, epoch=0, shuffle=False, drop_last=False, mean=data.mean, std=data.std,
-        device=data.device), task.eval_metrics)
+    return evaluate(eval_step, state, data.test_batches(batch_size), task.eval_metrics)
 
 
 # --------------------------------------------------------------------------- one run
@@ -245,7 +232,7 @@ class Run:
     (`compare`); `finish()` returns the Result. `state` is the whole truth, kept by the pure functions of
     `loop_state`, `history` and `budget`: Run drives the steps, calls the hooks and keeps the wall-clock."""
 
-    def __init__(self, model: nn.Module | Callable[[], nn.Module], data: Data, config: TrainConfig, *,
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], data: DataSource, config: TrainConfig, *,
                  name: str | None = None, callbacks: Sequence[Callback] = (), state: TensorDict | None = None,
                  log_every: int = 25, safe_point_every: int = 200, eval_batch_size: int = 512,
                  eval_every: float | None = None, collective: distributed.Collective = distributed.LOCAL, meter=None,
@@ -291,6 +278,11 @@ class Run:
                 self.probe_costs()
             self.pacer.started(self.state)
         self._hooks("on_start")
+
+    def charge(self, seconds: float, flops: int) -> None:
+        """Count work done for this run before its first step (a reference model) in its clock and FLOPs."""
+        self.clock.spent += seconds
+        self.state = loop_state.charged(self.state, self.state["selector"], flops, self.clock.now())
 
     def advance(self, seconds: float | None = None) -> None:
         """Train from the current position to the end of this epoch (evaluating it), or until `seconds` more
@@ -394,7 +386,8 @@ class Run:
 
 
 def summarize(run: Run, history: History) -> dict:
-    """A run's summary: accuracy, train wall-clock (eval apart), throughput, work counters and savings."""
+    """A run's summary: accuracy (and the task's metrics implied by the final record, `Task.from_record`), train
+    wall-clock (eval apart), throughput, work counters and savings."""
     state, config = run.state, run.config
     final = history.epochs[-1] if history.epochs else {"test_accuracy": float("nan")}  # always evaluated
     work = counters(state)
@@ -422,14 +415,16 @@ def summarize(run: Run, history: History) -> dict:
                 flops_per_s=work["flops_spent"] / train_time if train_time else 0.0,
                 steps=int(state["step"]), model_params=sum(p.numel() for p in state["params"].values()),
                 skipped_nonfinite_updates=int(state["loop", "skipped_total"]), energy_j=energy_j,
-                energy_kind=energy_kind, **run.rule.summary(state["selector"]))
+                energy_kind=energy_kind, **run.rule.summary(state["selector"]),
+                **{f"test_{k}": v for k, v in run.task.from_record(
+                    {"accuracy": final["test_accuracy"], "loss": final.get("test_loss", math.nan)}).items()})
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | None = None, task: Task | None = None
-               ) -> tuple[TensorDict, dict]:
+def train_full(model: nn.Module, data: DataSource, config: TrainConfig, name: str | None = None,
+               task: Task | None = None) -> tuple[TensorDict, dict]:
     """Plain training of `config` on `data` with no evaluation before the end (a rule's reference models):
     (the final state, the summary)."""
     run = Run(model, data, config, name=name, eval_every=math.inf, task=task)
@@ -437,7 +432,7 @@ def train_full(model: nn.Module, data: Data, config: TrainConfig, name: str | No
     return run.state, result.summary
 
 
-def full_epoch_cost(model: nn.Module | Callable[[], nn.Module], data: Data, batch_size: int, seed: int = 0,
+def full_epoch_cost(model: nn.Module | Callable[[], nn.Module], data: DataSource, batch_size: int, seed: int = 0,
                     kind: str = "time", steps: int = 5) -> float:
     """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch of `model` on `data` on this machine:
     the median of a few steps on a throwaway state (what a budget of N epochs is measured in)."""
@@ -452,10 +447,12 @@ def fit(model: nn.Module | Callable[[], nn.Module], train, test, config: TrainCo
         log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
         collective: distributed.Collective = distributed.LOCAL, name: str | None = None, meter=None,
         task: Task | None = None) -> Result:
-    """Train `model` (an nn.Module classifier, or a function building one, called after seeding) on `train`,
-    evaluate on `test` at each epoch end, as `config` says; `state` continues a saved run; `task` is the problem
-    (default: image classification, `tasks.image_classification`). Returns a Result."""
-    data = train if isinstance(train, Data) else Data.prepare(train, test, device, config.label_noise, config.seed)
+    """Train `model` (an nn.Module, or a function building one, called after seeding) on `train`, evaluate on
+    `test` at each epoch end, as `config` says; `train`/`test` are images (LabelledImages or (images, labels)),
+    text windows (`data.text.split`) or `train` a `DataSource` itself (see `as_data`); `state` continues a saved
+    run; `task` is the problem (default: image classification; `tasks.language_modelling` for text). Returns a
+    Result."""
+    data = as_data(train, test, device, config.label_noise, config.seed)
     run = Run(model, data, config, name=name, callbacks=callbacks, state=state, log_every=log_every,
               safe_point_every=safe_point_every, eval_every=eval_every, collective=collective, meter=meter, task=task)
     return run.finish()
@@ -475,7 +472,7 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
     if not configs:
         raise ConfigError("compare: no configuration to run")
     first = configs[0]
-    data = train if isinstance(train, Data) else Data.prepare(train, test, device, first.label_noise, first.seed)
+    data = as_data(train, test, device, first.label_noise, first.seed)
     runs = [Run(model, data, config, callbacks=callbacks_for(config), state=(states or {}).get(i),
                 log_every=log_every, safe_point_every=safe_point_every, eval_every=eval_every,
                 collective=collective, meter=meter, task=task)

@@ -1,0 +1,38 @@
+"""Selective language modelling's run: train a reference, then the model on the tokens of top excess loss
+(`tasks.selective`), the reference's wall-clock and FLOPs charged to the run as `rho_loss`'s references are."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from torch import nn
+
+from functional_ast.tasks import language_modelling
+from functional_ast.tasks.selective import selective_language_modelling
+from functional_ast.train.config import TrainConfig
+from functional_ast.train.trainer import Result, Run, as_data, train_full
+
+
+def fit_selective(model, train, test, config: TrainConfig, *, keep: float = 0.6, reference_epochs: int = 1,
+                  device=None, state=None, **run_options) -> Result:
+    """Rho-1 on `config`'s rule: a copy of `model` (an nn.Module, or a function building one) trained on all of
+    `train` for `reference_epochs` epochs with the plain byte loss is the reference; `model` then trains with the
+    loss on each window's top-`keep` excess-loss tokens. A resumed run (`state`) retrains the same reference
+    (same seed, same data: same parameters) without charging it again: its state holds that charge."""
+    data = as_data(train, test, device)
+    start = time.perf_counter()
+    ref_config = TrainConfig(strategy="full", epochs=reference_epochs, batch_size=config.batch_size,
+                             optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                             seed=config.seed, compile=config.compile)
+    reference = copy.deepcopy(model) if isinstance(model, nn.Module) else model  # a function builds its own
+    ref_state, ref_summary = train_full(reference, data, ref_config, name="selective-reference",
+                                        task=language_modelling())
+    seconds = time.perf_counter() - start
+    shape = reference if isinstance(reference, nn.Module) else reference()  # only a shape for the parameters
+    task = selective_language_modelling(shape, ref_state["params"], ref_state["buffers"], keep)
+    run = Run(model, data, config, task=task, state=state, **run_options)
+    if state is None:
+        run.charge(seconds, int(ref_summary["flops_spent"]))
+    return run.finish()
+

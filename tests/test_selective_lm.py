@@ -1,0 +1,53 @@
+"""Rho-1's selective language modelling: the masked loss is the hand-computed one, and a run trains with its
+reference charged to it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_lm import CONTEXT, _batch, _gpt, corpus  # noqa: F401  (corpus: the fixture)
+
+import functional_ast as fa
+from functional_ast.core.losses import buffers_of, params_of
+from functional_ast.tasks.selective import selective_language_modelling, top_excess_mask
+from functional_ast.train.selective import fit_selective
+
+
+def test_the_masked_loss_is_the_mean_over_each_window_s_top_excess_tokens():
+    reference, model = _gpt(), _gpt()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    task = selective_language_modelling(reference, params_of(reference), buffers_of(reference), keep=0.25)
+    batch = _batch(3)
+    x, window = task.inputs(batch), task.targets(batch)
+    got = task.loss(model(x), window)
+    k = round(0.25 * CONTEXT)
+    with torch.no_grad():
+        for b in range(3):
+            y = window[b, 1:]
+            mine = -model(x[b:b + 1])[0].log_softmax(-1)[torch.arange(CONTEXT), y]
+            theirs = -reference(x[b:b + 1])[0].log_softmax(-1)[torch.arange(CONTEXT), y]
+            kept = sorted(range(CONTEXT), key=lambda t: float(mine[t] - theirs[t]), reverse=True)[:k]
+            assert float(got[b]) == pytest.approx(float(mine[kept].mean()), rel=1e-4)
+    logits = model(x).detach().requires_grad_()
+    task.loss(logits, window).sum().backward()
+    assert (logits.grad.abs().sum(-1) > 0).sum(-1).tolist() == [k] * 3  # the gradient comes from k tokens a window
+    # against itself every excess is 0: the loss is still a mean over k of its tokens
+    assert top_excess_mask(torch.ones(2, 8), torch.ones(2, 8), 0.5).sum(-1).tolist() == [4.0, 4.0]
+    with pytest.raises(fa.ConfigError):
+        selective_language_modelling(reference, params_of(reference), buffers_of(reference), keep=0.0)
+
+
+def test_a_selective_run_trains_and_pays_for_its_reference(corpus):  # noqa: F811
+    train, test = corpus
+    config = fa.TrainConfig(strategy="full", epochs=2, batch_size=8, optimizer="adam", lr=3e-3)
+    plain = fa.fit(lambda: _gpt(), train, test, config, task=fa.language_modelling())
+    result = fit_selective(lambda: _gpt(), train, test, config, keep=0.5, reference_epochs=1)
+    summary = result.summary
+    assert math.isfinite(summary["test_bits_per_byte"]) and summary["test_loss"] < math.log(256)
+    # the reference's epoch and every step's reference forward are in the run's FLOPs: more than the plain run's
+    assert summary["flops_spent"] > plain.summary["flops_spent"] * 1.3
+    assert summary["train_time_s"] > 0

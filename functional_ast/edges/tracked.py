@@ -194,7 +194,7 @@ def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig,
     its newest folder (refused if `settings` differ; a finished run is read back). `budget_epochs`: a time budget
     of that many full-data epochs of this machine, measured once and kept in run.json. `task`: the problem (default
     image classification); `fitter`: what trains, `fit` or one taking its arguments (`train.selective.fit_selective`
-    with its `keep` bound, which brings its own task)."""
+    with its `keep` bound, which selects the task's tokens)."""
     settings = _plain(settings if settings is not None else dict(config=config.to_dict(), data=_digest(data)))
     folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
     info = runs.read_run_info(folder, settings) if resuming else None
@@ -209,7 +209,7 @@ def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig,
     result = fitter(build, data, None, config, callbacks=callbacks,
                     state=runs.resume_state(folder, info, data.device), log_every=log_every,
                     safe_point_every=where.checkpoint_every, eval_every=eval_every, collective=collective, name=name,
-                    meter=fmeter.open_meter(data.device), **({"task": task} if task is not None else {}))
+                    meter=fmeter.open_meter(data.device), task=task)
     tracker = next((c.tracker for c in callbacks if isinstance(c, MLflowTracking)), None)
     return Tracked([result], folder, tracker.experiment_id if tracker else None, tracker.run_id if tracker else None)
 

@@ -166,6 +166,8 @@ def tracking_of(args: argparse.Namespace) -> Tracking:
             params[key] = ",".join(map(str, params[key]))
     if is_text(args):
         params["gpt"] = "x".join(map(str, args.gpt))
+        if "stdlib" in params:  # said only where the standard library's source was read (no --data)
+            params["stdlib"] = bool(args.stdlib and not args.data)
     return Tracking(uri=args.tracking_uri, experiment=args.experiment, checkpoint_dir=args.checkpoint_dir,
                     checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                     system_metrics=args.system_metrics, log_model=not args.no_log_model, data_name=data_name(args),

@@ -62,6 +62,14 @@ def test_rho1_selective_lm_runs_from_the_command_line(corpus, capsys):
     assert "full-gpt-rho1-0.5 epoch 1: test bits per byte" in capsys.readouterr().out
 
 
+def test_a_budget_of_full_data_epochs_is_measured_on_the_language_model(corpus, capsys):
+    src, uri = corpus
+    code = cli.main(["--data", str(src), *TINY, "--budget-epochs", "1", "--strategy", "random", "--tracking-uri",
+                     uri, "--experiment", "lm", "--no-log-model", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "one full-data epoch takes about" in out and "test bits per byte" in out
+
+
 def test_an_lm_comparison_runs_every_entry(corpus):
     src, uri = corpus
     results = cli.compare_strategies(cli.build_parser().parse_args(

@@ -169,7 +169,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     d.add_argument("--limit-train", type=_bounded(int, 1), default=None,
                    help="train on a fixed, seeded, class-balanced subset of N samples (text: the first N windows "
                         "of the seeded training files)")
-    d.add_argument("--limit-test", type=_bounded(int, 1), default=None, help="same for the test set")
+    d.add_argument("--limit-test", type=_bounded(int, 1), default=None,
+                   help="same for the test set (text: the first N held-out windows)")
     d.add_argument("--label-noise", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0,
                    help="replace this seeded share of training labels by a random other class (test labels kept)")
     d.add_argument("--no-augment", action="store_true", help="disable random crop + flip")

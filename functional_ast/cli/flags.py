@@ -180,7 +180,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     x.add_argument("--glob", default="**/*", help="which files of a --data folder or archive to read")
     x.add_argument("--test-fraction", type=_bounded(float, 0.0, 1.0, low_open=True, high_open=True), default=0.1,
                    help="seeded share of the files held out whole for validation")
-    x.add_argument("--gpt", type=gpt_shape, default=(2, 64, 4), metavar="DEPTHxWIDTHxHEADS",
+    x.add_argument("--gpt", type=gpt_shape, default="2x64x4", metavar="DEPTHxWIDTHxHEADS",
                    help="the built-in --model gpt's depth, width and attention heads")
     x.add_argument("--selective-lm", type=_bounded(float, 0.0, 1.0, low_open=True), default=None, metavar="KEEP",
                    help="Rho-1: take the loss on each window's top KEEP share of tokens by excess loss over a "

@@ -3,8 +3,8 @@
 `load_corpus(path)` reads a text file, a directory of them (`glob`, hidden paths skipped) or a .tar.gz/.tgz/.tar of
 one, and stores the bytes of every file, concatenated, as `root/cache/text-<key>/bytes.u8` (np.memmap) beside
 `meta.json` (file names, their boundaries, the content digest); `glob` is matched against each file's relative
-path ('*' also crosses folders, a leading '**/' also matches at the top). `split(corpus, context, ...)` holds out a seeded
-share of the files; `Windows` are the windows of `context + 1` bytes of some files, read from the memmap by index
+path ('*' also crosses folders, a leading '**/' also matches at the top). `split(corpus, context, ...)` holds out a
+seeded share of the files; `Windows` are the windows of `context + 1` bytes of some files, read from the memmap by index
 (a corpus larger than RAM trains unchanged). `TextData` is the `data.source.DataSource` of a train/test pair.
 Every user-facing failure is a `DataError` naming the problem and the fix.
 """

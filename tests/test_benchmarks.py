@@ -301,3 +301,21 @@ def test_precision_speed_benchmark_prints_the_ratio_to_float32(tmp_path, capsys)
     assert "bf16-mixed/32 = " in printed and "interleaved" in printed
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"32", "bf16-mixed"} and results["32"]["ratio"] == 1.0 and results["bf16-mixed"]["ratio"] > 0
+
+
+def test_lm_speed_prints_the_tokens_per_second_ratio_and_its_parts(tmp_path, capsys):
+    from benchmarks import lm_speed
+
+    out = tmp_path / "lm.json"
+    assert lm_speed.main(["--depth", "1", "--width", "16", "--heads", "2", "--context", "8", "--batch-size", "2",
+                          "--steps", "1", "--repeats", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "functional_eager/plain_eager = " in printed and "tokens/s" in printed
+    result = json.loads(out.read_text())
+    assert set(result["tokens_per_s"]) == {"plain_eager", "functional_eager"}
+    r = result["ratios"]["functional_eager/plain_eager"]
+    assert r["ratio"] > 0 and r["spread"][0] <= r["ratio"] <= r["spread"][1] and len(r["tokens_per_s"]) == 2
+    assert result["model"]["context"] == 8 and result["repeats"] == 2
+    assert result["max_param_difference"] < 1e-4  # the same model, optimiser and batches: the same weights
+    assert {"fa::grad", "fa::optimizer", "fa::guard"} <= set(result["breakdown"]["functional_eager"])
+    assert {"plain::forward_backward", "plain::optimizer"} <= set(result["breakdown"]["plain_eager"])

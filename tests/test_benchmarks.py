@@ -319,3 +319,39 @@ def test_lm_speed_prints_the_tokens_per_second_ratio_and_its_parts(tmp_path, cap
     assert result["max_param_difference"] < 1e-4  # the same model, optimiser and batches: the same weights
     assert {"fa::grad", "fa::optimizer", "fa::guard"} <= set(result["breakdown"]["functional_eager"])
     assert {"plain::forward_backward", "plain::optimizer"} <= set(result["breakdown"]["plain_eager"])
+
+
+def _bpb_result(name, curve, seed=0, flops=100):
+    """A text run: `curve` is (train time, bits per byte) at each evaluation."""
+    import math
+
+    h = History()
+    h.epochs = [dict(train_time_s=t, test_accuracy=0.5, test_loss=b * math.log(2), flops_spent=flops * t / curve[-1][0])
+                for t, b in curve]
+    summary = dict(strategy=name, seed=seed, epochs=len(curve), test_accuracy=0.5, test_bits_per_byte=curve[-1][1],
+                   train_time_s=curve[-1][0], flops_spent=flops, samples_trained=10, samples_scored=0, energy_j=1.0,
+                   energy_kind="estimate", samples_per_s=1.0, flops_per_s=1.0)
+    return Result(summary, h)
+
+
+def test_on_text_lower_bits_per_byte_is_better_in_both_questions():
+    from functional_ast.tasks import language_modelling
+
+    bpb = savings.metric_of(language_modelling())
+    assert bpb.key == "test_bits_per_byte" and not bpb.higher_is_better
+    results = [_bpb_result(name, [(50, b + 0.5), (100, b)], seed=seed)
+               for name, bs in {"full": [2.0, 2.1], "random": [2.4, 2.5], "small_loss": [1.8, 1.9],
+                                "sundew_remembered": [2.6, 2.7]}.items() for seed, b in enumerate(bs)]
+    r = savings.equal_time(savings._with_metric(results, bpb), bpb)
+    assert (r["best"], r["baseline"]) == ("small_loss", "full")  # the lowest of each side, not the highest
+    assert r["diff"] == pytest.approx(-0.2) and r["unit"] == "bits per byte" and "diff_pp" not in r
+    a = savings.equal_accuracy(results, bpb)
+    assert a["strategies"]["small_loss"]["time_ratio"] == pytest.approx(1.0)  # 2.3 at 50 s is above full's 2.0
+    assert a["strategies"]["small_loss"]["reached_in"] == "2 of 2 seeds"
+    assert a["strategies"]["sundew_remembered"]["time_ratio"] is None  # 2.6 at the end: never down to 2.0
+    early = [_bpb_result("full", [(50, 2.5), (100, 2.0)]), _bpb_result("stale", [(30, 1.9), (100, 1.5)])]
+    e = savings.equal_accuracy(early, bpb)
+    assert e["best"] == "stale" and e["time_ratio"] == pytest.approx(0.3)
+    assert savings.time_to_reach(early[1].history, 1.95, bpb) == 30
+    assert savings.time_to_reach(early[1].history, 1.0, bpb) is None  # never that low
+

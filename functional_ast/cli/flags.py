@@ -1,4 +1,4 @@
-"""The command line: train any labelled image folder with any model, tracked in MLflow.
+"""The command line: train any labelled image folder with any model, or a language model on any text, tracked in MLflow.
 
 The command's flags and their argparse types (`build_parser`, `strategy_list`, `seed_list`), and the rule options
 the flags set (`rule_options`). Programs of their own (benchmarks) may use the types; nothing here trains.
@@ -131,8 +131,20 @@ def seed_list(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def gpt_shape(text: str) -> tuple[int, int, int]:
+    """--gpt DEPTHxWIDTHxHEADS, e.g. "2x64x4"; the width a multiple of the heads."""
+    try:
+        depth, width, heads = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected DEPTHxWIDTHxHEADS such as 2x64x4, got {text!r}") from None
+    if min(depth, width, heads) < 1 or width % heads:
+        raise argparse.ArgumentTypeError(f"depth, width and heads must be positive and the width a multiple of "
+                                         f"the heads, got {text!r}")
+    return depth, width, heads
+
+
 def _model_name(text: str) -> str:
-    if text in MODELS or ":" in text:
+    if text in MODELS or text == "gpt" or ":" in text:
         return text
     raise argparse.ArgumentTypeError(f"unknown model {text!r}; use one of {', '.join(sorted(MODELS))} or "
                                      "package.module:function for your own")
@@ -144,19 +156,35 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     p = _Parser(prog=prog, description=description or __doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
+    d.add_argument("--task", choices=("images", "lm"), default="images",
+                   help="images: an image classifier; lm: a byte-level language model on text")
     d.add_argument("--data", default=None,
-                   help="ImageFolder tree (train/<class>/*, test/<class>/*), CIFAR-10 dir, or a .tar.gz of either")
+                   help="ImageFolder tree (train/<class>/*, test/<class>/*), CIFAR-10 dir, or a .tar.gz of either; "
+                        "with --task lm: a text file, a folder of them (--glob) or a .tar.gz of one")
     d.add_argument("--data-root", default="./data", help="decoded-data cache (and download target where offered)")
     d.add_argument("--data-in-memory", choices=fdata.DATA_IN_MEMORY, default="auto",
                    help="copy decoded images into memory; auto: on a GPU, or if under 1/4 of free memory")
     d.add_argument("--image-size", type=_bounded(int, 1), default=None,
                    help="resize every image to N x N (needed when a folder mixes sizes)")
     d.add_argument("--limit-train", type=_bounded(int, 1), default=None,
-                   help="train on a fixed, seeded, class-balanced subset of N samples")
-    d.add_argument("--limit-test", type=_bounded(int, 1), default=None, help="same for the test set")
+                   help="train on a fixed, seeded, class-balanced subset of N samples (text: the first N windows "
+                        "of the seeded training files)")
+    d.add_argument("--limit-test", type=_bounded(int, 1), default=None,
+                   help="same for the test set (text: the first N held-out windows)")
     d.add_argument("--label-noise", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0,
                    help="replace this seeded share of training labels by a random other class (test labels kept)")
     d.add_argument("--no-augment", action="store_true", help="disable random crop + flip")
+    x = p.add_argument_group("language modelling (--task lm)")
+    x.add_argument("--context", type=_bounded(int, 1), default=128,
+                   help="bytes a window predicts (a sample is context + 1 bytes)")
+    x.add_argument("--glob", default="**/*", help="which files of a --data folder or archive to read")
+    x.add_argument("--test-fraction", type=_bounded(float, 0.0, 1.0, low_open=True, high_open=True), default=0.1,
+                   help="seeded share of the files held out whole for validation")
+    x.add_argument("--gpt", type=gpt_shape, default="2x64x4", metavar="DEPTHxWIDTHxHEADS",
+                   help="the built-in --model gpt's depth, width and attention heads")
+    x.add_argument("--selective-lm", type=_bounded(float, 0.0, 1.0, low_open=True), default=None, metavar="KEEP",
+                   help="Rho-1: take the loss on each window's top KEEP share of tokens by excess loss over a "
+                        "reference model trained first (inside the run's budget) on all data; saves no FLOPs")
     t = p.add_argument_group("training")
     t.add_argument("--strategy", type=_strategy_name, default=_DEFAULTS.strategy, metavar="NAME",
                    help=f"the selection rule: {', '.join(strategies.names())}, or package.module:attribute "
@@ -177,9 +205,10 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     t.add_argument("--lr", type=_bounded(float, 0.0, low_open=True), default=None,
                    help="peak learning rate (default: 0.05 for sgd, 1e-3 for adam), warm-up then cosine")
     t.add_argument("--weight-decay", type=_bounded(float, 0.0), default=_DEFAULTS.weight_decay)
-    t.add_argument("--model", type=_model_name, default="cnn",
-                   help=f"{', '.join(sorted(MODELS))}, or package.module:function building your nn.Module "
-                        "(called with num_classes, in_channels and, if it takes it, image_size)")
+    t.add_argument("--model", type=_model_name, default=None,
+                   help=f"images: {', '.join(sorted(MODELS))} (default cnn), or package.module:function building your "
+                        "nn.Module (called with num_classes, in_channels and, if it takes it, image_size); lm: gpt "
+                        "(the default), or package.module:function called with vocab and context")
     t.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     t.add_argument("--compile", action="store_true", help="torch.compile the scoring pass and the update")

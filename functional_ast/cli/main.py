@@ -1,12 +1,16 @@
-"""The command line: train any labelled image folder with any model, tracked in MLflow.
+"""The command line: train any labelled image folder with any model, or a language model on any text, tracked in
+MLflow.
 
     python -m functional_ast --data PATH [--model cnn | --model package.module:function] [--strategy sundew] ...
     python -m functional_ast --data PATH --compare full,random,stale --seeds 0,1,2 --time-budget 300
+    python -m functional_ast --task lm --data TEXT [--model gpt --gpt 2x64x4 --context 128] [--selective-lm 0.6]
 
 PATH is an ImageFolder tree (`train/<class>/*`, `test/<class>/*`), a CIFAR-10 directory, or a
 .tar.gz of either; any number of classes, any image size (`--image-size` resizes), 1 or 3
 channels. `--model package.module:function` builds your own model: it is called with
 `num_classes` and `in_channels` (and `image_size` if it accepts it) and returns an nn.Module.
+With `--task lm`, TEXT is a text file, a folder of them (`--glob`) or a .tar.gz of one, split by file into
+training and held-out windows of `--context` + 1 bytes; runs report bits per byte.
 Every run is an MLflow run with checkpoints beside the store; `--resume` continues one.
 
 Flags (`flags`) -> objects (`objects`) -> the library's tracked fit or comparison (`edges.tracked`) -> printed.
@@ -15,9 +19,11 @@ Flags (`flags`) -> objects (`objects`) -> the library's tracked fit or compariso
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import warnings
 
+from functional_ast.cli import objects
 from functional_ast.cli.flags import EXIT_USAGE, build_parser, register_named_rules, seed_list, strategy_list
 from functional_ast.cli.objects import load_data, resolve_device, result_config, tracking_of, train_config
 from functional_ast.core import distributed
@@ -27,6 +33,7 @@ from functional_ast.edges.tracked import tracked_compare, tracked_fit
 from functional_ast.train.config import ConfigError, parse_variant
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.train.prepare import model_builder, model_label
+from functional_ast.train.selective import fit_selective
 from functional_ast.train.trainer import Result
 
 EXIT_FAILED = 1
@@ -36,9 +43,11 @@ __all__ = ["ConfigError", "build_parser", "compare_strategies", "load_data", "ma
 
 
 def _explicit_budget(args: argparse.Namespace) -> None:
-    """--time-budget/--flop-budget take precedence over --budget-epochs."""
+    """--time-budget/--flop-budget take precedence over --budget-epochs; the task's default model; the task's
+    refusals."""
     if args.time_budget or args.flop_budget:
         args.budget_epochs = None
+    objects.resolved(args)
 
 
 def train(args: argparse.Namespace, collective: distributed.Collective = distributed.LOCAL) -> dict:
@@ -46,13 +55,15 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
     _explicit_budget(args)
     data = load_data(args)
     config = train_config(args)
-    build = model_builder(args.model, data)
+    build = objects.build_model(args, data)
+    keep = getattr(args, "selective_lm", None)
     name = args.run_name or f"{config.strategy}-{model_label(args.model)}" + (
-        f"-{config.target_rate:g}" if config.gated else "")
+        f"-{config.target_rate:g}" if config.gated else "") + (f"-rho1-{keep:g}" if keep is not None else "")
+    selective = {} if keep is None else dict(fitter=functools.partial(fit_selective, keep=keep))
     out = tracked_fit(build, data, config, name, tracking_of(args), resume=args.resume,
                       settings=result_config(args, strategy=config.strategy), budget_epochs=args.budget_epochs,
                       log_every=args.log_every, eval_every=args.eval_every, progress=not args.no_progress,
-                      collective=collective)
+                      collective=collective, task=objects.task_of(args), **selective)
     if out.already_finished or not collective.is_main:
         return out.result.summary
     print_summary(out.result.summary)
@@ -67,12 +78,12 @@ def compare_strategies(args: argparse.Namespace,
     _explicit_budget(args)
     data = load_data(args)
     configs = {spec: train_config(args, strategy=spec) for spec in args.compare}
-    out = tracked_compare(model_builder(args.model, data), data, configs,
+    out = tracked_compare(objects.build_model(args, data), data, configs,
                           args.run_name or f"compare-{model_label(args.model)}-{args.target_rate:g}",
                           tracking_of(args), seeds=args.seeds, resume=args.resume, settings=result_config(args),
                           budget_epochs=args.budget_epochs, interleave=not args.no_interleave,
                           log_every=args.log_every, eval_every=args.eval_every, model_label=model_label(args.model),
-                          progress=not args.no_progress, collective=collective)
+                          progress=not args.no_progress, collective=collective, task=objects.task_of(args))
     if collective.is_main:
         print("\n" + out.table)
         print(f"Browse the runs: {tracking.ui_command(args.tracking_uri, out.experiment_id)}")
@@ -85,7 +96,7 @@ def print_summary(summary: dict) -> None:
     rows = [("strategy", summary["strategy"]),
             ("epochs (warm-up, cool-down)",
              f"{summary['epochs']} ({summary['warmup_epochs']}, {summary.get('cooldown_epochs', 0)})"),
-            ("test accuracy", f"{summary['test_accuracy']:.4f}"),
+            *_headline_rows(summary),
             ("train wall-clock", f"{summary['train_time_s']:.1f} s (eval {summary['eval_time_s']:.1f} s apart)"),
             ("throughput", f"{summary['samples_per_s']:.0f} samples/s trained, {summary['flops_per_s']:.3g} FLOP/s"),
             ("activation rate after warm-up", f"{summary['mean_activation_rate_after_warmup']:.3f}"
@@ -102,6 +113,14 @@ def print_summary(summary: dict) -> None:
         print("  These savings are against full data for the same epochs, not against a fair baseline: for that,\n"
               "  run --compare full,random,<strategy> --time-budget SECONDS --seeds 0,1,2 (full data on a schedule\n"
               "  fitted to the same wall-clock, and a random subset).")
+
+
+def _headline_rows(summary: dict) -> list[tuple[str, str]]:
+    """Bits per byte (and next-byte accuracy) for a language model, test accuracy for a classifier."""
+    if "test_bits_per_byte" in summary:
+        return [("test bits per byte", f"{summary['test_bits_per_byte']:.4f}"),
+                ("next-byte accuracy", f"{summary['test_accuracy']:.4f}")]
+    return [("test accuracy", f"{summary['test_accuracy']:.4f}")]
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -213,12 +213,17 @@ def stdlib_files(stdlib: str | Path | None = None) -> list[str]:
     return [name for name, _ in _files(stdlib, "**/*.py", STDLIB_EXCLUDED)]
 
 
+def stdlib_corpus_name() -> str:
+    """The name `stdlib_corpus` gives its corpus: python-X.Y.Z-stdlib."""
+    return f"python-{'.'.join(map(str, sys.version_info[:3]))}-stdlib"
+
+
 def stdlib_corpus(root="data") -> Corpus:
     """The running Python's standard library source (.py files; test/, tests/, idlelib/idle_test, site-packages
     and caches excluded) as a corpus; its info records the Python version (the corpus differs between them)."""
     version = ".".join(map(str, sys.version_info[:3]))
     return load_corpus(sysconfig.get_paths()["stdlib"], "**/*.py", root=root, exclude=STDLIB_EXCLUDED,
-                       name=f"python-{version}-stdlib", info=dict(python_version=version))
+                       name=stdlib_corpus_name(), info=dict(python_version=version))
 
 
 # --------------------------------------------------------------------------- windows

@@ -7,9 +7,12 @@ checkpoint is written, so the store never holds steps the newest checkpoint lack
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from functional_ast import io
 from functional_ast.edges import checkpoint, tracking
@@ -126,8 +129,10 @@ class MLflowTracking(Callback):
 
     Per-step metrics are at the global step, with `phase` (gated strategies) and `epoch` (fractional, to chart
     them against the epoch); `epoch/*` metrics are at the epoch (1, 2, ...) as step; `final/*` hold the results at
-    the last step, linked to the logged model (which takes raw uint8 images: `model_export`). FLOPs are in GFLOP.
-    The run's description says what it ran and which metrics never moved, and why."""
+    the last step, linked to the logged model (which takes raw uint8 images, or bytes for a language model:
+    `model_export`). FLOPs are in GFLOP. A language model's run also gets a generated sample at each evaluation
+    (`samples/epoch-NNN.txt`, `edges.samples`). The run's description says what it ran and which metrics never
+    moved, and why."""
 
     # Curves of the runs of one comparison (parent run id -> (strategy, seed) -> epoch records), so that a
     # selective run's own accuracy figure can show full data's curve beside it.
@@ -144,6 +149,7 @@ class MLflowTracking(Callback):
         self.parent_run_id = parent_run_id
         self.ranges: dict[str, tuple[float, float]] = {}  # per-step metric -> (min, max) seen by this process
         self.epoch_start = 0  # the global step the current epoch started at
+        self.sample: tuple[str, str] | None = None  # (artifact name, text) written at the next safe point
 
     @property
     def run_id(self) -> str | None:
@@ -193,8 +199,18 @@ class MLflowTracking(Callback):
         if phase is not None:
             metrics["phase"] = phase
         self.tracker.log_metrics({f"epoch/{k}": v for k, v in readable(metrics).items()}, step=int(record["epoch"]))
+        if run.task.kind == "sequences" and record.get("test_loss") == record.get("test_loss"):  # evaluated
+            from functional_ast.edges import samples
+
+            epoch = int(record["epoch"])
+            text = samples.sample_text(run.model, run.state["params"], run.state["buffers"], run.data,
+                                       seed=run.config.seed, epoch=epoch)
+            self.sample = (f"samples/epoch-{epoch:03d}.txt", text)
 
     def on_safe_point(self, run: Run) -> None:
+        if self.sample is not None:  # written with the epoch's metrics, just before the epoch's checkpoint
+            self.tracker.log_text(self.sample[1], self.sample[0])
+            self.sample = None
         if not self.tracker.flush():
             self.tracker.save_fallback()
 
@@ -222,15 +238,34 @@ class MLflowTracking(Callback):
         self.tracker.finish("FINISHED")
 
     def _log_model(self, run: Run, summary: dict, final: dict) -> None:
-        from functional_ast.edges import model_export
-
-        images = run.data.train.data["image"]
         datasets = {}
         if self.dataset:
             test = test_dataset(self.dataset, run)
             for key in final:
                 source = test if key.startswith("final/test_") else self.dataset
                 datasets[key] = (source["name"], source["digest"])
+        if run.task.kind == "sequences":
+            self._log_text_model(run, summary, final, datasets)
+        else:
+            self._log_image_model(run, summary, final, datasets)
+
+    def _log_text_model(self, run: Run, summary: dict, final: dict, datasets: dict) -> None:
+        """The network itself: int64 bytes [B, context] in, next-byte logits [B, context, 256] out."""
+        from functional_ast.edges import model_export
+
+        context, bpb = run.data.test.context, summary.get("test_bits_per_byte")
+        text = model_export.text_description(context, summary.get("strategy", run.config.strategy),
+                                             self.tracker.run_name or run.name, bpb if bpb == bpb else None)
+        example = run.data.test.gather(torch.arange(min(2, len(run.data.test))))[:, :context].contiguous()
+        self.tracker.log_model(run.model, run.state["params"], run.state["buffers"], example, step=summary["steps"],
+                               metrics=final, datasets=datasets, description=text,
+                               metadata=dict(input=f"int64 bytes [B, {context}] 0-255", vocab=256, context=context,
+                                             output=f"float32 logits [B, {context}, 256]"))
+
+    def _log_image_model(self, run: Run, summary: dict, final: dict, datasets: dict) -> None:
+        from functional_ast.edges import model_export
+
+        images = run.data.train.data["image"]
         mean, std = run.data.mean.cpu(), run.data.std.cpu()
         classes = list(run.data.train.classes)
         accuracy = summary.get("test_accuracy")
@@ -271,6 +306,10 @@ def test_dataset(dataset: dict, run: Run) -> dict:
     """The run's test set, named after the training set `dataset`, as `log_dataset` takes it: the dataset the
     logged model's final test metrics are linked to (by name and digest; the run's input is the training set)."""
     test = run.data.test
+    if run.task.kind == "sequences":  # held-out files of a corpus: named by the corpus's digest and their numbers
+        key = f"{test.corpus.digest}|{','.join(map(str, test.files.tolist()))}|{test.context}"
+        return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",
+                    digest=hashlib.sha256(key.encode()).hexdigest()[:12], num_samples=len(test))
     images = test.data["image"]
     return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",
                 digest=tracking.dataset_digest(images, test.data["label"]), num_samples=len(test),
@@ -350,8 +389,18 @@ def run_figures(history: History, target: float | None, *, title: str | None = N
     }
 
 
+def headline(metric: str, record: dict) -> str:
+    """The task's headline test metric of an epoch record or summary as the console prints it ("test acc 0.8123",
+    "test bits per byte 2.3456"), or "not evaluated"."""
+    value = record.get(f"test_{metric}", math.nan)
+    if value != value:
+        return "not evaluated"
+    return f"test {'acc' if metric == 'accuracy' else metric.replace('_', ' ')} {value:.4f}"
+
+
 class Console(Callback):
-    """A line per epoch (accuracy, share trained, FLOPs saved, train time) and, with `bar`, a tqdm bar."""
+    """A line per epoch (the task's headline test metric, share trained, FLOPs saved, train time) and, with `bar`,
+    a tqdm bar."""
 
     def __init__(self, bar: bool = True, label: str | None = None):
         self.show_bar, self.label, self.bar = bar, label, None
@@ -382,9 +431,7 @@ class Console(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        accuracy = record["test_accuracy"]
-        print(f"{self._name(run)} epoch {record['epoch']}: "
-              + (f"test acc {accuracy:.4f}" if accuracy == accuracy else "not evaluated") + ", trained "
+        print(f"{self._name(run)} epoch {record['epoch']}: {headline(run.task.headline, record)}, trained "
               f"{record['epoch_activation_rate']:.3f} of samples, FLOPs saved {record['epoch_saved_pct']:.1f}% "
               f"(cumulative {record['saved_pct']:.1f}%), train {record['train_time_s']:.1f}s", flush=True)
 

@@ -1,4 +1,5 @@
-"""The trained network as a user can call it: raw images in, class scores out.
+"""The trained network as a user can call it: raw images in, class scores out (or, for text, bytes in, next-byte
+scores out: `text_description`).
 
 Training feeds the network images scaled to [0, 1] and normalised with the training set's per-channel mean
 and std (`Data.mean`, `Data.std`). `RawImageClassifier` carries those numbers and applies them itself, so the
@@ -53,3 +54,11 @@ def description(classes: Sequence[str], mean: Sequence[float], std: Sequence[flo
             f"0-255, or float32 in [0, 1]. It applies the training normalisation itself: (x/255 - mean) / std per "
             f"channel, mean {numbers(mean)}, std {numbers(std)}. Output: float32 logits [B, {len(shown)}], one per "
             f"class in this order: {names}; argmax is the predicted class.{accuracy}")
+
+
+def text_description(context: int, strategy: str, run_name: str, bits_per_byte: float | None) -> str:
+    """A byte language model's short description: what goes in, what comes out, where it came from."""
+    result = f" Test bits per byte {bits_per_byte:.4f} (final/test_bits_per_byte)." if bits_per_byte is not None else ""
+    return (f"{strategy} run {run_name}: a byte-level language model. Input: int64 bytes [B, {context}] (0-255; a "
+            f"shorter text right-padded: the model is causal, so logits at position t read bytes 0..t only). Output: "
+            f"float32 logits [B, {context}, 256], the next byte's scores at every position.{result}")

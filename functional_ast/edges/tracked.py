@@ -9,6 +9,8 @@ A comparison is a parent MLflow run (its table, figures and per-entry metrics) o
 seed, each in its own sub-folder; resumed, finished runs are read back from their result.json and the others
 continue from their newest checkpoint. `settings` is what a resume must find unchanged (default: every entry's
 config and the data's digest); a comparison's may add seeds, not drop them. Params name no machine path.
+Images or text (`data.text.TextData` with `task=tasks.language_modelling()`): the params and the run input say
+what the data is (a corpus: its name, digest, context, counts and, for the standard library, the Python version).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 from torch import nn
 
 from functional_ast.core import distributed
+from functional_ast.core.task import Task
+from functional_ast.data.source import ImageData
 from functional_ast.edges import meter as fmeter
 from functional_ast.edges import runs, tracking
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
@@ -100,11 +104,30 @@ def _plain(value):
 
 
 def _digest(data: Data) -> str:
-    return tracking.dataset_digest(data.train.data["image"], data.train.data["label"])
+    """The data's own digest (a corpus's, its first 12 hex digits as MLflow keeps them), else the images'
+    fingerprint."""
+    own = data.describe().get("digest") if not isinstance(data, ImageData) else None
+    return own[:12] if own else tracking.dataset_digest(data.train.data["image"], data.train.data["label"])
+
+
+def _text_facts(data) -> dict:
+    """What a run on text data records beside its name and digest (no machine path): the corpus's name, size,
+    context, files and its info (the standard library's Python version)."""
+    facts = {k: v for k, v in data.describe().items() if k not in ("train_samples", "test_samples")}
+    name, facts["corpus_digest"] = str(facts.pop("name")), facts.pop("digest")
+    facts["corpus"] = portable_path(name) if "/" in name or "\\" in name else name
+    return facts
 
 
 def _data_params(where: Tracking, data: Data) -> dict:
-    return dict(data=where.data_name, data_digest=_digest(data))
+    facts = {} if isinstance(data, ImageData) else _text_facts(data)
+    return dict(data=where.data_name, data_digest=_digest(data), **facts)
+
+
+def _shape_params(data: Data) -> dict:
+    if not isinstance(data, ImageData):
+        return {}
+    return dict(classes=len(data.train.classes), image_shape="x".join(map(str, data.train.data["image"].shape[1:])))
 
 
 def run_params(where: Tracking, config: TrainConfig, data: Data, folder: Path, name: str) -> dict:
@@ -113,8 +136,7 @@ def run_params(where: Tracking, config: TrainConfig, data: Data, folder: Path, n
     meter = fmeter.open_meter(data.device)
     params = dict(where.params)
     params.update(config.to_dict(), lr=config.peak_lr, **_data_params(where, data), device=str(data.device),
-                  train_samples=len(data.train), test_samples=len(data.test), classes=len(data.train.classes),
-                  image_shape="x".join(map(str, data.train.data["image"].shape[1:])),
+                  train_samples=len(data.train), test_samples=len(data.test), **_shape_params(data),
                   energy_meter=meter.name if meter else "none", torch=torch.__version__,
                   threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version(),
                   tracking_uri=portable_uri(where.uri), checkpoint_folder=portable_path(folder, where.checkpoint_root),
@@ -124,7 +146,11 @@ def run_params(where: Tracking, config: TrainConfig, data: Data, folder: Path, n
 
 def dataset_input(where: Tracking, data: Data) -> dict:
     """The training set as the run's MLflow input: its name, and as source its name and digest (not a path)."""
-    images, digest = data.train.data["image"], _digest(data)
+    digest = _digest(data)
+    if not isinstance(data, ImageData):
+        return dict(name=where.data_name, source=f"{where.data_name}@{digest}", digest=digest,
+                    num_samples=len(data.train), profile=_text_facts(data))
+    images = data.train.data["image"]
     return dict(name=where.data_name, source=f"{where.data_name}@{digest}", digest=digest,
                 num_samples=len(data.train), num_classes=len(data.train.classes), image_shape=tuple(images.shape[1:]))
 
@@ -143,7 +169,7 @@ def _callbacks(where: Tracking, config: TrainConfig, data: Data, folder: Path, n
 
 
 def _epoch_budget(build: Callable[[], nn.Module], data: Data, config: TrainConfig, budget_epochs: float | None,
-                  info: dict | None) -> float | None:
+                  info: dict | None, task: Task | None = None) -> float | None:
     """A time budget of `budget_epochs` full-data epochs here (measured once; a resumed run keeps the seconds its
     run.json recorded), or None without one or when `config` has its own budget."""
     if not budget_epochs or config.time_budget or config.flop_budget:
@@ -152,7 +178,7 @@ def _epoch_budget(build: Callable[[], nn.Module], data: Data, config: TrainConfi
         seconds = float(info["budget_s"])
         print(f"time budget {budget_epochs:g} full-data epochs = {seconds:.0f} s (as first measured)", flush=True)
         return seconds
-    epoch_s = full_epoch_cost(build, data, config.batch_size, config.seed)
+    epoch_s = full_epoch_cost(build, data, config.batch_size, config.seed, task=task)
     seconds = budget_epochs * epoch_s
     print(f"one full-data epoch takes about {epoch_s:.1f} s here: time budget {budget_epochs:g} epochs = "
           f"{seconds:.0f} s", flush=True)
@@ -162,14 +188,17 @@ def _epoch_budget(build: Callable[[], nn.Module], data: Data, config: TrainConfi
 def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig, name: str,
                 where: Tracking = Tracking(), *, resume: bool = False, settings: dict | None = None,
                 budget_epochs: float | None = None, log_every: int = 25, eval_every: float | None = None,
-                progress: bool = True, collective: distributed.Collective = distributed.LOCAL) -> Tracked:
+                progress: bool = True, collective: distributed.Collective = distributed.LOCAL,
+                task: Task | None = None, fitter: Callable[..., Result] = fit) -> Tracked:
     """Train `config` as the MLflow run `name`, checkpointed in a new folder of `name`, or, with `resume`, continue
     its newest folder (refused if `settings` differ; a finished run is read back). `budget_epochs`: a time budget
-    of that many full-data epochs of this machine, measured once and kept in run.json."""
+    of that many full-data epochs of this machine, measured once and kept in run.json. `task`: the problem (default
+    image classification); `fitter`: what trains, `fit` or one taking its arguments (`train.selective.fit_selective`
+    with its `keep` bound, which selects the task's tokens)."""
     settings = _plain(settings if settings is not None else dict(config=config.to_dict(), data=_digest(data)))
     folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
     info = runs.read_run_info(folder, settings) if resuming else None
-    seconds = _epoch_budget(build, data, config, budget_epochs, info)
+    seconds = _epoch_budget(build, data, config, budget_epochs, info, task)
     config = config.replace(time_budget=seconds) if seconds is not None else config
     if info is not None and (done := runs.finished_result(folder)) is not None:
         print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
@@ -177,10 +206,10 @@ def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig,
     budget = {"budget_s": seconds} if seconds is not None else {}
     callbacks = _callbacks(where, config, data, folder, name, settings, info, budget, bar=progress) \
         if collective.is_main else []
-    result = fit(build, data, None, config, callbacks=callbacks,
-                 state=runs.resume_state(folder, info, data.device), log_every=log_every,
-                 safe_point_every=where.checkpoint_every, eval_every=eval_every, collective=collective, name=name,
-                 meter=fmeter.open_meter(data.device))
+    result = fitter(build, data, None, config, callbacks=callbacks,
+                    state=runs.resume_state(folder, info, data.device), log_every=log_every,
+                    safe_point_every=where.checkpoint_every, eval_every=eval_every, collective=collective, name=name,
+                    meter=fmeter.open_meter(data.device), task=task)
     tracker = next((c.tracker for c in callbacks if isinstance(c, MLflowTracking)), None)
     return Tracked([result], folder, tracker.experiment_id if tracker else None, tracker.run_id if tracker else None)
 
@@ -204,11 +233,13 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
                     where: Tracking = Tracking(), *, seeds: Sequence[int] | None = None, resume: bool = False,
                     settings: dict | None = None, budget_epochs: float | None = None, interleave: bool = True,
                     log_every: int = 25, eval_every: float | None = None, model_label: str = "model",
-                    progress: bool = True, collective: distributed.Collective = distributed.LOCAL) -> Tracked:
+                    progress: bool = True, collective: distributed.Collective = distributed.LOCAL,
+                    task: Task | None = None) -> Tracked:
     """Run every entry of `configs` (a name, e.g. a variant spec "stale:cooldown=8", -> its config), with each of
     `seeds` (default: each config's own seed), as nested MLflow runs under the parent run `name`, taking turns
     with `interleave`; log the comparison's table, figures and per-entry metrics on the parent. Nested runs are
-    named <label>-<model_label>[-seed<N>]. With `resume`, finished runs are read back and the others continue."""
+    named <label>-<model_label>[-seed<N>]. With `resume`, finished runs are read back and the others continue.
+    `task`: the problem (default image classification)."""
     entries = _entries(configs)
     seeded, seeds = seeds is not None, list(seeds) if seeds is not None else [None]
     jobs = [(spec, seed) for seed in seeds for spec in entries]
@@ -219,7 +250,7 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
     settings = _plain(settings)
     folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
     info = runs.read_run_info(folder, settings) if resuming else None
-    seconds = _epoch_budget(build, data, first, budget_epochs, info)
+    seconds = _epoch_budget(build, data, first, budget_epochs, info, task)
     budget = {"budget_s": seconds} if seconds is not None else {}
     main = collective.is_main
     tracker = (tracking.RunTracker if main else tracking.NullTracker)(
@@ -259,7 +290,7 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
         fresh = compare(build, data, None, [c for _, c in todo], callbacks_for=lambda c: callbacks[next(order)],
                         states=states, interleave=interleave, log_every=log_every, eval_every=eval_every,
                         safe_point_every=where.checkpoint_every, collective=collective,
-                        meter=fmeter.open_meter(data.device)) if todo else []
+                        meter=fmeter.open_meter(data.device), task=task) if todo else []
         for (i, _), result in zip(todo, fresh):
             done[i] = result
         results = [done[i] for i in range(len(jobs))]

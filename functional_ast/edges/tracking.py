@@ -304,12 +304,13 @@ class RunTracker:
 
     def log_dataset(self, name: str, source: str, digest: str, *, context: str = "training",
                     num_samples: int | None = None, num_classes: int | None = None,
-                    image_shape: tuple | None = None) -> None:
+                    image_shape: tuple | None = None, profile: Mapping[str, Any] | None = None) -> None:
         """Record a dataset this run used (the UI's "Datasets used": name, digest, source, and the given
-        facts as its profile), `context` being e.g. "training" or "eval". Written at once if the store is
-        reachable, else buffered like params: written at the next flush, or saved to `fallback_dir`."""
+        facts, with `profile`'s, as its profile), `context` being e.g. "training" or "eval". Written at once if the
+        store is reachable, else buffered like params: written at the next flush, or saved to `fallback_dir`."""
         profile = {k: v for k, v in dict(num_samples=num_samples, num_classes=num_classes,
-                                          image_shape=list(image_shape) if image_shape is not None else None).items()
+                                          image_shape=list(image_shape) if image_shape is not None else None,
+                                          **dict(profile or {})).items()
                    if v is not None}
         self._inputs.append(dict(name=str(name), source=str(source), digest=str(digest), context=context,
                                  profile=profile))
@@ -437,9 +438,11 @@ class RunTracker:
             while self._artifacts:
                 kind, name, payload = self._artifacts[0]
                 with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / name
+                    path = Path(tmp) / name  # a name may hold folders: "samples/epoch-001.txt"
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(payload)
-                    self.client.log_artifact(self.run_id, str(path))
+                    folder = Path(name).parent.as_posix()
+                    self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
                 self._artifacts.pop(0)
         except Exception as error:
             self._offline(error)
@@ -475,6 +478,7 @@ class RunTracker:
                                                     for k, v in self._tags))
             (tmp / "inputs.jsonl").write_text("".join(json.dumps(i) + "\n" for i in self._inputs))
             for _, name, payload in self._artifacts:
+                (tmp / "artifacts" / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / "artifacts" / name).write_bytes(payload)
         self._adopted = folder
         return folder
@@ -489,8 +493,9 @@ class RunTracker:
         self._tags[:0] = [(t["key"], t["value"]) for t in _jsonl(folder / "tags.jsonl")]
         self._pending[:0] = [(m["key"], m["value"], m["timestamp"], m["step"])
                              for m in _jsonl(folder / "metrics.jsonl")]
-        self._artifacts[:0] = [("bytes", path.name, path.read_bytes())
-                               for path in sorted((folder / "artifacts").iterdir())]
+        saved = folder / "artifacts"
+        self._artifacts[:0] = [("bytes", path.relative_to(saved).as_posix(), path.read_bytes())
+                               for path in sorted(saved.rglob("*")) if path.is_file()]
         self._inputs[:0] = _jsonl(folder / "inputs.jsonl")
         self._adopted = folder
 

@@ -2,6 +2,8 @@
 
     build = model_builder("cnn", data)          # or "package.module:function", your own nn.Module
     data = load_data("images/", device="cpu", limit_train=6000, seed=0)
+    data = load_text("corpus/", context=128, glob="**/*.py", seed=0)   # text: a TextData (None: the stdlib)
+    build = text_model_builder("gpt", context=128, gpt=(2, 64, 4))
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import torch
 from torch import nn
 
 from functional_ast.data import images as fdata
-from functional_ast.models import build_model
+from functional_ast.data import text
+from functional_ast.models import build_model, gpt
 from functional_ast.train.config import ConfigError
 from functional_ast.train.trainer import Data
 
@@ -36,13 +39,47 @@ def load_data(path: str | Path | None, *, root: str | Path = "./data", device: t
     return Data.prepare(train, test, device, label_noise, seed, data_in_memory)
 
 
-def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
-    """A function building the model `spec` names (a built-in, or package.module:function called with
-    num_classes, in_channels and, if it takes it, image_size) for `data`'s classes, channels and image size."""
-    _, channels, height, _ = data.train.data["image"].shape
-    num_classes = len(data.train.classes)
+def load_text(path: str | Path | None, *, root: str | Path = "./data", context: int = 128,
+              glob: str = text.DEFAULT_GLOB, test_fraction: float = 0.1, seed: int = 0,
+              limit_train: int | None = None, limit_test: int | None = None, name: str | None = None,
+              device: torch.device | str = "cpu") -> text.TextData:
+    """The corpus at `path` (None: the running Python's standard library source) split by file (seeded) into
+    windows of `context + 1` bytes; `limit_*` keep the first N windows of the training (held-out) files."""
+    corpus = text.stdlib_corpus(root) if path is None else text.load_corpus(path, glob, root=root,
+                                                                             name=name or Path(path).name)
+    train, test = text.split(corpus, context, test_fraction, seed)
+    if limit_train and limit_train < len(train):
+        train = train.select(torch.arange(limit_train))
+    if limit_test and limit_test < len(test):
+        test = test.select(torch.arange(limit_test))
+    return text.TextData.of(train, test, device)
+
+
+def text_model_builder(spec: str, context: int, gpt_shape: tuple[int, int, int] = (2, 64, 4)
+                       ) -> Callable[[], nn.Module]:
+    """A function building the language model `spec` names: "gpt" (`models.gpt` of depth, width, heads
+    `gpt_shape`), or package.module:function called with vocab=256 and context."""
+    if spec == "gpt":
+        depth, width, heads = gpt_shape
+        return lambda: gpt(vocab=256, context=context, depth=depth, width=width, heads=heads)
     if ":" not in spec:
-        return lambda: build_model(spec, num_classes=num_classes, in_channels=channels, image_size=height)
+        raise ConfigError(f"--model {spec} is an image model; with --task lm use gpt or package.module:function")
+    fn = _imported(spec)
+
+    def build() -> nn.Module:
+        try:
+            model = fn(vocab=256, context=context)
+        except TypeError as error:
+            raise ConfigError(f"--model {spec}: calling it with vocab and context failed ({error}); it must take "
+                              "vocab and context keyword arguments") from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"--model {spec}: it returned {type(model).__name__}, not an nn.Module")
+        return model
+
+    return build
+
+
+def _imported(spec: str) -> Callable:
     module_name, _, attr = spec.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
@@ -54,6 +91,19 @@ def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
                           "nn.Module") from None
     if not callable(fn):
         raise ConfigError(f"--model {spec}: {attr} is not callable; name a function that returns an nn.Module")
+    return fn
+
+
+def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
+    """A function building the model `spec` names (a built-in, or package.module:function called with
+    num_classes, in_channels and, if it takes it, image_size) for `data`'s classes, channels and image size."""
+    if spec == "gpt":
+        raise ConfigError("--model gpt is a language model; use it with --task lm (and a text --data)")
+    _, channels, height, _ = data.train.data["image"].shape
+    num_classes = len(data.train.classes)
+    if ":" not in spec:
+        return lambda: build_model(spec, num_classes=num_classes, in_channels=channels, image_size=height)
+    fn = _imported(spec)
     try:
         takes = inspect.signature(fn).parameters
         accepts_size = "image_size" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values())

@@ -10,16 +10,19 @@ from torch import nn
 
 from functional_ast.tasks import language_modelling
 from functional_ast.tasks.selective import selective_language_modelling
-from functional_ast.train.config import TrainConfig
+from functional_ast.train.config import ConfigError, TrainConfig
 from functional_ast.train.trainer import Result, Run, as_data, train_full
 
 
 def fit_selective(model, train, test, config: TrainConfig, *, keep: float = 0.6, reference_epochs: int = 1,
-                  device=None, state=None, **run_options) -> Result:
+                  device=None, state=None, task=None, **run_options) -> Result:
     """Rho-1 on `config`'s rule: a copy of `model` (an nn.Module, or a function building one) trained on all of
     `train` for `reference_epochs` epochs with the plain byte loss is the reference; `model` then trains with the
     loss on each window's top-`keep` excess-loss tokens. A resumed run (`state`) retrains the same reference
-    (same seed, same data: same parameters) without charging it again: its state holds that charge."""
+    (same seed, same data: same parameters) without charging it again: its state holds that charge. `task`, if
+    given, is the plain language-modelling task this run selects tokens of (as `fit` takes it; ConfigError else)."""
+    if task is not None and task.kind != "sequences":
+        raise ConfigError(f"selective language modelling selects tokens of sequences, not of {task.kind}")
     data = as_data(train, test, device)
     start = time.perf_counter()
     ref_config = TrainConfig(strategy="full", epochs=reference_epochs, batch_size=config.batch_size,

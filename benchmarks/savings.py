@@ -109,7 +109,7 @@ ACCURACY = metric_of(image_classification())
 
 def epoch_cost(data, build, batch_size: int, seed: int, kind: str = "time", task=None) -> float:
     """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch on this machine (`full_epoch_cost`)."""
-    return full_epoch_cost(build, data, batch_size, seed, kind, **({"task": task} if task is not None else {}))
+    return full_epoch_cost(build, data, batch_size, seed, kind, task=task)
 
 
 def _device_name(device: torch.device) -> str:
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         data, metric = setup.data, setup.metric
         if not args.resume:
             cost = lambda kind: epoch_cost(data, setup.build, args.batch_size, args.seeds[0], kind,  # noqa: E731
-                                           task=setup.task if lm else None)
+                                           task=setup.task)
             plan = {"settings": _settings(args), "parts": [now], "full_epoch_s": cost("time"),
                     "full_epoch_flops": cost("flops")}
         args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -453,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_every = round(budget_s / args.eval_points, 3)
             compared = tracked_compare(setup.build, data, configs, f"savings-{label}", _tracking(args),
                                        seeds=args.seeds, resume=label in resumable, eval_every=eval_every,
-                                       model_label=setup.label, progress=False,
-                                       **({"task": setup.task} if lm else {}))
+                                       model_label=setup.label, progress=False, task=setup.task)
             print("\n" + compared.table)
             print(f"Browse the runs: {tracking.ui_command(_tracking(args).uri, compared.experiment_id)}")
             results = compared.results

@@ -355,3 +355,49 @@ def test_on_text_lower_bits_per_byte_is_better_in_both_questions():
     assert savings.time_to_reach(early[1].history, 1.95, bpb) == 30
     assert savings.time_to_reach(early[1].history, 1.0, bpb) is None  # never that low
 
+
+def _corpus(folder, files=6, size=900):
+    import random
+
+    folder.mkdir()
+    rng = random.Random(0)
+    words = ["def", "return", "self", "import", "class", "None", "for", "in", "if", "else", "x", "y", "(", ")", ":"]
+    for i in range(files):
+        (folder / f"m{i}.py").write_text(" ".join(rng.choice(words) for _ in range(size // 4))[:size])
+    return folder
+
+
+def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = _corpus(tmp_path / "text")
+    # budgets in FLOPs: the same work whatever the machine's load (a time probe in a slow spell would lengthen it)
+    code = savings.main(["--task", "lm", "--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2",
+                         "--budget-kind", "flops",
+                         "--strategies", "full,random,small_loss,sundew_remembered", "--context", "8", "--depth", "1",
+                         "--width", "16", "--heads", "2", "--batch-size", "16", "--eval-points", "2",
+                         "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "t.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "10 runs per budget (5 strategies (with Rho-1 selective LM at keep 0.6) x 2 seeds)" in out
+    assert "held-out bits per byte (lower is better)" in out and "rho1:keep=0.6" in out
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["task"] == "lm" and result["metric"] == "bits_per_byte" and result["higher_is_better"] is False
+    assert set(result["by_budget"]) == {"short", "long"} and "equal_metric" in result
+    for label, entry in result["by_budget"].items():
+        t, m = entry["equal_time"], entry["equal_metric"]
+        assert t["seeds"] == 2 and t["higher_is_better"] is False and m["metric"] == "bits_per_byte"
+        mean = {}
+        for row in t["rows"]:
+            mean.setdefault(row["strategy"], []).append(row["test_bits_per_byte"])
+        mean = {k: sum(v) / len(v) for k, v in mean.items()}
+        assert t["best"] == min(("small_loss", "sundew_remembered"), key=mean.get)  # lower bpb wins
+        assert t["baseline"] == min(("full", "random"), key=mean.get)
+        assert t["diff"] == pytest.approx(mean[t["best"]] - mean[t["baseline"]])
+        for row in m["rows"]:
+            assert row["goal_bits_per_byte"] == next(r["test_bits_per_byte"] for r in t["rows"]
+                                                     if r["strategy"] == "full" and r["seed"] == row["seed"])
+        s = entry["selective_lm"]
+        assert s["strategy"] == "rho1:keep=0.6" and s["seeds"] == 2 and len(s["rows"]) == 2
+        assert all(r["flops_spent"] >= entry["budget"] for r in s["rows"])  # the reference's FLOPs counted in
+        assert (tmp_path / f"t-{label}.png").is_file()
+    assert result["text"]["train_files"] >= 1 and result["text"]["model"]["context"] == 8

@@ -140,6 +140,8 @@ def equal_time(rows: list[dict], metric: Metric = ACCURACY) -> dict:
 
 def _better(d: dict, metric: Metric, first: str, second: str) -> str:
     """Which side of a paired difference (first minus second) is better by the metric's direction, if either."""
+    if d["n"] < 3:
+        return "too few seeds to call"
     if not d["excludes_zero"]:
         return "not distinguishable"
     return first if (d["ci"][0] > 0) == metric.higher_is_better else second

@@ -29,8 +29,9 @@ from functional_ast.models import gpt
 from functional_ast.tasks import language_modelling
 
 LR, BETAS, EPS, WEIGHT_DECAY = 3e-4, (0.9, 0.95), 1e-8, 0.1
-SIZES = {"quick": dict(depth=2, width=128, heads=4, context=128, batch_size=16, steps=2, repeats=8),
-         "full": dict(depth=4, width=256, heads=8, context=256, batch_size=32, steps=5, repeats=9)}
+# quick: the text savings benchmark's --quick gpt (some 0.1 s a step on 2 quiet CPU cores); full: a larger one.
+SIZES = {"quick": dict(depth=2, width=128, heads=4, context=128, batch_size=32, steps=8, repeats=10),
+         "full": dict(depth=4, width=256, heads=8, context=256, batch_size=32, steps=8, repeats=12)}
 SCOPES = ("fa::select", "fa::gather", "fa::update", "fa::grad", "fa::optimizer", "fa::guard", "fa::observe",
           "fa::work", "plain::forward_backward", "plain::optimizer")
 
@@ -141,8 +142,8 @@ def ratio(rates: dict, a: str, b: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.lm_speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="gpt depth 2, width 128, context 128, batch 16; 8 repeats "
-                                                        "of 2-step blocks (a couple of minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="gpt depth 2, width 128, context 128, batch 32; 10 "
+                                                        "repeats of 8-step blocks (a minute or two on 2 CPU cores)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="also both compiled: compiled against eager")
     for key in ("depth", "width", "heads", "context", "batch_size", "steps", "repeats"):

@@ -300,7 +300,7 @@ def _parser() -> argparse.ArgumentParser:
                                                 "of them or a .tar.gz (default: the standard library's source)")
     p.add_argument("--quick", action="store_true",
                    help="images: 6,000 train / 2,000 test samples, seeds 0,1 (24 min on this project's 2-core CPU "
-                        "machine); lm: a small gpt on about 0.2 MB of whole files (about 20-25 min there)")
+                        "machine); lm: a small gpt on at most 0.5 MB of whole files (about 20 min there, quiet)")
     p.add_argument("--seeds", type=seed_list, default=None, help="default 0,1,2 (images --quick: 0,1)")
     p.add_argument("--budget-epochs", default=None,
                    help="budgets in full-data epochs of this machine: short,long (one value: a single budget); "
@@ -320,14 +320,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-points", type=int, default=None,
                    help="evaluations per run (about; the last is at the budget); default 12 (lm: 8)")
     lm = p.add_argument_group("lm", "the text benchmark's corpus and gpt (defaults: quick / full mode)")
-    lm.add_argument("--context", type=int, default=None, help="bytes a window predicts (64 / 128)")
+    lm.add_argument("--context", type=int, default=None, help="bytes a window predicts (128)")
     lm.add_argument("--depth", type=int, default=None, help="gpt blocks (2 / 4)")
-    lm.add_argument("--width", type=int, default=None, help="gpt width (64 / 128)")
+    lm.add_argument("--width", type=int, default=None, help="gpt width (128)")
     lm.add_argument("--heads", type=int, default=None, help="attention heads (4)")
     lm.add_argument("--train-bytes", type=int, default=None,
-                    help="training text: a seeded subset of whole files of at most this many bytes (200000 / 1000000)")
+                    help="training text: a seeded subset of whole files of at most this many bytes (500000 / 1000000)")
     lm.add_argument("--test-bytes", type=int, default=None,
-                    help="held-out text (files apart from the training ones), at most this many bytes (24000 / 100000)")
+                    help="held-out text (files apart from the training ones), at most this many bytes (50000 / 100000)")
     lm.add_argument("--rho1-keep", type=float, default=None,
                     help="Rho-1's selective LM at this token share beside the others (default 0.6; 0: none)")
     p.add_argument("--tracking-uri", default=None)

@@ -18,9 +18,10 @@ from functional_ast.models import gpt
 from functional_ast.train.config import TrainConfig
 from functional_ast.train.selective import fit_selective
 
-# --quick: a small gpt on about 0.2 MB of training text (whole files): one full epoch was about 15 s on the
-# project's loaded 2-core CPU machine (some 13,000 tokens/s; a quiet one is faster); the full mode is larger.
-QUICK = dict(context=64, depth=2, width=64, heads=4, train_bytes=200_000, test_bytes=24_000, batch_size=32,
+# --quick: gpt 2x128 (4 heads), context 128, batch 32, on at most 0.5 MB of training text (whole files): probed on
+# the project's 2-core CPU machine while it was quiet, some 40,000 tokens/s, so one full epoch is about 12 s
+# (under load it was several times slower). The full mode: a 4-block gpt on at most 1 MB (about 45 s an epoch).
+QUICK = dict(context=128, depth=2, width=128, heads=4, train_bytes=500_000, test_bytes=50_000, batch_size=32,
              eval_points=8)
 FULL = dict(context=128, depth=4, width=128, heads=4, train_bytes=1_000_000, test_bytes=100_000, batch_size=32,
             eval_points=8)

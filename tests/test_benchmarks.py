@@ -371,12 +371,11 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
     monkeypatch.chdir(tmp_path)
     data = _corpus(tmp_path / "text")
     # budgets in FLOPs: the same work whatever the machine's load (a time probe in a slow spell would lengthen it)
-    code = savings.main(["--task", "lm", "--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2",
-                         "--budget-kind", "flops",
-                         "--strategies", "full,random,small_loss,sundew_remembered", "--context", "8", "--depth", "1",
-                         "--width", "16", "--heads", "2", "--batch-size", "16", "--eval-points", "2",
-                         "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "t.json")])
-    assert code == 0
+    flags = ["--task", "lm", "--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2", "--budget-kind", "flops",
+             "--strategies", "full,random,small_loss,sundew_remembered", "--context", "8", "--depth", "1",
+             "--width", "16", "--heads", "2", "--batch-size", "16", "--eval-points", "2",
+             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "t.json")]
+    assert savings.main(flags) == 0
     out = capsys.readouterr().out
     assert "10 runs per budget (5 strategies (with Rho-1 selective LM at keep 0.6) x 2 seeds)" in out
     assert "held-out bits per byte (lower is better)" in out and "rho1:keep=0.6" in out
@@ -401,3 +400,11 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
         assert all(r["flops_spent"] >= entry["budget"] for r in s["rows"])  # the reference's FLOPs counted in
         assert (tmp_path / f"t-{label}.png").is_file()
     assert result["text"]["train_files"] >= 1 and result["text"]["model"]["context"] == 8
+
+    assert savings.main(flags + ["--resume"]) == 0  # everything finished: read back, Rho-1's runs included
+    assert "savings-long-rho1-seed1: the run in" in capsys.readouterr().out
+    again = json.loads((tmp_path / "t.json").read_text())
+    assert len(again["parts"]) == 2
+    for label in ("short", "long"):
+        assert again["by_budget"][label]["selective_lm"]["rows"] == result["by_budget"][label]["selective_lm"]["rows"]
+        assert again["by_budget"][label]["equal_time"]["rows"] == result["by_budget"][label]["equal_time"]["rows"]

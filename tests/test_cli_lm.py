@@ -77,6 +77,13 @@ def test_an_lm_comparison_runs_every_entry(corpus):
          "--experiment", "lmc", "--no-log-model", "--no-progress"]))
     assert [r.summary["strategy"] for r in results] == ["full", "random"]
     assert all(r.summary["test_bits_per_byte"] > 0 for r in results)
+    from functional_ast.report import tables
+
+    rows = tables.comparison_table(results)
+    assert [r["test_bits_per_byte"] for r in rows] == [r.summary["test_bits_per_byte"] for r in results]
+    header, rule, *lines = tables.comparison_markdown(rows).splitlines()
+    assert "| test bits/byte | next-byte acc |" in header and header.count("|") == rule.count("|")
+    assert f"{results[0].summary['test_bits_per_byte']:.4f}" in lines[0]
 
 
 def _bad_inputs(tmp_path, monkeypatch):

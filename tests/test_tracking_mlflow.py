@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
@@ -217,6 +218,18 @@ def test_an_unsent_dataset_is_saved_and_replayed(uri, tmp_path):
     (only,) = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
     assert (only.dataset.name, only.dataset.digest) == ("train", "bbbbbbbbbbbb")
     assert json.loads(only.dataset.profile) == {"num_classes": 10}
+
+
+def test_an_artifact_in_a_folder_is_logged_there_and_survives_the_fallback(uri, tmp_path):
+    with pytest.warns(UserWarning, match="unreachable"):
+        with tracking.RunTracker(UNREACHABLE, "artifact-folders", fallback_dir=tmp_path) as tracker:
+            tracker.log_text("what the model wrote", "samples/epoch-001.txt")
+    assert (tmp_path / "tracking-unsent" / "artifacts" / "samples" / "epoch-001.txt").is_file()
+    run_id = tracking.replay(tmp_path / "tracking-unsent", uri)
+    client = MlflowClient(uri)
+    assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/epoch-001.txt"]
+    assert Path(client.download_artifacts(run_id, "samples/epoch-001.txt", str(tmp_path))).read_text() == \
+        "what the model wrote"
 
 
 def test_dataset_digest_is_stable_sensitive_and_fast():

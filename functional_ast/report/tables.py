@@ -55,6 +55,7 @@ def comparison_table(results: Sequence[Result]) -> list[dict]:
             energy_j=s["energy_j"], energy_kind=s["energy_kind"],
             acc_at_random_time=accuracy_at(r.history, rnd.summary["train_time_s"]) if rnd else None,
             **{k: s[k] for k in _SELECTOR_KEYS if k in s},
+            **({"test_bits_per_byte": s["test_bits_per_byte"]} if "test_bits_per_byte" in s else {}),
         ))
     return rows
 
@@ -106,12 +107,18 @@ def _fmt(value, spec: str) -> str:
 
 
 def comparison_markdown(rows: Sequence[dict]) -> str:
-    """The per-run table; with several seeds, also mean ± std per strategy and the paired differences."""
+    """The per-run table; with several seeds, also mean ± std per strategy and the paired differences (of bits per
+    byte for a language model, whose rows carry test_bits_per_byte)."""
     lines = ["| strategy | seed | epochs | test acc | train s | samples/s | FLOPs vs full | samples trained "
              "| samples scored | energy (J) | acc at random's time |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    text = bool(rows) and all("test_bits_per_byte" in r for r in rows)  # a language model: bits per byte first
+    if text:
+        lines[0] = lines[0].replace("| test acc |", "| test bits/byte | next-byte acc |")
+        lines[1] += "---|"
     for r in rows:
-        lines.append(f"| {r['strategy']} | {r['seed']} | {r['epochs']} | {_fmt(r['test_accuracy'], '.4f')} | "
+        bpb = f"{_fmt(r['test_bits_per_byte'], '.4f')} | " if text else ""
+        lines.append(f"| {r['strategy']} | {r['seed']} | {r['epochs']} | {bpb}{_fmt(r['test_accuracy'], '.4f')} | "
                      f"{_fmt(r['train_time_s'], '.1f')} | {_fmt(r['samples_per_s'], '.0f')} | "
                      f"{_fmt(r['flops_ratio_vs_full'], '.3f')} | {r['samples_trained']} | {r['samples_scored']} | "
                      f"{_fmt(r['energy_j'], '.0f')} ({r['energy_kind']}) | {_fmt(r['acc_at_random_time'], '.4f')} |")
@@ -123,9 +130,10 @@ def comparison_markdown(rows: Sequence[dict]) -> str:
                   f"± {_fmt(s['test_accuracy_std'], '.4f')}, "
                   f"train {_fmt(s['train_time_s'], '.1f')} ± {_fmt(s['train_time_s_std'], '.1f')} s, "
                   f"{_fmt(s['samples_per_s'], '.0f')} samples/s, {s['seeds']} seeds" for s in seed_summary(rows))]
-    paired = paired_against_baselines(rows)
+    paired = paired_against_baselines(rows, "test_bits_per_byte" if text else "test_accuracy")
     if paired:
-        lines += ["", "Paired differences in test accuracy (selective minus baseline, same seed):", ""]
+        what = "test bits per byte (lower is better)" if text else "test accuracy"
+        lines += ["", f"Paired differences in {what} (selective minus baseline, same seed):", ""]
         lines += [f"- {p['strategy']} vs {p['baseline']}: {p['words']}" for p in paired]
     return "\n".join(lines)
 

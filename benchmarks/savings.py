@@ -214,6 +214,19 @@ def _settings(args) -> dict:
     return {k: getattr(args, k, None) for k in RESULT_FLAGS}
 
 
+# What a benchmark started before these flags existed ran with (an image benchmark's), for its --resume.
+_BEFORE_TEXT = dict(task="images", warmup_epochs=1, cooldown_epochs=1, context=None, depth=None, width=None,
+                    heads=None, train_bytes=None, test_bytes=None, rho1_keep=None)
+
+
+def _differences(then: dict, now: dict) -> list[str]:
+    """The result flags a resume changes ("name: X then, Y now"); added seeds are no change, nor a flag the
+    started benchmark predates when it has the value it ran with."""
+    then = dict(_BEFORE_TEXT, **then)
+    return [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in now.items()
+            if then.get(k) != v and not (k == "seeds" and set(then[k]) < set(v))]
+
+
 def _started_budgets(checkpoints: Path, labels) -> set[str]:
     """The budgets whose comparison has run folders under `checkpoints` (what --resume continues)."""
     return {label for label in labels if any((checkpoints / f"savings-{label}").glob("*/run.json"))}
@@ -399,8 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "without --resume to start it (or pass the --checkpoint-dir it used)")
             plan = json.loads(plan_path.read_text())
             then = plan["settings"]
-            differ = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in _settings(args).items()
-                      if then.get(k) != v and not (k == "seeds" and set(then[k]) < set(v))]
+            differ = _differences(then, _settings(args))
             if differ:
                 raise ConfigError(f"--resume: the benchmark in {args.checkpoint_dir} was started with other flags "
                                   f"({'; '.join(differ)}); resume with the original flags (--seeds may add "

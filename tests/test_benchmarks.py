@@ -321,6 +321,14 @@ def test_lm_speed_prints_the_tokens_per_second_ratio_and_its_parts(tmp_path, cap
     assert {"plain::forward_backward", "plain::optimizer"} <= set(result["breakdown"]["plain_eager"])
 
 
+def test_a_resume_may_add_seeds_and_continue_a_benchmark_started_before_the_text_flags():
+    old = dict(data="c10", quick=True, seeds=[0], budget_kind="time", eval_points=12)  # an image plan, pre --task
+    now = dict(old, seeds=[0, 1], task="images", warmup_epochs=1, cooldown_epochs=1, context=None, rho1_keep=None)
+    assert savings._differences(old, now) == []
+    assert savings._differences(old, dict(now, task="lm")) == ["task: 'images' then, 'lm' now"]
+    assert savings._differences(dict(old, seeds=[0, 1]), dict(now, seeds=[0])) == ["seeds: [0, 1] then, [0] now"]
+
+
 def _bpb_result(name, curve, seed=0, flops=100):
     """A text run: `curve` is (train time, bits per byte) at each evaluation."""
     import math

@@ -301,3 +301,118 @@ def test_precision_speed_benchmark_prints_the_ratio_to_float32(tmp_path, capsys)
     assert "bf16-mixed/32 = " in printed and "interleaved" in printed
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"32", "bf16-mixed"} and results["32"]["ratio"] == 1.0 and results["bf16-mixed"]["ratio"] > 0
+
+
+def test_lm_speed_prints_the_tokens_per_second_ratio_and_its_parts(tmp_path, capsys):
+    from benchmarks import lm_speed
+
+    out = tmp_path / "lm.json"
+    assert lm_speed.main(["--depth", "1", "--width", "16", "--heads", "2", "--context", "8", "--batch-size", "2",
+                          "--steps", "1", "--repeats", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "functional_eager/plain_eager = " in printed and "tokens/s" in printed
+    result = json.loads(out.read_text())
+    assert set(result["tokens_per_s"]) == {"plain_eager", "functional_eager"}
+    r = result["ratios"]["functional_eager/plain_eager"]
+    assert r["ratio"] > 0 and r["spread"][0] <= r["ratio"] <= r["spread"][1] and len(r["tokens_per_s"]) == 2
+    assert result["model"]["context"] == 8 and result["repeats"] == 2
+    assert result["max_param_difference"] < 1e-4  # the same model, optimiser and batches: the same weights
+    assert {"fa::grad", "fa::optimizer", "fa::guard"} <= set(result["breakdown"]["functional_eager"])
+    assert {"plain::forward_backward", "plain::optimizer"} <= set(result["breakdown"]["plain_eager"])
+
+
+def test_a_resume_may_add_seeds_and_continue_a_benchmark_started_before_the_text_flags():
+    old = dict(data="c10", quick=True, seeds=[0], budget_kind="time", eval_points=12)  # an image plan, pre --task
+    now = dict(old, seeds=[0, 1], task="images", warmup_epochs=1, cooldown_epochs=1, context=None, rho1_keep=None)
+    assert savings._differences(old, now) == []
+    assert savings._differences(old, dict(now, task="lm")) == ["task: 'images' then, 'lm' now"]
+    assert savings._differences(dict(old, seeds=[0, 1]), dict(now, seeds=[0])) == ["seeds: [0, 1] then, [0] now"]
+
+
+def _bpb_result(name, curve, seed=0, flops=100):
+    """A text run: `curve` is (train time, bits per byte) at each evaluation."""
+    import math
+
+    h = History()
+    h.epochs = [dict(train_time_s=t, test_accuracy=0.5, test_loss=b * math.log(2), flops_spent=flops * t / curve[-1][0])
+                for t, b in curve]
+    summary = dict(strategy=name, seed=seed, epochs=len(curve), test_accuracy=0.5, test_bits_per_byte=curve[-1][1],
+                   train_time_s=curve[-1][0], flops_spent=flops, samples_trained=10, samples_scored=0, energy_j=1.0,
+                   energy_kind="estimate", samples_per_s=1.0, flops_per_s=1.0)
+    return Result(summary, h)
+
+
+def test_on_text_lower_bits_per_byte_is_better_in_both_questions():
+    from functional_ast.tasks import language_modelling
+
+    bpb = savings.metric_of(language_modelling())
+    assert bpb.key == "test_bits_per_byte" and not bpb.higher_is_better
+    results = [_bpb_result(name, [(50, b + 0.5), (100, b)], seed=seed)
+               for name, bs in {"full": [2.0, 2.1], "random": [2.4, 2.5], "small_loss": [1.8, 1.9],
+                                "sundew_remembered": [2.6, 2.7]}.items() for seed, b in enumerate(bs)]
+    r = savings.equal_time(savings._with_metric(results, bpb), bpb)
+    assert (r["best"], r["baseline"]) == ("small_loss", "full")  # the lowest of each side, not the highest
+    assert r["diff"] == pytest.approx(-0.2) and r["unit"] == "bits per byte" and "diff_pp" not in r
+    a = savings.equal_accuracy(results, bpb)
+    assert a["strategies"]["small_loss"]["time_ratio"] == pytest.approx(1.0)  # 2.3 at 50 s is above full's 2.0
+    assert a["strategies"]["small_loss"]["reached_in"] == "2 of 2 seeds"
+    assert a["strategies"]["sundew_remembered"]["time_ratio"] is None  # 2.6 at the end: never down to 2.0
+    early = [_bpb_result("full", [(50, 2.5), (100, 2.0)]), _bpb_result("stale", [(30, 1.9), (100, 1.5)])]
+    e = savings.equal_accuracy(early, bpb)
+    assert e["best"] == "stale" and e["time_ratio"] == pytest.approx(0.3)
+    assert savings.time_to_reach(early[1].history, 1.95, bpb) == 30
+    assert savings.time_to_reach(early[1].history, 1.0, bpb) is None  # never that low
+
+
+def _corpus(folder, files=6, size=900):
+    import random
+
+    folder.mkdir()
+    rng = random.Random(0)
+    words = ["def", "return", "self", "import", "class", "None", "for", "in", "if", "else", "x", "y", "(", ")", ":"]
+    for i in range(files):
+        (folder / f"m{i}.py").write_text(" ".join(rng.choice(words) for _ in range(size // 4))[:size])
+    return folder
+
+
+def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = _corpus(tmp_path / "text")
+    # budgets in FLOPs: the same work whatever the machine's load (a time probe in a slow spell would lengthen it)
+    flags = ["--task", "lm", "--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2", "--budget-kind", "flops",
+             "--strategies", "full,random,small_loss,sundew_remembered", "--context", "8", "--depth", "1",
+             "--width", "16", "--heads", "2", "--batch-size", "16", "--eval-points", "2",
+             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "t.json")]
+    assert savings.main(flags) == 0
+    out = capsys.readouterr().out
+    assert "10 runs per budget (5 strategies (with Rho-1 selective LM at keep 0.6) x 2 seeds)" in out
+    assert "held-out bits per byte (lower is better)" in out and "rho1:keep=0.6" in out
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["task"] == "lm" and result["metric"] == "bits_per_byte" and result["higher_is_better"] is False
+    assert set(result["by_budget"]) == {"short", "long"} and "equal_metric" in result
+    for label, entry in result["by_budget"].items():
+        t, m = entry["equal_time"], entry["equal_metric"]
+        assert t["seeds"] == 2 and t["higher_is_better"] is False and m["metric"] == "bits_per_byte"
+        mean = {}
+        for row in t["rows"]:
+            mean.setdefault(row["strategy"], []).append(row["test_bits_per_byte"])
+        mean = {k: sum(v) / len(v) for k, v in mean.items()}
+        assert t["best"] == min(("small_loss", "sundew_remembered"), key=mean.get)  # lower bpb wins
+        assert t["baseline"] == min(("full", "random"), key=mean.get)
+        assert t["diff"] == pytest.approx(mean[t["best"]] - mean[t["baseline"]])
+        for row in m["rows"]:
+            assert row["goal_bits_per_byte"] == next(r["test_bits_per_byte"] for r in t["rows"]
+                                                     if r["strategy"] == "full" and r["seed"] == row["seed"])
+        s = entry["selective_lm"]
+        assert s["strategy"] == "rho1:keep=0.6" and s["seeds"] == 2 and len(s["rows"]) == 2
+        assert all(r["flops_spent"] >= entry["budget"] for r in s["rows"])  # the reference's FLOPs counted in
+        assert (tmp_path / f"t-{label}.png").is_file()
+    assert result["text"]["train_files"] >= 1 and result["text"]["model"]["context"] == 8
+
+    assert savings.main(flags + ["--resume"]) == 0  # everything finished: read back, Rho-1's runs included
+    assert "savings-long-rho1-seed1: the run in" in capsys.readouterr().out
+    again = json.loads((tmp_path / "t.json").read_text())
+    assert len(again["parts"]) == 2
+    for label in ("short", "long"):
+        assert again["by_budget"][label]["selective_lm"]["rows"] == result["by_budget"][label]["selective_lm"]["rows"]
+        assert again["by_budget"][label]["equal_time"]["rows"] == result["by_budget"][label]["equal_time"]["rows"]

@@ -62,7 +62,7 @@ from functional_ast.report import plots, stats
 from functional_ast.report import tables as report
 from functional_ast.tasks import image_classification, language_modelling
 from functional_ast.train import prepare
-from functional_ast.train.config import ConfigError, TrainConfig, parse_variant
+from functional_ast.train.config import PRECISIONS, ConfigError, TrainConfig, parse_variant
 from functional_ast.train.trainer import full_epoch_cost
 
 FULL_STRATEGIES = ("full", "random", "stale", "sundew_remembered")
@@ -107,9 +107,10 @@ def metric_of(task) -> Metric:
 ACCURACY = metric_of(image_classification())
 
 
-def epoch_cost(data, build, batch_size: int, seed: int, kind: str = "time", task=None) -> float:
+def epoch_cost(data, build, batch_size: int, seed: int, kind: str = "time", task=None, precision: str = "32",
+               compile: bool = False) -> float:
     """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch on this machine (`full_epoch_cost`)."""
-    return full_epoch_cost(build, data, batch_size, seed, kind, task=task)
+    return full_epoch_cost(build, data, batch_size, seed, kind, task=task, precision=precision, compile=compile)
 
 
 def _device_name(device: torch.device) -> str:
@@ -207,7 +208,7 @@ def equal_accuracy(results, metric: Metric = ACCURACY) -> dict:
 # The benchmark flags that decide its results: a --resume must give the same ones.
 RESULT_FLAGS = ("task", "data", "quick", "seeds", "budget_epochs", "budget_kind", "strategies", "model", "target_rate",
                 "batch_size", "label_noise", "eval_points", "warmup_epochs", "cooldown_epochs", "context", "depth",
-                "width", "heads", "train_bytes", "test_bytes", "rho1_keep")
+                "width", "heads", "train_bytes", "test_bytes", "rho1_keep", "precision", "compile")
 
 
 def _settings(args) -> dict:
@@ -216,7 +217,7 @@ def _settings(args) -> dict:
 
 # What a benchmark started before these flags existed ran with (an image benchmark's), for its --resume.
 _BEFORE_TEXT = dict(task="images", warmup_epochs=1, cooldown_epochs=1, context=None, depth=None, width=None,
-                    heads=None, train_bytes=None, test_bytes=None, rho1_keep=None)
+                    heads=None, train_bytes=None, test_bytes=None, rho1_keep=None, precision="32", compile=False)
 
 
 def _differences(then: dict, now: dict) -> list[str]:
@@ -246,6 +247,7 @@ def _configs(args, budget: float) -> dict[str, TrainConfig]:
         configs[spec] = TrainConfig(strategy=name, target_rate=args.target_rate, warmup_epochs=args.warmup_epochs,
                                     cooldown_epochs=args.cooldown_epochs, batch_size=args.batch_size,
                                     label_noise=args.label_noise, options=overrides.pop("options", {}), **text,
+                                    precision=args.precision, compile=args.compile,
                                     **limit).replace(**overrides)
     return configs
 
@@ -328,6 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cooldown-epochs", type=int, default=None, help="all-data epochs at the end (default 1; lm 0)")
     p.add_argument("--model", default="cnn", help="images: a built-in or package.module:function (lm: gpt)")
     p.add_argument("--target-rate", type=float, default=TARGET_RATE)
+    p.add_argument("--precision", choices=PRECISIONS, default="32", help="autocast forward passes (32: none)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each run's scoring pass and update")
     p.add_argument("--batch-size", type=int, default=None, help="default 128 (lm: 32)")
     p.add_argument("--label-noise", type=float, default=0.0)
     p.add_argument("--eval-points", type=int, default=None,
@@ -425,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         data, metric = setup.data, setup.metric
         if not args.resume:
             cost = lambda kind: epoch_cost(data, setup.build, args.batch_size, args.seeds[0], kind,  # noqa: E731
-                                           task=setup.task)
+                                           task=setup.task, precision=args.precision, compile=args.compile)
             plan = {"settings": _settings(args), "parts": [now], "full_epoch_s": cost("time"),
                     "full_epoch_flops": cost("flops")}
         args.checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Tables from the committed benchmark JSON (standard library only: no torch, no functional_ast).
 
-    python docs/tables.py                      # the README's results table, as markdown
-    python docs/tables.py --check              # exit 1 when README.md's table differs from the JSON
+    python docs/tables.py                      # the README's two results tables (images, text), as markdown
+    python docs/tables.py --check              # exit 1 when a README.md table differs from the JSON
     python docs/tables.py docs/results/savings-full/savings-full.json
                                                # one benchmark's tables: per budget, accuracy per seed,
                                                # mean ± std, epochs, throughput, FLOPs against full, the
@@ -24,6 +24,8 @@ DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS / "results"
 README = DOCS.parent / "README.md"
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+TEXT_START, TEXT_END = "<!-- text-table:start -->", "<!-- text-table:end -->"
+TEXT_KEY = "test_bits_per_byte"
 
 # Student's t, 97.5% quantile (95% two-sided), df = 1 .. 30.
 T975 = (12.7062, 4.30265, 3.18245, 2.77645, 2.57058, 2.44691, 2.36462, 2.30600, 2.26216, 2.22814,
@@ -41,6 +43,15 @@ HEADLINE = (
     ("savings-full", "long", "stale"),
     ("savings-quick-noise30-3seeds", "16-epochs", "small_loss"),
     ("savings-h100-noise30-short", "6-epochs", "small_loss"),
+)
+# The README's text table: (result folder, budget key, rule); "rho1" is the JSON's Rho-1 selective-LM entry.
+TEXT_HEADLINE = (
+    ("savings-lm-quick", "short", "sundew_remembered"),
+    ("savings-lm-quick", "short", "small_loss"),
+    ("savings-lm-quick", "short", "rho1"),
+    ("savings-lm-quick", "long", "sundew_remembered"),
+    ("savings-lm-quick", "long", "small_loss"),
+    ("savings-lm-quick", "long", "rho1"),
 )
 
 
@@ -81,30 +92,32 @@ def is_baseline(name: str) -> bool:
     return name.split(":")[0] in BASELINES
 
 
-def paired(rows: list[dict], strategy: str, baseline: str) -> dict | None:
-    """strategy minus baseline in percentage points over the seeds both ran (None if no common seed)."""
+def paired(rows: list[dict], strategy: str, baseline: str, key: str = "test_accuracy", scale: float = 100.0
+           ) -> dict | None:
+    """strategy minus baseline over the seeds both ran, in percentage points (accuracy) or `scale` times `key`'s
+    unit (None if no common seed)."""
     groups = by_strategy(rows)
     if strategy not in groups or baseline not in groups:
         return None
-    base = {r["seed"]: r["test_accuracy"] for r in groups[baseline]}
-    diffs = [100 * (r["test_accuracy"] - base[r["seed"]]) for r in groups[strategy] if r["seed"] in base]
+    base = {r["seed"]: r[key] for r in groups[baseline]}
+    diffs = [scale * (r[key] - base[r["seed"]]) for r in groups[strategy] if r["seed"] in base]
     return interval(diffs) if diffs else None
 
 
-def signed(v: float) -> str:
-    return f"{v:+.2f}".replace("-", "−")
+def signed(v: float, digits: int = 2) -> str:
+    return f"{v:+.{digits}f}".replace("-", "−")
 
 
 def plain(v: float) -> str:
     return f"{v:.2f}".replace("-", "−")
 
 
-def words(d: dict | None) -> str:
+def words(d: dict | None, digits: int = 2) -> str:
     if d is None:
         return "not run"
     if d["low"] is None:
-        return f"{signed(d['mean'])} (1 seed)"
-    return f"{signed(d['mean'])} ({signed(d['low'])} to {signed(d['high'])})"
+        return f"{signed(d['mean'], digits)} (1 seed)"
+    return f"{signed(d['mean'], digits)} ({signed(d['low'], digits)} to {signed(d['high'], digits)})"
 
 
 def machine(result: dict) -> str:
@@ -122,8 +135,8 @@ def setting(result: dict, entry: dict) -> str:
     return f"{noise}, {data}, {budget}"
 
 
-def to_accuracy(entry: dict, strategy: str) -> str:
-    s = (entry.get("equal_accuracy") or {}).get("strategies", {}).get(strategy)
+def to_accuracy(entry: dict, strategy: str, key: str = "equal_accuracy") -> str:
+    s = (entry.get(key) or {}).get("strategies", {}).get(strategy)
     if s is None:
         return "not measured"
     if s["time_ratio"] is None:
@@ -150,11 +163,45 @@ def readme_table() -> str:
     return "\n".join(out)
 
 
-def readme_block(text: str) -> str:
-    """What README.md holds between the results-table markers (stripped)."""
-    if START not in text or END not in text:
-        raise ValueError(f"README.md lacks the markers {START} and {END}")
-    return text[text.index(START) + len(START):text.index(END)].strip()
+def text_setting(result: dict, entry: dict) -> str:
+    text = result["text"]
+    budget = f"{entry['budget_epochs']:g} full epochs' time ({entry['budget_s']:.0f} s)"
+    return f"{text['name']}, {text['train_bytes'] / 1e3:,.0f} KB of training text, {budget}"
+
+
+def text_rows(entry: dict, rule: str) -> tuple[list[dict], str, dict]:
+    """The equal-time rows with `rule`'s (Rho-1's rows added for "rho1"), the rule's name in them, and the
+    equal-bits-per-byte entry that holds the rule."""
+    rows, equal = entry["equal_time"]["rows"], entry.get("equal_metric") or {}
+    if rule != "rho1":
+        return rows, rule, equal
+    rho1 = entry["selective_lm"]
+    return rows + rho1["rows"], rho1["strategy"], {"strategies": {rho1["strategy"]: rho1["equal_metric"]}}
+
+
+def text_table() -> str:
+    """The README's text table: one row per (setting, rule) in TEXT_HEADLINE, differences in bits per byte."""
+    out = ["| setting | machine | rule | minus full data, bits/byte (95% CI) | minus random subset, bits/byte (95% CI) "
+           "| time to full's final bits/byte | seeds | result |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, budget, rule in TEXT_HEADLINE:
+        result = load(name)
+        entry = result["by_budget"][budget]
+        rows, strategy, equal = text_rows(entry, rule)
+        full, rand = (paired(rows, strategy, base, TEXT_KEY, 1.0) for base in ("full", "random"))
+        seeds = len({r["seed"] for r in rows if r["strategy"] == strategy})
+        label = "Rho-1 token selection, keep " + f"{entry['selective_lm']['keep']:g}" if rule == "rho1" else f"`{rule}`"
+        out.append(f"| {text_setting(result, entry)} | {machine(result)} | {label} | {words(full, 3)} "
+                   f"| {words(rand, 3)} | {to_accuracy({'equal_metric': equal}, strategy, 'equal_metric')} "
+                   f"| {seeds} | [{name}](docs/results/{name}/) |")
+    return "\n".join(out)
+
+
+def readme_block(text: str, start: str = START, end: str = END) -> str:
+    """What README.md holds between a table's markers (stripped)."""
+    if start not in text or end not in text:
+        raise ValueError(f"README.md lacks the markers {start} and {end}")
+    return text[text.index(start) + len(start):text.index(end)].strip()
 
 
 def budget_markdown(label: str, entry: dict) -> str:
@@ -204,13 +251,15 @@ def benchmark_markdown(path: str) -> str:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print(readme_table())
+        print(readme_table() + "\n\n" + text_table())
         return 0
     if argv == ["--check"]:
-        if readme_block(README.read_text()) != readme_table():
-            print("README.md's results table differs from the JSON: run python docs/tables.py and paste it "
-                  f"between {START} and {END}", file=sys.stderr)
-            return 1
+        readme = README.read_text()
+        for table, start, end in ((readme_table, START, END), (text_table, TEXT_START, TEXT_END)):
+            if readme_block(readme, start, end) != table():
+                print(f"README.md's table between {start} and {end} differs from the JSON: run python "
+                      "docs/tables.py and paste it there", file=sys.stderr)
+                return 1
         return 0
     for path in argv:
         print(benchmark_markdown(path))

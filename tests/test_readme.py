@@ -21,9 +21,19 @@ def test_readme_fit_example_runs(capsys):
     assert "epoch 3: test acc" in capsys.readouterr().out
 
 
-def test_readme_step_example_runs(capsys):
+def test_readme_text_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the corpus cache goes to ./data
     namespace: dict = {}
     exec(compile(_blocks()[1], "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.summary["epochs"] == 2 and result.summary["strategy"] == "small_loss"
+    assert 0 < result.summary["test_bits_per_byte"] < 8  # below a uniform byte's 8 bits after 2 epochs
+    assert (tmp_path / "data" / "cache").is_dir()
+
+
+def test_readme_step_example_runs(capsys):
+    namespace: dict = {}
+    exec(compile(_blocks()[2], "README.md", "exec"), namespace)
     state = namespace["state"]
     assert int(state["step"]) == 16  # 2 epochs of 512 // 64 batches
     trained = int(state["work", "samples_trained"])

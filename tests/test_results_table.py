@@ -26,6 +26,25 @@ def test_readme_block_is_the_generated_table():
     assert block == tables.readme_table(), "README.md's results table is stale: run python docs/tables.py"
 
 
+def test_readme_text_block_is_the_generated_text_table():
+    block = tables.readme_block((REPO / "README.md").read_text(), tables.TEXT_START, tables.TEXT_END)
+    assert block == tables.text_table(), "README.md's text table is stale: run python docs/tables.py"
+
+
+def test_every_text_row_has_intervals_in_bits_per_byte_seeds_and_a_committed_result():
+    lines = tables.text_table().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert len(rows) == len(tables.TEXT_HEADLINE) >= 4
+    interval = re.compile(r"^[+−]\d+\.\d{3} \([+−]\d+\.\d{3} to [+−]\d+\.\d{3}\)$")
+    for row in rows:
+        cells = dict(zip(header, row))
+        assert interval.match(cells["minus full data, bits/byte (95% CI)"]), row
+        assert interval.match(cells["minus random subset, bits/byte (95% CI)"]), row
+        assert int(cells["seeds"]) >= 3, row
+        assert (REPO / re.search(r"\]\((docs/results/[^)]+)/\)", cells["result"]).group(1)).is_dir()
+
+
 def test_check_command_agrees():
     done = subprocess.run([sys.executable, str(REPO / "docs" / "tables.py"), "--check"],
                           capture_output=True, text=True, cwd=REPO)
@@ -58,9 +77,11 @@ def test_intervals_match_those_the_benchmark_wrote():
             continue
         for entry in result["by_budget"].values():
             t = entry["equal_time"]
-            d = tables.paired(t["rows"], t["best"], t["baseline"])
+            accuracy = t.get("metric", "accuracy") == "accuracy"  # a text benchmark's is bits per byte, unscaled
+            key, scale = ("test_accuracy", 100.0) if accuracy else (f"test_{t['metric']}", 1.0)
+            d = tables.paired(t["rows"], t["best"], t["baseline"], key, scale)
             assert d["n"] == t["seeds"]
-            assert d["mean"] == pytest.approx(t["diff_pp"], abs=1e-9)
+            assert d["mean"] == pytest.approx(t["diff_pp"] if accuracy else t["diff"], abs=1e-9)
             assert [d["low"], d["high"]] == pytest.approx(t["ci95"], abs=5e-3)
             checked += 1
     assert checked >= 20

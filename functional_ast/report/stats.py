@@ -168,7 +168,8 @@ def describe_difference(d: dict, unit: str = "pp", scale: float = 100.0) -> str:
         text = fmt(value)
     else:
         null, value = 0.0, d["diff"]
-        fmt = lambda v: f"{v * scale:+.2f}"  # noqa: E731
+        digits = 3 if unit and unit != "pp" else 2  # percentage points to 0.01; bits per byte and the like to 0.001
+        fmt = lambda v: f"{v * scale:+.{digits}f}"  # noqa: E731
         text = fmt(value) + (f" {unit}" if unit else "")
     if low is None:
         return f"{text} ({seeds}, no CI): not distinguishable from {null:g}"

@@ -73,11 +73,14 @@ def by_strategy(rows: Sequence[dict]) -> dict[str, list[dict]]:
 
 
 def seed_summary(rows: Sequence[dict]) -> list[dict]:
-    """Per strategy: mean and std over seeds of accuracy, train time, FLOPs vs full and throughput."""
+    """Per strategy: mean and std over seeds of accuracy (and bits per byte where rows carry it), train time,
+    FLOPs vs full and throughput."""
     out = []
+    text = bool(rows) and all("test_bits_per_byte" in r for r in rows)
     for name, group in by_strategy(rows).items():
         entry = dict(strategy=name, seeds=len(group))
-        for key in ("test_accuracy", "train_time_s", "flops_ratio_vs_full", "samples_per_s", "flops_per_s"):
+        for key in ("test_bits_per_byte",) * text + ("test_accuracy", "train_time_s", "flops_ratio_vs_full",
+                                                     "samples_per_s", "flops_per_s"):
             values = [r[key] for r in group if r.get(key) is not None]
             entry[key], entry[f"{key}_std"] = stats.mean_std(values) if values else (None, None)
         out.append(entry)
@@ -86,7 +89,9 @@ def seed_summary(rows: Sequence[dict]) -> list[dict]:
 
 def paired_against_baselines(rows: Sequence[dict], key: str = "test_accuracy") -> list[dict]:
     """For each selective strategy and each baseline present: the paired difference of `key` over the seeds
-    both ran, with its 95% t-interval (stats.paired_difference)."""
+    both ran, with its 95% t-interval (stats.paired_difference); worded in percentage points for accuracy, in
+    the metric's own units otherwise."""
+    unit, scale = ("pp", 100.0) if key == "test_accuracy" else (key.removeprefix("test_").replace("_", " "), 1.0)
     groups = by_strategy(rows)
     out = []
     for name, group in groups.items():
@@ -98,7 +103,7 @@ def paired_against_baselines(rows: Sequence[dict], key: str = "test_accuracy") -
             if not pairs:
                 continue
             d = stats.paired_difference([a for a, _ in pairs], [b for _, b in pairs])
-            out.append(dict(strategy=name, baseline=base, **d, words=stats.describe_difference(d)))
+            out.append(dict(strategy=name, baseline=base, **d, words=stats.describe_difference(d, unit, scale)))
     return out
 
 
@@ -126,7 +131,10 @@ def comparison_markdown(rows: Sequence[dict]) -> str:
         return "\n".join(lines)
     lines += ["", "Over seeds (mean ± std):", "",
               "- " + "\n- ".join(
-                  f"{s['strategy']}: test acc {_fmt(s['test_accuracy'], '.4f')} "
+                  f"{s['strategy']}: "
+                  + (f"test bits/byte {_fmt(s['test_bits_per_byte'], '.4f')} "
+                     f"± {_fmt(s['test_bits_per_byte_std'], '.4f')}, " if text else "")
+                  + f"test acc {_fmt(s['test_accuracy'], '.4f')} "
                   f"± {_fmt(s['test_accuracy_std'], '.4f')}, "
                   f"train {_fmt(s['train_time_s'], '.1f')} ± {_fmt(s['train_time_s_std'], '.1f')} s, "
                   f"{_fmt(s['samples_per_s'], '.0f')} samples/s, {s['seeds']} seeds" for s in seed_summary(rows))]

@@ -433,12 +433,15 @@ def train_full(model: nn.Module, data: DataSource, config: TrainConfig, name: st
 
 
 def full_epoch_cost(model: nn.Module | Callable[[], nn.Module], data: DataSource, batch_size: int, seed: int = 0,
-                    kind: str = "time", steps: int = 5, task: Task | None = None) -> float:
+                    kind: str = "time", steps: int = 5, task: Task | None = None, precision: str = "32",
+                    compile: bool = False) -> float:
     """Seconds (kind "time") or FLOPs (kind "flops") of one full-data epoch of `model` on `data` on this machine
-    for `task` (default: image classification): the median of a few steps on a throwaway state (what a budget of
-    N epochs is measured in)."""
+    for `task` (default: image classification), in `precision`, compiled or not: the median of a few steps on a
+    throwaway state (what a budget of N epochs is measured in)."""
     budget = {"time_budget": 1.0} if kind == "time" else {"flop_budget": 1.0}
-    run = Run(model, data, TrainConfig(strategy="full", batch_size=batch_size, seed=seed, **budget), task=task)
+    config = TrainConfig(strategy="full", batch_size=batch_size, seed=seed, precision=precision, compile=compile,
+                         **budget)
+    run = Run(model, data, config, task=task)
     run.probe_costs(steps=steps)
     return float(run.state["loop", "cost_all_data"]) * run.plan.all_data_steps
 

@@ -20,15 +20,12 @@ from functional_ast.cli import main as cli
 # The measured default (docs/results.md, "Does selection pay at equal time?"); the rest is the library's.
 DEFAULTS = dict(experiment="cifar10", download=True, strategy="sundew_remembered", target_rate=0.3,
                 warmup_epochs=1, cooldown_epochs=1, budget_epochs=6.0)
-ENDS = ("--epochs", "--time-budget", "--flop-budget", "--budget-epochs")  # flags that say when training ends
 
 
 def build_parser(argv: list[str] | None = None):
-    given = sys.argv[1:] if argv is None else argv
-    defaults = dict(DEFAULTS)
-    if any(arg.split("=")[0] in ENDS for arg in given):  # the user's end of training replaces the 6-epoch budget
-        defaults.pop("budget_epochs")
-    return cli.build_parser(prog="python -m experiments.cifar10", description=__doc__.split("\n\n")[0], **defaults)
+    """The program's parser: its DEFAULTS, and an end of training given in `argv` replaces the default budget_epochs."""
+    return cli.experiment_parser("python -m experiments.cifar10", __doc__.split("\n\n")[0], DEFAULTS,
+                                 "budget_epochs", argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,15 +23,12 @@ from functional_ast.cli import main as cli
 DEFAULTS = dict(experiment="code_lm", task="lm", stdlib=True, model="gpt", context=128, gpt=(2, 64, 4),
                 strategy="sundew_remembered", target_rate=0.3, warmup_epochs=1, cooldown_epochs=0,
                 batch_size=64, optimizer="adam", time_budget=180.0, limit_train=8192, limit_test=1024)
-ENDS = ("--epochs", "--time-budget", "--flop-budget", "--budget-epochs")  # flags that say when training ends
 
 
 def build_parser(argv: list[str] | None = None):
-    given = sys.argv[1:] if argv is None else argv
-    defaults = dict(DEFAULTS)
-    if any(arg.split("=")[0] in ENDS for arg in given):  # the user's end of training replaces the 180 s budget
-        defaults.pop("time_budget")
-    return cli.build_parser(prog="python -m experiments.code_lm", description=__doc__.split("\n\n")[0], **defaults)
+    """The program's parser: its DEFAULTS, and an end of training given in `argv` replaces the default time_budget."""
+    return cli.experiment_parser("python -m experiments.code_lm", __doc__.split("\n\n")[0], DEFAULTS,
+                                 "time_budget", argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 
 from functional_ast import strategies
 from functional_ast.core import work
@@ -262,3 +263,14 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     p.set_defaults(**defaults)
     return p
 
+
+ENDS = ("--epochs", "--time-budget", "--flop-budget", "--budget-epochs")  # the flags that say when training ends
+
+
+def experiment_parser(prog: str, description: str, defaults: dict, default_end: str, argv: list[str] | None = None):
+    """`build_parser` with an experiment program's defaults; an end of training the user gives (`ENDS`, in `argv`,
+    default sys.argv) replaces the default one, `defaults[default_end]`."""
+    given = sys.argv[1:] if argv is None else argv
+    if any(arg.split("=")[0] in ENDS for arg in given):
+        defaults = {k: v for k, v in defaults.items() if k != default_end}
+    return build_parser(prog=prog, description=description, **defaults)

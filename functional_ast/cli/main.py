@@ -24,7 +24,14 @@ import sys
 import warnings
 
 from functional_ast.cli import objects
-from functional_ast.cli.flags import EXIT_USAGE, build_parser, register_named_rules, seed_list, strategy_list
+from functional_ast.cli.flags import (
+    EXIT_USAGE,
+    build_parser,
+    experiment_parser,
+    register_named_rules,
+    seed_list,
+    strategy_list,
+)
 from functional_ast.cli.objects import load_data, resolve_device, result_config, tracking_of, train_config
 from functional_ast.core import distributed
 from functional_ast.data import images as fdata
@@ -38,8 +45,8 @@ from functional_ast.train.trainer import Result
 
 EXIT_FAILED = 1
 # What the command's callers and tests reach through it (`from functional_ast.cli import main as cli`).
-__all__ = ["ConfigError", "build_parser", "compare_strategies", "load_data", "main", "model_builder", "parse_variant",
-           "print_summary", "seed_list", "strategy_list", "train", "train_config"]
+__all__ = ["ConfigError", "build_parser", "compare_strategies", "experiment_parser", "load_data", "main",
+           "model_builder", "parse_variant", "print_summary", "seed_list", "strategy_list", "train", "train_config"]
 
 
 def _explicit_budget(args: argparse.Namespace) -> None:

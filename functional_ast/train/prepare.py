@@ -64,14 +64,19 @@ def text_model_builder(spec: str, context: int, gpt_shape: tuple[int, int, int] 
         return lambda: gpt(vocab=256, context=context, depth=depth, width=width, heads=heads)
     if ":" not in spec:
         raise ConfigError(f"--model {spec} is an image model; with --task lm use gpt or package.module:function")
-    fn = _imported(spec)
+    return _user_builder(spec, _imported(spec), dict(vocab=256, context=context), "vocab and context")
+
+
+def _user_builder(spec: str, fn: Callable, kwargs: dict, must_take: str) -> Callable[[], nn.Module]:
+    """A function calling the user's `fn(**kwargs)`, a one-line ConfigError when the call fails or returns no
+    nn.Module."""
 
     def build() -> nn.Module:
         try:
-            model = fn(vocab=256, context=context)
+            model = fn(**kwargs)
         except TypeError as error:
-            raise ConfigError(f"--model {spec}: calling it with vocab and context failed ({error}); it must take "
-                              "vocab and context keyword arguments") from None
+            raise ConfigError(f"--model {spec}: calling it with {', '.join(kwargs)} failed ({error}); it must take "
+                              f"{must_take} keyword arguments") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(f"--model {spec}: it returned {type(model).__name__}, not an nn.Module")
         return model
@@ -110,18 +115,8 @@ def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
     except (TypeError, ValueError):
         accepts_size = False
 
-    def build() -> nn.Module:
-        kwargs = dict(num_classes=num_classes, in_channels=channels, **({"image_size": height} if accepts_size else {}))
-        try:
-            model = fn(**kwargs)
-        except TypeError as error:
-            raise ConfigError(f"--model {spec}: calling it with {', '.join(kwargs)} failed ({error}); it must take "
-                              "num_classes and in_channels keyword arguments") from None
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"--model {spec}: it returned {type(model).__name__}, not an nn.Module")
-        return model
-
-    return build
+    kwargs = dict(num_classes=num_classes, in_channels=channels, **({"image_size": height} if accepts_size else {}))
+    return _user_builder(spec, fn, kwargs, "num_classes and in_channels")
 
 
 def model_label(spec: str) -> str:

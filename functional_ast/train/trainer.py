@@ -226,10 +226,8 @@ def evaluate_test(eval_step: Callable, state: TensorDict, data: DataSource, task
 
 
 class Run:
-    """One strategy's training, built once from (model, data, config): its steps, plan and current state.
-
-    `advance()` trains to the end of the current epoch (or for `seconds` of train time), so runs can take turns
-    (`compare`); `finish()` returns the Result. `state` is the whole truth, kept by the pure functions of
+    """One strategy's training, built once from (model, data, config). `advance()` trains an epoch (or `seconds`),
+    so runs can take turns; `finish()` returns the Result. `state` is the whole truth, kept by the pure functions of
     `loop_state`, `history` and `budget`: Run drives the steps, calls the hooks and keeps the wall-clock."""
 
     def __init__(self, model: nn.Module | Callable[[], nn.Module], data: DataSource, config: TrainConfig, *,
@@ -263,30 +261,28 @@ class Run:
                 getattr(cb, name)(self, *args)
 
     def start(self) -> None:
-        """Prepare the rule if it asks (its wall-clock and FLOPs charged to this run), probe the costs per step
-        under a budget, call the callbacks' on_start (once per process); the first `advance` does it if needed."""
+        """Once: prepare the rule if it asks (charged to this run), probe step costs under a budget, on_start."""
         if self._started:
             return
         self._started = True
         if self.rule.prepare is not None and self.rule.needs_prepare(self.state["selector"]):
             services = ReferenceServices(self.model, self.data, self.config, train_full, task=self.task)
             selector, flops, seconds = prepare_rule(self.rule, self.context, self.config, self.state, services)
-            self.clock.spent += seconds
-            self.state = loop_state.charged(self.state, selector, flops, self.clock.now())
+            self.charge(seconds, flops, selector)
         if self.config.budget is not None:
             if float(self.state["loop", "cost_all_data"]) == UNKNOWN:
                 self.probe_costs()
             self.pacer.started(self.state)
         self._hooks("on_start")
 
-    def charge(self, seconds: float, flops: int) -> None:
-        """Count work done for this run before its first step (a reference model) in its clock and FLOPs."""
+    def charge(self, seconds: float, flops: int, selector: TensorDict | None = None) -> None:
+        """Count work done before the first step (a reference model) in the clock and FLOPs; set `selector`."""
         self.clock.spent += seconds
-        self.state = loop_state.charged(self.state, self.state["selector"], flops, self.clock.now())
+        selector = self.state["selector"] if selector is None else selector
+        self.state = loop_state.charged(self.state, selector, flops, self.clock.now())
 
     def advance(self, seconds: float | None = None) -> None:
-        """Train from the current position to the end of this epoch (evaluating it), or until `seconds` more
-        of train time have passed, or the budget is spent; no-op once finished."""
+        """Train to the end of this epoch (and evaluate), for `seconds` more, or until the budget is spent."""
         self.start()
         if self.finished:
             return
@@ -337,8 +333,7 @@ class Run:
             self._end_epoch(epoch, on_all_data)
 
     def _cooldown_due(self, on_all_data: bool, starts_at: int) -> bool:
-        """Under a budget, whether a selective epoch ends now, only the cool-down's cost being left; the cool-down
-        then starts at epoch `starts_at`."""
+        """Under a budget, whether only the cool-down's cost is left (it then starts at epoch `starts_at`)."""
         if due := self.pacer.cooldown_due(self.state, on_all_data):
             self.state = loop_state.cooling_from(self.state, starts_at)
         return due
@@ -353,8 +348,7 @@ class Run:
         return chunk_start + len(pending)
 
     def probe_costs(self, steps: int = 3) -> None:
-        """Cost per step (seconds or FLOPs) of each phase, from a few steps on a throwaway copy of the state
-        (steps are pure); sets the first horizon."""
+        """Each phase's cost per step (seconds or FLOPs) from a few pure steps on the state; sets the horizon."""
         costs = probe_step_costs(self.config.budget[0], self.plan, self.batches, self.state,
                                  {True: self.all_data_step, False: self.selective_step}, steps)
         self.state = self.pacer.replanned(budget.with_costs(self.state, **costs), 0, True)

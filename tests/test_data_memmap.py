@@ -20,6 +20,7 @@ from torchvision.io import write_png
 import functional_ast as fa
 from functional_ast.cli import main as cli
 from functional_ast.data import images as D
+from functional_ast.data import placement as data_placement
 from functional_ast.train.trainer import Data
 
 
@@ -82,9 +83,9 @@ def _net(features: int = 3 * 8 * 8, classes: int = 3) -> nn.Module:
 def test_auto_copies_what_fits_and_bad_values_are_one_line(tmp_path, monkeypatch):
     src = _tree(tmp_path / "src", COLOUR)
     image_bytes = D.load_dataset(src, root=tmp_path / "r", data_in_memory="off")[0].data["image"].numel()
-    monkeypatch.setattr(D, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION) + 1)
+    monkeypatch.setattr(data_placement, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION) + 1)
     assert not D.is_mapped(D.load_dataset(src, root=tmp_path / "r")[0])  # just under the share: copied
-    monkeypatch.setattr(D, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION))
+    monkeypatch.setattr(data_placement, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION))
     train = D.load_dataset(src, root=tmp_path / "r")[0]
     assert D.is_mapped(train)  # the share reached: left mapped
     assert D.is_mapped(D.placed(train, "cpu", "auto")) and not D.is_mapped(D.placed(train, "cpu", "on"))

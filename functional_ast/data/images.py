@@ -6,28 +6,38 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import pickle
-import re
 import shutil
 import sys
 import tarfile
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import torch
-import torch.nn.functional as F
 from tensordict import MemoryMappedTensor, TensorDict
 from torch import Tensor
 from tqdm import tqdm
 
-from functional_ast.core.checks import ConfigError
+from functional_ast.data.batches import augment, batch_at, iterate_batches, num_batches
+from functional_ast.data.errors import DataError
+from functional_ast.data.errors import one_line as _short
+from functional_ast.data.labelled import LabelledImages, from_tensors
+from functional_ast.data.placement import DATA_IN_MEMORY, MEMORY_FRACTION, is_mapped, placed
+from functional_ast.data.seeds import epoch_generator
+from functional_ast.data.stats import channel_stats, describe
+from functional_ast.data.subsets import balanced_subset, with_label_noise
 from functional_ast.io import atomic_write_json, fsync_dir
+
+__all__ = [
+    "ARCHIVE_SUFFIXES", "CIFAR_DIR", "CIFAR_META", "CIFAR_TEST", "CIFAR_TRAIN", "DATA_IN_MEMORY", "IMAGE_EXTENSIONS",
+    "MEMORY_FRACTION", "DataError", "LabelledImages", "Sources", "augment", "balanced_subset", "batch_at",
+    "channel_stats", "describe", "epoch_generator", "from_tensors", "is_mapped", "iterate_batches", "load_dataset",
+    "load_image_folder", "num_batches", "placed", "with_label_noise",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -40,58 +50,6 @@ _HOW_TO_PROVIDE = (
     "Pass --data PATH pointing to a CIFAR-10 directory (cifar-10-batches-py, or an ImageFolder "
     "tree with train/ and test/) or a .tar.gz of either."
 )
-
-
-class DataError(Exception):
-    """A user-facing data problem; str(e) is one clear message naming the problem and the fix."""
-
-
-@dataclass(frozen=True)
-class LabelledImages:
-    """A labelled image set: `data` has batch_size [N], keys "image" (uint8 [N,C,H,W]) and "label" (int64 [N]),
-    plus "clean_label" (int64 [N]) after `with_label_noise`. "image" may be memory-mapped (e.g. a
-    tensordict.MemoryMappedTensor or torch.from_file): batches gather only the rows they need."""
-
-    data: TensorDict
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.data.batch_size[0])
-
-
-# --------------------------------------------------------------------------- construction
-
-
-def from_tensors(images: Tensor, labels: Tensor, classes=None) -> LabelledImages:
-    """Wrap uint8 [N,C,H,W] images (float in [0,1] is converted) and integer labels [N];
-    raises DataError on bad shapes, dtypes or labels outside range(len(classes))."""
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        raise DataError(f"images must be a tensor of shape [N,C,H,W], got {_describe(images)}")
-    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(f"labels must be a 1-D tensor of length {images.shape[0]}, got {_describe(labels)}")
-    if images.dtype.is_floating_point:
-        if images.numel() and (images.min() < 0 or images.max() > 1):
-            raise DataError("float images must be in [0, 1]; pass uint8 images or rescale them")
-        images = (images * 255).round().to(torch.uint8)
-    elif images.dtype != torch.uint8:
-        raise DataError(f"images must be uint8 (or float in [0, 1]), got {images.dtype}")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise DataError(f"labels must be an integer tensor, got {labels.dtype}")
-    labels = labels.to(torch.int64)
-    if classes is None:
-        classes = [str(i) for i in range(int(labels.max()) + 1 if labels.numel() else 0)]
-    classes = tuple(str(c) for c in classes)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise DataError(
-            f"labels must lie in [0, {len(classes) - 1}] for {len(classes)} classes, "
-            f"got range [{int(labels.min())}, {int(labels.max())}]"
-        )
-    data = TensorDict({"image": images.contiguous(), "label": labels}, batch_size=[images.shape[0]])
-    return LabelledImages(data, classes)
-
-
-def _describe(x) -> str:
-    return f"{x.dtype} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
 # --------------------------------------------------------------------------- decoding
@@ -210,13 +168,6 @@ def _resize(images: Tensor, image_size: int | None) -> Tensor:
     from torchvision.transforms.v2.functional import resize
 
     return resize(images, [image_size, image_size], antialias=True)
-
-
-def _short(e: BaseException) -> str:
-    """One line for an error message: the exception's reason without C++ source locations."""
-    text = str(getattr(e, "reason", None) or e).strip()
-    text = re.sub(r"^\w+, \S+:\d+, ", "", text.splitlines()[-1] if text else type(e).__name__)
-    return text[:200]
 
 
 @dataclass(frozen=True)
@@ -629,50 +580,6 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-# --------------------------------------------------------------------------- memory
-
-
-DATA_IN_MEMORY = ("auto", "on", "off")
-MEMORY_FRACTION = 0.25  # "auto" copies memory-mapped images into memory when they take less than this share of it
-
-
-def is_mapped(ds: LabelledImages) -> bool:
-    """Whether `ds`'s images are memory-mapped from a file (a cached set) rather than held in memory."""
-    images = ds.data["image"]
-    return isinstance(images, MemoryMappedTensor) and images.filename is not None
-
-
-def placed(ds: LabelledImages, device="cpu", data_in_memory: str = "auto") -> LabelledImages:
-    """`ds` where training reads it. Images in memory move to `device`. Memory-mapped ones: "on" copies them to
-    `device`, "off" leaves them mapped (batches are gathered from the file, then moved), "auto" copies them to a
-    non-CPU device always and into CPU memory when they take under MEMORY_FRACTION of MemAvailable."""
-    if data_in_memory not in DATA_IN_MEMORY:
-        raise DataError(f"data in memory must be one of {', '.join(DATA_IN_MEMORY)} (--data-in-memory), "
-                        f"got {data_in_memory!r}")
-    device = torch.device(device)
-    if is_mapped(ds):
-        if data_in_memory == "off" or (data_in_memory == "auto" and device.type == "cpu" and not _fits(ds)):
-            return ds
-        if device.type == "cpu":
-            return LabelledImages(ds.data.clone(), ds.classes)
-    return LabelledImages(ds.data.to(device), ds.classes)
-
-
-def _fits(ds: LabelledImages) -> bool:
-    return ds.data["image"].numel() < MEMORY_FRACTION * _available_memory()
-
-
-def _available_memory() -> int:
-    """Bytes of memory available without swapping: MemAvailable of /proc/meminfo, else free pages; 0 if unknown."""
-    with suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with suppress(OSError, ValueError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return 0
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -747,190 +654,3 @@ def _load_torchvision_cifar(root: Path, download: bool, image_size) -> tuple[Lab
     return out[0], out[1]
 
 
-# --------------------------------------------------------------------------- subsets and statistics
-
-
-def balanced_subset(ds: LabelledImages, n: int, seed: int) -> LabelledImages:
-    """A seeded, class-balanced random subset of n samples (per-class counts differ by at most 1 where
-    class sizes allow), kept in dataset order; n >= len(ds) returns ds unchanged."""
-    if n < 1:
-        raise DataError(f"subset size must be a positive number of samples, got {n}")
-    if n >= len(ds):
-        return ds
-    labels = ds.data["label"]
-    sizes = torch.bincount(labels, minlength=len(ds.classes)).tolist()
-    counts, left = [0] * len(sizes), n
-    for k, c in enumerate(sorted(range(len(sizes)), key=lambda c: sizes[c])):  # water-filling, smallest first
-        counts[c] = min(sizes[c], left // (len(sizes) - k))
-        left -= counts[c]
-    g = torch.Generator().manual_seed(seed)
-    picks = []
-    for c, count in enumerate(counts):
-        members = torch.nonzero(labels == c).flatten()
-        picks.append(members[torch.randperm(len(members), generator=g)[:count]])
-    index = torch.cat(picks).sort().values
-    return LabelledImages(_rows(ds.data, index), ds.classes)
-
-
-def _rows(data: TensorDict, index: Tensor) -> TensorDict:
-    """data[index]; memory-mapped images are gathered chunk by chunk into a new file-backed map (its file beside
-    the source's, unlinked at once: the mapping keeps it until the process ends), never into memory."""
-    images = data["image"]
-    if not (isinstance(images, MemoryMappedTensor) and images.filename is not None):
-        return data[index]
-    name = Path(images.filename).parent / f".subset-{uuid.uuid4().hex}.memmap"
-    try:
-        out = MemoryMappedTensor.empty((len(index), *images.shape[1:]), dtype=images.dtype, filename=name)
-        step = _rows_per_chunk(images)
-        for a in range(0, len(index), step):
-            out[a:a + step] = images[index[a:a + step]]
-    finally:
-        name.unlink(missing_ok=True)
-    rest = {key: value[index] for key, value in data.items() if key != "image"}
-    return TensorDict({"image": out, **rest}, batch_size=[len(index)])
-
-
-def with_label_noise(ds: LabelledImages, fraction: float, seed: int) -> LabelledImages:
-    """A copy of `ds` in which exactly round(fraction * N) samples, picked by a generator seeded from `seed`, have
-    their label replaced by a uniformly random *other* class; "clean_label" keeps the labels from before (from
-    before the first call, if noise is added twice). The input is untouched (the images are shared, not copied).
-    fraction 0 returns `ds` itself; fraction must be in [0, 1) (else ConfigError)."""
-    if (isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not math.isfinite(fraction)
-            or not 0 <= fraction < 1):
-        raise ConfigError(f"label_noise must be a fraction in [0, 1), got {fraction!r}")
-    if fraction == 0:
-        return ds
-    num_classes = len(ds.classes)
-    if num_classes < 2:
-        raise ConfigError(f"label_noise needs at least 2 classes to pick a wrong label from, got {num_classes}")
-    labels = ds.data["label"]
-    g = _generator(seed, "label_noise")
-    picked = torch.randperm(len(ds), generator=g)[:round(fraction * len(ds))]
-    shift = torch.randint(1, num_classes, (len(picked),), generator=g)  # (label + 1..C-1) mod C: any other class
-    noisy = labels.cpu().clone()
-    noisy[picked] = (noisy[picked] + shift) % num_classes
-    entries = dict(ds.data.items())
-    entries.setdefault("clean_label", labels.clone())
-    entries["label"] = noisy.to(labels.device)
-    return LabelledImages(TensorDict(entries, batch_size=ds.data.batch_size, device=ds.data.device), ds.classes)
-
-
-def describe(ds: LabelledImages) -> dict:
-    """Summary for tracking: {"num_samples": N, "num_classes": K, "image_shape": (C, H, W)}."""
-    return {"num_samples": len(ds), "num_classes": len(ds.classes),
-            "image_shape": tuple(int(s) for s in ds.data["image"].shape[1:])}
-
-
-def _rows_per_chunk(images: Tensor) -> int:
-    """Rows of `images` per chunk of a streamed pass: 4096 (as always for small images), else 2**20 values."""
-    per_image = max(1, math.prod(images.shape[1:]))
-    return 4096 if per_image <= 4096 else max(1, 2**20 // per_image)
-
-
-def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel (mean, std) of uint8 images [N,C,H,W] in [0,1] units, each float32 of shape [C]; streamed
-    through one float64 chunk at a time (4096 small images, or 2**20 values), so mapped images are never held."""
-    scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
-    squares = torch.zeros_like(total)
-    for chunk in images.split(_rows_per_chunk(images)):
-        x = chunk.to(torch.float64, copy=True).div_(scale)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square_().sum(dim=(0, 2, 3))
-    count = images.numel() / images.shape[1]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
-    return mean.float(), std.float()
-
-
-# --------------------------------------------------------------------------- augmentation and batches
-
-
-def augment(images: Tensor, generator: torch.Generator, *, pad: int = 4, flip: bool = True,
-            padding_mode: str = "constant") -> Tensor:
-    """Per-sample random crop of float [B,C,H,W] images after `pad` pixels of zero ("constant") or
-    "reflect" padding, plus a per-sample random horizontal flip; same shape out, one gather, no loop."""
-    b, c, h, w = images.shape
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device).to(images.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device).to(images.device)
-    flips = (torch.rand(b, generator=generator, device=generator.device) < 0.5).to(images.device)
-    padded = F.pad(images, (pad, pad, pad, pad), mode=padding_mode) if pad else images
-    rows = dy[:, None] + torch.arange(h, device=images.device)  # [B,H]
-    cols = dx[:, None] + torch.arange(w, device=images.device)  # [B,W]
-    if flip:
-        cols = torch.where(flips[:, None], cols.flip(1), cols)
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    chan = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-_augment = augment  # iterate_batches has a flag of the same name
-
-
-def _generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded by a hash of `keys`, so (seed, epoch[, batch]) streams never collide."""
-    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
-
-
-def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
-    """Number of batches one epoch over n samples yields."""
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-def iterate_batches(
-    ds: LabelledImages,
-    batch_size: int,
-    *,
-    seed: int,
-    epoch: int,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    augment: bool = False,
-    mean: Tensor | None = None,
-    std: Tensor | None = None,
-    device="cpu",
-    start_batch: int = 0,
-) -> Iterator[TensorDict]:
-    """Yield TensorDicts [B] with "image" float32 ((x/255 - mean)/std), "label" and "index" (position in ds).
-    Order and augmentation depend only on (seed, epoch, batch number), so `start_batch` resumes mid-epoch."""
-    if batch_size < 1:  # checked here, not lazily at the first batch
-        raise DataError(f"batch size must be positive, got {batch_size}")
-    device = torch.device(device)
-    shape = (1, -1, 1, 1)
-    mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(shape)
-    std = None if std is None else torch.as_tensor(std, dtype=torch.float32, device=device).reshape(shape)
-    return _batches(ds, batch_size, seed, epoch, shuffle, drop_last, augment, mean, std, device, start_batch)
-
-
-def _batches(ds, batch_size, seed, epoch, shuffle, drop_last, augment, mean, std, device, start_batch):
-    n = len(ds)
-    order = torch.randperm(n, generator=_generator(seed, epoch)) if shuffle else torch.arange(n)
-    for k in range(start_batch, num_batches(n, batch_size, drop_last)):
-        index = order[k * batch_size:(k + 1) * batch_size]
-        yield batch_at(ds, index, generator=_generator(seed, epoch, k) if augment else None,
-                       mean=mean, std=std, device=device)
-
-
-def batch_at(ds: LabelledImages, index: Tensor, *, generator: torch.Generator | None = None,
-             mean: Tensor | None = None, std: Tensor | None = None, device="cpu", transform=None) -> TensorDict:
-    """The samples at `index` as a batch TensorDict ("image" float normalised, "label", "index");
-    augmented with `generator` when one is given, by `transform(images in [0, 1], generator)` (default: crop +
-    flip, `augment`) before the normalisation. mean/std broadcast as [1,C,1,1]."""
-    device = torch.device(device)
-    batch = ds.data[index.to(ds.data["image"].device)]  # memory-mapped images: only these rows are read
-    images = batch["image"].to(device, non_blocking=True).float().div_(255)
-    if generator is not None:
-        images = (transform or _augment)(images, generator)
-    if mean is not None:
-        images = images - mean.to(device).reshape(1, -1, 1, 1)
-    if std is not None:
-        images = images / std.to(device).reshape(1, -1, 1, 1)
-    return TensorDict({"image": images, "label": batch["label"].to(device), "index": index.to(device)},
-                      batch_size=[len(index)], device=device)
-
-
-def epoch_generator(seed: int, epoch: int, batch: int, stream: int = 0) -> torch.Generator:
-    """The generator of batch `batch` of `epoch`: stream 0 is the augmentation's (as iterate_batches uses),
-    other streams are independent ones for other per-batch draws (e.g. prioritised sampling)."""
-    return _generator(seed, epoch, batch) if stream == 0 else _generator(seed, epoch, batch, stream)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchvision.io import encode_jpeg, write_png
 
+from functional_ast.data import decode as data_decode
 from functional_ast.data import images as D
 from functional_ast.data.images import (
     DataError,
@@ -151,7 +152,7 @@ def test_cache_round_trip_skips_decoding_and_tracks_changes(tmp_path, monkeypatc
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(D, "_decode", no_decoding)
+    monkeypatch.setattr(data_decode, "_decode", no_decoding)
     second = load_dataset(tmp_path / "src", root=tmp_path / "r")
     assert second[0].classes == first[0].classes
     assert (second[0].data == first[0].data).all() and (second[1].data == first[1].data).all()

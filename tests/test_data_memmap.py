@@ -19,7 +19,11 @@ from torchvision.io import write_png
 
 import functional_ast as fa
 from functional_ast.cli import main as cli
+from functional_ast.data import cache as data_cache
+from functional_ast.data import decode as data_decode
 from functional_ast.data import images as D
+from functional_ast.data import placement as data_placement
+from functional_ast.data import splits as data_splits
 from functional_ast.train.trainer import Data
 
 
@@ -82,9 +86,9 @@ def _net(features: int = 3 * 8 * 8, classes: int = 3) -> nn.Module:
 def test_auto_copies_what_fits_and_bad_values_are_one_line(tmp_path, monkeypatch):
     src = _tree(tmp_path / "src", COLOUR)
     image_bytes = D.load_dataset(src, root=tmp_path / "r", data_in_memory="off")[0].data["image"].numel()
-    monkeypatch.setattr(D, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION) + 1)
+    monkeypatch.setattr(data_placement, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION) + 1)
     assert not D.is_mapped(D.load_dataset(src, root=tmp_path / "r")[0])  # just under the share: copied
-    monkeypatch.setattr(D, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION))
+    monkeypatch.setattr(data_placement, "_available_memory", lambda: int(image_bytes / D.MEMORY_FRACTION))
     train = D.load_dataset(src, root=tmp_path / "r")[0]
     assert D.is_mapped(train)  # the share reached: left mapped
     assert D.is_mapped(D.placed(train, "cpu", "auto")) and not D.is_mapped(D.placed(train, "cpu", "on"))
@@ -97,14 +101,15 @@ def test_auto_copies_what_fits_and_bad_values_are_one_line(tmp_path, monkeypatch
 
 _KILLED_AFTER_TWO_CHUNKS = """
 import os, signal, sys
-from functional_ast.data import images as D
-D._CHUNK, decode, calls = 2, D._decode, []
+from functional_ast.data import cache, images as D
+from functional_ast.data import decode as data_decode
+cache._CHUNK, decode, calls = 2, data_decode._decode, []
 def killed_after_two(files, image_size, where):
     calls.append(1)
     if len(calls) > 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return decode(files, image_size, where)
-D._decode = killed_after_two
+data_decode._decode = killed_after_two
 D.load_dataset(sys.argv[1], root=sys.argv[2])
 """
 
@@ -114,8 +119,8 @@ def test_an_interrupted_decode_resumes_where_it_stopped_and_loses_nothing(tmp_pa
     # train's first chunk is grayscale, later ones colour: the images file turns 3-channel mid-decode
     src = _tree(tmp_path / "src", {"train": {"a": "ggg", "b": "ccc"}, "test": {"a": "gg", "b": "c"}})
     expected = D.load_dataset(src, cache=False)
-    monkeypatch.setattr(D, "_CHUNK", 2)
-    decode, calls = D._decode, []
+    monkeypatch.setattr(data_cache, "_CHUNK", 2)
+    decode, calls = data_decode._decode, []
 
     def interrupted_after_two(files, image_size, where):
         calls.append(len(files))
@@ -129,14 +134,14 @@ def test_an_interrupted_decode_resumes_where_it_stopped_and_loses_nothing(tmp_pa
                               env=env, capture_output=True, timeout=120)
         assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     else:
-        monkeypatch.setattr(D, "_decode", interrupted_after_two)
+        monkeypatch.setattr(data_decode, "_decode", interrupted_after_two)
         with pytest.raises(KeyboardInterrupt):
             D.load_dataset(src, root=tmp_path / "r")
     cache = tmp_path / "r" / "cache"
     (partial,) = cache.iterdir()
     assert partial.name.startswith(".") and partial.name.endswith(".partial")  # never read as complete
-    assert D._read_cache(cache / partial.name[1:-len(".partial")]) is None
-    monkeypatch.setattr(D, "_decode", lambda *a: calls.append(len(a[0])) or decode(*a))
+    assert data_cache.read_cache(cache / partial.name[1:-len(".partial")]) is None
+    monkeypatch.setattr(data_decode, "_decode", lambda *a: calls.append(len(a[0])) or decode(*a))
     calls.clear()
     resumed = D.load_dataset(src, root=tmp_path / "r", data_in_memory="off")
     assert calls == [2, 2, 1]  # train's last 2 images, then test's 3: nothing decoded twice
@@ -182,16 +187,16 @@ class _PeakAnon:
 def test_a_memory_mapped_set_trains_with_no_full_copy(tmp_path, monkeypatch):
     n, shape = 16_384, (3, 64, 64)  # 201 MB of images, written through the cache in chunks
     labels = torch.arange(n) % 4
-    monkeypatch.setattr(D, "_fsync_file", lambda path: None)  # durability is not what this test is about
+    monkeypatch.setattr(data_cache, "_fsync_file", lambda path: None)  # durability is not what this test is about
 
     def rows(a, b):  # a cheap deterministic pattern, made chunk by chunk (never the whole set)
         row = (torch.arange(a, b) % 256).to(torch.uint8)[:, None]
         return (row * 7 + torch.arange(12_288).to(torch.uint8)).view(-1, *shape)
 
-    split = D._Split(labels, rows)
-    test = D._Split(labels[:64], rows)
+    split = data_splits.Split(labels, rows)
+    test = data_splits.Split(labels[:64], rows)
     folder = tmp_path / "cache" / "big"
-    train, test = D._cached(folder, (list("abcd"), {"train": split, "test": test}), "synthetic")
+    train, test = data_cache.cached(folder, (list("abcd"), {"train": split, "test": test}), "synthetic")
     image_bytes = train.data["image"].numel()
     assert image_bytes > 200e6 and D.is_mapped(train)
     config = fa.TrainConfig(strategy="full", epochs=1, warmup_epochs=0, batch_size=64)

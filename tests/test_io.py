@@ -11,6 +11,7 @@ import torch
 from tensordict import TensorDict
 
 from functional_ast import io as fio
+from functional_ast.data import cache as data_cache
 from functional_ast.data import images as data
 from functional_ast.edges import checkpoint
 
@@ -131,10 +132,10 @@ def test_data_cache_is_written_whole_and_a_second_writer_loses_quietly(tmp_path)
     train = data.from_tensors(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
     test = data.from_tensors(torch.ones(2, 3, 2, 2, dtype=torch.uint8), torch.tensor([1, 0]), ["a", "b"])
     folder = tmp_path / "cache" / "abc"
-    data._write_cache(folder, train, test)
+    data_cache._write_cache(folder, train, test)
     assert json.loads((folder / "classes.json").read_text()) == {"classes": ["a", "b"]}
     assert {"train", "test", "classes.json"} <= set(_names(folder)) and _names(folder.parent) == ["abc"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the cache exists: the rename fails, no warning, nothing left behind
-        data._write_cache(folder, train, test)
+        data_cache._write_cache(folder, train, test)
     assert _names(folder.parent) == ["abc"]

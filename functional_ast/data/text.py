@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from functional_ast.data.images import DataError
+from functional_ast.data.errors import DataError
 
 DEFAULT_GLOB = "**/*"
 STDLIB_EXCLUDED = ("test", "tests", "idle_test", "site-packages", "__pycache__")  # folder names, at any depth

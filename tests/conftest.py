@@ -73,3 +73,33 @@ def assert_tree_equal(a: TensorDict, b: TensorDict) -> None:
 @pytest.fixture
 def batch() -> TensorDict:
     return make_batch()
+
+
+class StepClock:
+    """A train clock that load cannot move, for tests of time budgets: each training step takes `tick` seconds
+    and each reading a microsecond (so readings still increase). Stands in for `time` in the trainer."""
+
+    def __init__(self, tick: float):
+        self.tick, self.now = tick, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+    def stepping(self, step):
+        def timed(state, batch):
+            self.now += self.tick
+            return step(state, batch)
+        return timed
+
+
+@pytest.fixture
+def step_clock(monkeypatch) -> StepClock:
+    """Runs built in this test time their training steps on a `StepClock` of 10 ms a step (probes included)."""
+    from functional_ast.train import selective, trainer
+
+    clock, make = StepClock(tick=0.01), trainer.make_train_step
+    monkeypatch.setattr(trainer, "make_train_step", lambda *args, **kwargs: clock.stepping(make(*args, **kwargs)))
+    monkeypatch.setattr(trainer, "time", clock)
+    monkeypatch.setattr(selective, "time", clock)
+    return clock

@@ -78,7 +78,7 @@ def test_equal_accuracy_is_the_time_to_full_s_final_accuracy_over_full_s_time():
     assert r["strategies"]["sundew"]["reached_in"] == "1 of 2 seeds"
 
 
-def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monkeypatch, capsys):
+def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monkeypatch, capsys, step_clock):
     from test_cli import _image_folder
 
     monkeypatch.chdir(tmp_path)
@@ -103,10 +103,12 @@ def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monke
     long_s = result["by_budget"]["long"]["budget_s"]
     # every run trained for the budget (the first step boundary past it), full data included
     assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in rows)
+    assert all(r["train_time_s"] < long_s + step_clock.tick + 1e-3 for r in rows)  # a step is a tick
     assert (tmp_path / "s-short.png").is_file() and (tmp_path / "s-long.png").is_file()
 
 
-def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished_runs(tmp_path, monkeypatch, capsys):
+def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished_runs(tmp_path, monkeypatch, capsys,
+        step_clock):
     """Stopped in its long budget (after some checkpoints), the benchmark continues with --resume: the short
     budget's runs are read back as they finished, the long ones continue from their checkpoints to the budget
     probed at the start, and the JSON lists both parts. Other flags, or nothing to resume, are refused."""
@@ -162,9 +164,12 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     assert sorted((r["strategy"], r["seed"]) for r in result["by_budget"]["long"]["equal_time"]["rows"]) == sorted(
         (s, seed) for s in ("full", "stale") for seed in (0, 1))
     assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in result["by_budget"]["long"]["equal_time"]["rows"])
+    assert all(r["train_time_s"] < long_s + step_clock.tick + 1e-3
+               for r in result["by_budget"]["long"]["equal_time"]["rows"])
 
 
-def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_alone(tmp_path, monkeypatch, capsys):
+def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_alone(tmp_path, monkeypatch, capsys,
+        step_clock):
     """Run with --seeds 0, then moved (only its .json files, a new run store) and resumed with --seeds 0,1:
     seed 0 is read back as it finished, seed 1 trains to the same budget; dropping a seed is refused."""
     import shutil
@@ -199,6 +204,7 @@ def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_a
     budget = after["by_budget"]["1-epochs"]["budget_s"]
     assert budget == before["by_budget"]["1-epochs"]["budget_s"]  # the budget as first probed
     assert all(budget <= rows[s, 1]["train_time_s"] < budget + 1.0 for s in ("full", "stale"))
+    assert all(rows[s, 1]["train_time_s"] < budget + step_clock.tick + 1e-3 for s in ("full", "stale"))
     assert after["equal_time"]["seeds"] == 2 and len(after["parts"]) == 2
     # the comparison's parent run continued as a new run of the new store, its table there
     from mlflow.tracking import MlflowClient

@@ -241,15 +241,16 @@ def test_compare_runs_variants_with_their_own_cooldown_side_by_side(synthetic):
     assert cli.parse_variant("stale:warmup=2:cooldown=8") == ("stale", {"warmup_epochs": 2, "cooldown_epochs": 8})
 
 
-def test_time_budget_stops_every_strategy_at_the_budget(synthetic):
+def test_time_budget_stops_every_strategy_at_the_budget(synthetic, step_clock):
     data, uri = synthetic
-    budget = 1.5
+    budget, step_clock.tick = 1.5, 0.03  # 50 steps a run
     results = cli.compare_strategies(cli.build_parser().parse_args([
         "--data", str(data), "--epochs", "3", "--batch-size", "16", "--target-rate", "0.25", "--tracking-uri", uri,
         "--no-progress", "--compare", "full,sundew", "--time-budget", str(budget)]))
     for r in results:
         # Training stops at the first step boundary past the budget: at most one step over.
         assert r.summary["train_time_s"] < budget + 1.0
+        assert budget <= r.summary["train_time_s"] < budget + step_clock.tick + 1e-3  # a step is a tick
         assert r.summary["epochs"] >= 1
 
 

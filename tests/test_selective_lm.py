@@ -51,3 +51,29 @@ def test_a_selective_run_trains_and_pays_for_its_reference(corpus):  # noqa: F81
     # the reference's epoch and every step's reference forward are in the run's FLOPs: more than the plain run's
     assert summary["flops_spent"] > plain.summary["flops_spent"] * 1.3
     assert summary["train_time_s"] > 0
+
+
+def test_a_selective_run_resumed_from_a_safe_point_ends_as_the_uninterrupted_one(corpus, tmp_path):  # noqa: F811
+    """Resumed from a checkpoint, a selective run retrains the same reference without charging it again and
+    ends bit-identical to the uninterrupted run, its FLOPs (the reference's included once) equal."""
+    from conftest import assert_tree_equal
+
+    from functional_ast.edges import checkpoint
+
+    train, test = corpus
+    config = fa.TrainConfig(strategy="full", epochs=3, batch_size=8, optimizer="adam", lr=3e-3)
+    saved = []
+
+    class KeepSafePoints(fa.Callback):
+        def on_safe_point(self, run):
+            saved.append(checkpoint.save(tmp_path / str(len(saved)), run.state, {}))
+
+    whole = fit_selective(lambda: _gpt(), train, test, config, keep=0.5, callbacks=[KeepSafePoints()],
+                          safe_point_every=3)
+    middle, _ = checkpoint.load(saved[1])
+    assert 0 < int(middle["step"]) < int(whole.state["step"])
+    resumed = fit_selective(lambda: _gpt(), train, test, config, keep=0.5, state=middle, safe_point_every=3)
+    assert_tree_equal(resumed.state.exclude("clock", "history"), whole.state.exclude("clock", "history"))
+    assert resumed.summary["flops_spent"] == whole.summary["flops_spent"]
+    assert resumed.history.series("loss") == whole.history.series("loss")
+    assert [e["test_loss"] for e in resumed.history.epochs] == [e["test_loss"] for e in whole.history.epochs]

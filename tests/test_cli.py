@@ -268,3 +268,27 @@ def test_diverging_run_stops_with_a_clear_error(synthetic, capsys):
     client = _client(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_airbench94_trains_from_the_command_line_whitened_on_the_training_images(tmp_path, monkeypatch, capsys):
+    """`--model airbench94` builds its whitening from the normalised training images and trains; on images too
+    small for it the run is refused in one line, exit 2, before anything trains."""
+    from functional_ast.models.airbench import whitening_filters
+    from functional_ast.train import prepare
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    small = cli.main(["--data", str(_image_folder(tmp_path / "small")), "--model", "airbench94", "--epochs", "1", "--batch-size", "16",
+                      "--tracking-uri", uri, "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert small == 2 and len(err.splitlines()) == 1 and "--model airbench94 needs images of at least 16" in err
+    folder = _image_folder(tmp_path / "images", size=16)
+    data = prepare.load_data(str(folder))
+    expected = (data.train.data["image"].float() / 255 - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
+    assert torch.equal(prepare.model_builder("airbench94", data)()[0].weight, whitening_filters(expected))
+    assert cli.main(["--data", str(folder), "--model", "airbench94", "--epochs", "4", "--strategy", "full",
+                     "--lr", "1.0", "--batch-size", "16", "--tracking-uri", uri, "--no-progress"]) == 0
+    client = _client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
+    (run,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert run.data.params["model"] == "airbench94" and run.data.metrics["final/test_accuracy"] >= 0.75

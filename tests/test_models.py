@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from functional_ast.models import MODELS, build_model, cnn, resnet, vit
+from functional_ast.models import MODELS, airbench94, build_model, cnn, resnet, vit
 
 
 def tiny(name: str, num_classes: int, in_channels: int, image_size: int) -> torch.nn.Module:
@@ -14,10 +14,12 @@ def tiny(name: str, num_classes: int, in_channels: int, image_size: int) -> torc
         return cnn(num_classes, in_channels, width=4)
     if name == "resnet":
         return resnet(num_classes, in_channels, width=4, blocks_per_stage=1)
+    if name == "airbench94":
+        return airbench94(num_classes, in_channels, image_size=image_size)
     return vit(num_classes, in_channels, image_size=image_size, patch_size=4, dim=16, depth=2, heads=2)
 
 
-NAMES = ["cnn", "resnet", "vit"]
+NAMES = ["cnn", "resnet", "vit", "airbench94"]
 
 
 def state(model: torch.nn.Module) -> tuple[dict, dict]:
@@ -40,6 +42,10 @@ def randomise_bn_stats(model: torch.nn.Module) -> None:
 @pytest.mark.parametrize("num_classes,in_channels,size", [(3, 1, 16), (10, 3, 32), (7, 2, 8)])
 def test_output_shape(name, num_classes, in_channels, size):
     torch.manual_seed(0)
+    if name == "airbench94" and size < 16:  # three 2x2 pools after the 2x2 whitening
+        with pytest.raises(ValueError, match="at least 16 pixels"):
+            tiny(name, num_classes, in_channels, size)
+        return
     model = tiny(name, num_classes, in_channels, size)
     out = model(torch.randn(2, in_channels, size, size))
     assert out.shape == (2, num_classes)
@@ -59,7 +65,7 @@ def test_build_model_defaults_map_images_to_logits(name):
 
 
 def test_build_model_unknown_name_lists_choices():
-    assert set(MODELS) == {"cnn", "resnet", "vit"}
+    assert set(MODELS) == {"cnn", "resnet", "vit", "airbench94"}
     with pytest.raises(ValueError) as err:
         build_model("mlp", num_classes=10)
     for name in MODELS:
@@ -147,3 +153,27 @@ def test_default_models_are_deterministic_in_train_mode(name):
     second = functional_call(model, (params, {k: v.clone() for k, v in buffers.items()}), (x,))
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     assert not any(getattr(m, "inplace", False) for m in model.modules())
+
+
+def test_airbench94_whitens_the_patches_of_its_images_and_trains_no_scale():
+    """Its first layer's fixed filters map the images' 2x2 patches to (nearly) unit covariance, each filter
+    beside its negation; the filters and the BatchNorm scales are buffers, the whitening bias a parameter."""
+    from functional_ast.models.airbench import whitening_filters
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.tensor([[1.0, 0.5, 0.2], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]])
+    images = torch.einsum("dc,nchw->ndhw", mix, torch.randn(64, 3, 16, 16, generator=g))  # correlated channels
+    images = images + torch.nn.functional.avg_pool2d(images, 3, 1, 1)  # and neighbouring pixels
+    filters = whitening_filters(images, eps=0.0)
+    assert filters.shape == (24, 3, 2, 2) and torch.equal(filters[12:], -filters[:12])
+    out = torch.nn.functional.conv2d(images, filters[:12]).permute(0, 2, 3, 1).reshape(-1, 12)
+    torch.testing.assert_close(torch.cov(out.T), torch.eye(12), atol=1e-3, rtol=0)
+    model = airbench94(10, 3, whitening_images=images)
+    assert torch.equal(model[0].weight, whitening_filters(images))  # at its default eps
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    assert "0.weight" in buffers and "0.bias" in params
+    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6 and all(f"{n}.weight" in buffers and f"{n}.bias" in params for n in norms)
+    assert sum(p.numel() for p in params.values()) == pytest.approx(1.97e6, rel=0.01)  # airbench94's 1.97 M
+    with pytest.raises(ValueError, match="channels"):
+        airbench94(10, 1, whitening_images=images)

@@ -18,9 +18,11 @@ from torch import nn
 
 from functional_ast.data import images as fdata
 from functional_ast.data import text
-from functional_ast.models import build_model, gpt
+from functional_ast.models import airbench94, build_model, gpt
 from functional_ast.train.config import ConfigError
 from functional_ast.train.trainer import Data
+
+WHITENING_SAMPLES = 5000  # the training images airbench94's whitening is computed from (airbench's number)
 
 
 def load_data(path: str | Path | None, *, root: str | Path = "./data", device: torch.device | str = "cpu",
@@ -106,6 +108,13 @@ def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
         raise ConfigError("--model gpt is a language model; use it with --task lm (and a text --data)")
     _, channels, height, _ = data.train.data["image"].shape
     num_classes = len(data.train.classes)
+    if spec == "airbench94":  # its first layer whitens the patches of the images training sees
+        if min(data.train.data["image"].shape[-2:]) < 16:
+            raise ConfigError(f"--model airbench94 needs images of at least 16 pixels, these are {height}; pass "
+                              "--image-size 32, or use cnn")
+        sample = data.train.data["image"][:WHITENING_SAMPLES].cpu().float().div(255)
+        whitening = (sample - data.mean.cpu().view(1, -1, 1, 1)) / data.std.cpu().view(1, -1, 1, 1)
+        return lambda: airbench94(num_classes, channels, height, whitening_images=whitening)
     if ":" not in spec:
         return lambda: build_model(spec, num_classes=num_classes, in_channels=channels, image_size=height)
     fn = _imported(spec)

@@ -278,8 +278,8 @@ def test_airbench94_trains_from_the_command_line_whitened_on_the_training_images
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    small = cli.main(["--data", str(_image_folder(tmp_path / "small")), "--model", "airbench94", "--epochs", "1", "--batch-size", "16",
-                      "--tracking-uri", uri, "--no-progress"])
+    small = cli.main(["--data", str(_image_folder(tmp_path / "small")), "--model", "airbench94", "--epochs", "1",
+                      "--batch-size", "16", "--tracking-uri", uri, "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert small == 2 and len(err.splitlines()) == 1 and "--model airbench94 needs images of at least 16" in err
     folder = _image_folder(tmp_path / "images", size=16)

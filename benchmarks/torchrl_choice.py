@@ -1,6 +1,6 @@
 """Should the data path use torchrl? Its memmap storage and prioritised sampler against this package's own.
 
-    pip install torchrl==0.14.1 && python -m benchmarks.torchrl_choice [--sizes 50000,1000000,10000000]
+    pip install torchrl==0.14.1 && python -m benchmarks.torchrl_choice [--sizes 50000,1000000,10000000] [--json PATH]
 
 Two jobs torchrl's replay buffers are built for, each timed interleaved with this package's way of doing it,
 on the same data, in one run (medians of `--repeats` alternating rounds; ratios are torchrl / ours):
@@ -18,6 +18,7 @@ on the same data, in one run (medians of `--repeats` alternating rounds; ratios 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from tensordict import MemoryMappedTensor, TensorDict
 
+from functional_ast import io
 from functional_ast.core import prng
 from functional_ast.core.sampling import prioritized_draw
 
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--gather-max", type=int, default=1_000_000, help="largest n whose windows are written for the "
                    "gather (torchrl's storage holds every window: n * (context + 1) bytes on disk)")
+    p.add_argument("--json", default=None, help="also write the rows here (the committed figures' source)")
     args = p.parse_args(argv)
     try:
         import torchrl
@@ -121,13 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, torchrl {torchrl.__version__}, {torch.get_num_threads()} threads, "
           f"k={args.k}, context={args.context}, {args.repeats} interleaved repeats")
     print("| job | n | ours ms | torchrl ms | torchrl / ours |\n|---|---|---|---|---|")
+    rows = []
+
+    def row(job: str, n: int, ours: float, theirs: float) -> None:
+        rows.append({"job": job, "n": n, "ours_ms": ours * 1e3, "torchrl_ms": theirs * 1e3, "ratio": theirs / ours})
+        print(f"| {job} | {n:,} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / ours:.2f} |")
+
     for n in sizes:
-        ours, theirs = draws(n, args.k, args.repeats)
-        print(f"| prioritised draw + update | {n:,} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / ours:.2f} |")
+        row("prioritised draw + update", n, *draws(n, args.k, args.repeats))
     for n in [s for s in sizes if s <= args.gather_max]:
         with tempfile.TemporaryDirectory() as folder:
-            ours, theirs = gathers(n, args.k, args.context, args.repeats, Path(folder))
-        print(f"| gather windows from memmap | {n:,} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / ours:.2f} |")
+            row("gather windows from memmap", n, *gathers(n, args.k, args.context, args.repeats, Path(folder)))
+    if args.json:
+        io.atomic_write_json(args.json, {
+            "machine": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torchrl": torchrl.__version__, "k": args.k, "context": args.context,
+            "repeats": args.repeats, "rows": rows})
+        print(f"wrote {args.json}")
     return 0
 
 

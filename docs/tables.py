@@ -197,6 +197,44 @@ def text_table() -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------- the speed figures the docs quote
+
+
+def step_speed_row() -> str:
+    """docs/results.md's row for the committed CPU quick step benchmark (step-speed-quick)."""
+    d = load("step-speed-quick")
+    r, ips = d["ratios"], d["images_per_s"]
+    f, p = ips["functional_eager"], ips["plain_eager"]
+    return (f"| CPU, quick ({d['repeats']} × {d['steps_per_block']}, paired per repeat), one quiet run "
+            f"([JSON](results/step-speed-quick/)) | `python -m benchmarks.step_speed --quick --device cpu` | "
+            f"functional eager / plain eager = **{r['functional_eager/plain_eager']:.3f}** ({f['median']:.0f} "
+            f"against {p['median']:.0f} images/s; spread {f['min']:.0f}–{f['max']:.0f} and {p['min']:.0f}–"
+            f"{p['max']:.0f}); compiled / plain eager = {r['functional_compiled/plain_eager']:.2f}; channels-last "
+            f"/ NCHW = {r['functional_channels_last/functional_eager']:.2f}; memory functional / plain = "
+            f"{r['memory functional_eager/plain_eager']:.2f} |")
+
+
+def torchrl_table() -> str:
+    """docs/results.md's torchrl table (torchrl-choice): each job and size, both times and their ratio."""
+    d = load("torchrl-choice")
+    out = ["| job | windows | ours, ms a step | torchrl, ms a step | torchrl / ours |", "|---|---|---|---|---|"]
+    out += [f"| {r['job']} | {r['n']:,} | {r['ours_ms']:.2f} | {r['torchrl_ms']:.2f} | {r['ratio']:.2f} |"
+            for r in d["rows"]]
+    return "\n".join(out)
+
+
+def quoted_speeds() -> dict[str, list[str]]:
+    """The speed figures README.md and docs/results.md quote, as each quotes them, from the committed JSON."""
+    step = load("step-speed-quick")["ratios"]["functional_eager/plain_eager"]
+    text = load("lm-speed-quick")["ratios"]["functional_eager/plain_eager"]["ratio"]
+    bf16 = load("precision-speed-quick")["results"]["bf16-mixed"]["ratio"]
+    draw = {r["n"]: r for r in load("torchrl-choice")["rows"] if r["job"].startswith("prioritised")}
+    return {"README.md": [f"(images {step:.3f}, text {text:.3f}", f"bf16-mixed runs at {bf16:.2f}×",
+                          f"{draw[1_000_000]['ours_ms']:.0f} ms a step at 1M windows and "
+                          f"{draw[10_000_000]['ours_ms']:.0f} ms at 10M"],
+            "docs/results.md": [step_speed_row(), torchrl_table(), f"functional/plain = {text:.3f}"]}
+
+
 def readme_block(text: str, start: str = START, end: str = END) -> str:
     """What README.md holds between a table's markers (stripped)."""
     if start not in text or end not in text:

@@ -111,3 +111,27 @@ def test_a_changed_json_is_caught(monkeypatch):
 
     monkeypatch.setattr(tables, "load", tampered)
     assert tables.readme_block((REPO / "README.md").read_text()) != tables.readme_table()
+
+
+def test_the_speed_figures_the_docs_quote_are_the_committed_jsons(monkeypatch):
+    """Step speed (images, text), bf16-mixed against fp32 and the torchrl timings, as README.md and
+    docs/results.md quote them, are generated from the committed JSON; a changed JSON is caught."""
+
+    def flat(text: str) -> str:  # prose wraps: compare with whitespace collapsed
+        return " ".join(text.split())
+
+    def missing() -> list[tuple[str, str]]:
+        return [(doc, quote) for doc, quotes in tables.quoted_speeds().items()
+                for quote in quotes if flat(quote) not in flat((REPO / doc).read_text())]
+
+    assert missing() == []
+    real = tables.load
+
+    def slower(name):
+        result = real(name)
+        if name == "torchrl-choice":
+            result["rows"][1]["ours_ms"] *= 2
+        return result
+
+    monkeypatch.setattr(tables, "load", slower)
+    assert [doc for doc, _ in missing()] == ["README.md", "docs/results.md"]

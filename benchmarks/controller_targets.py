@@ -17,7 +17,7 @@ import sys
 import torch
 
 import functional_ast as fa
-from functional_ast.edges import tracking
+from functional_ast.edges import store
 from functional_ast.train import prepare
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"target-{target:g}"
         config = fa.TrainConfig(strategy="sundew", target_rate=target, epochs=args.epochs, warmup_epochs=1,
                                 batch_size=args.batch_size)
-        tracker = fa.MLflowTracking(args.tracking_uri or tracking.DEFAULT_TRACKING_URI, "controller-targets", name,
+        tracker = fa.MLflowTracking(args.tracking_uri or store.DEFAULT_TRACKING_URI, "controller-targets", name,
                                     log_model=False, announce=None)
         result = fa.fit(prepare.model_builder("cnn", data), data, None, config, name=name, callbacks=[tracker])
         epochs = result.history.epochs

@@ -56,7 +56,7 @@ from functional_ast import io
 from functional_ast.cli.flags import seed_list, strategy_list
 from functional_ast.data.images import DataError
 from functional_ast.edges import runs as run_folders
-from functional_ast.edges import tracking
+from functional_ast.edges import store
 from functional_ast.edges.tracked import Tracking, tracked_compare
 from functional_ast.report import plots, stats
 from functional_ast.report import tables as report
@@ -256,7 +256,7 @@ def _tracking(args) -> Tracking:
     """Where the comparisons are tracked and checkpointed; the benchmark's settings as every run's params."""
     params = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in _settings(args).items()}
     data_name = Path(args.data).name if args.data else "python-stdlib"
-    return Tracking(uri=args.tracking_uri or tracking.DEFAULT_TRACKING_URI, experiment=EXPERIMENT,
+    return Tracking(uri=args.tracking_uri or store.DEFAULT_TRACKING_URI, experiment=EXPERIMENT,
                     checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, log_model=False,
                     data_name=data_name, params=dict(params, benchmark="savings"))
 
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [float(b) for b in args.budget_epochs.split(",")]
     labels = ("short", "long") if len(budgets) == 2 else tuple(f"{b:g}-epochs" for b in budgets)
     args.checkpoint_dir = Path(args.checkpoint_dir or run_folders.checkpoint_root(
-        args.tracking_uri or tracking.DEFAULT_TRACKING_URI, EXPERIMENT) / Path(args.json).stem)
+        args.tracking_uri or store.DEFAULT_TRACKING_URI, EXPERIMENT) / Path(args.json).stem)
     plan_path = args.checkpoint_dir / "benchmark.json"
     now = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     added = []  # seeds this --resume adds to the benchmark's
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                                        seeds=args.seeds, resume=label in resumable, eval_every=eval_every,
                                        model_label=setup.label, progress=False, task=setup.task)
             print("\n" + compared.table)
-            print(f"Browse the runs: {tracking.ui_command(_tracking(args).uri, compared.experiment_id)}")
+            print(f"Browse the runs: {store.ui_command(_tracking(args).uri, compared.experiment_id)}")
             results = compared.results
             rows = _with_metric(results, metric)
             entry = {"budget_epochs": epochs, "budget_s": budget_s, "budget_kind": args.budget_kind,

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.io import read_image
 
 from functional_ast.cli import main as cli
-from functional_ast.edges import tracking
+from functional_ast.edges import store, tracking
 from functional_ast.edges.model_export import RawImageClassifier, description
 
 
@@ -207,5 +207,5 @@ def test_a_comparison_logs_the_data_by_name_and_prints_the_training_runs_address
                      "--no-progress", "--no-log-model", "--compare", "full"]) == 0
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("functional_ast").experiment_id
-    assert f"Browse the runs: {tracking.ui_command(uri, experiment)}" in capsys.readouterr().out
+    assert f"Browse the runs: {store.ui_command(uri, experiment)}" in capsys.readouterr().out
     assert {r.data.params["data"] for r in client.search_runs([experiment])} == {"images"}

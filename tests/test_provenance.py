@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
-from functional_ast.edges import provenance, tracking
+from functional_ast.edges import provenance, replay, tracking
 
 
 @pytest.mark.parametrize("orig,argv,want", [
@@ -72,7 +72,7 @@ def test_tags_of_a_run_created_offline_are_saved_and_replayed(tmp_path):
         with tracking.RunTracker("http://127.0.0.1:9", "prov-replayed", fallback_dir=tmp_path,
                                  tags={"mlflow.source.name": "python -m here", "mlflow.user": "me"}) as tracker:
             tracker.set_tags({tracking.NOTE_TAG: "what this run is"})
-    run_id = tracking.replay(tmp_path / "tracking-unsent", uri)
+    run_id = replay.replay(tmp_path / "tracking-unsent", uri)
     tags = MlflowClient(uri).get_run(run_id).data.tags
     assert tags["mlflow.source.name"] == "python -m here" and tags["mlflow.user"] == "me"
     assert tags[tracking.NOTE_TAG] == "what this run is"

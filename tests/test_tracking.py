@@ -77,10 +77,10 @@ def test_the_replay_command_the_warning_names_runs_as_a_module(tmp_path):
 
     from conftest import REPO
 
-    from functional_ast.edges import tracking
+    from functional_ast.edges import replay
 
     assert f"{tracking_cli.PROG} replay" in (REPO / "functional_ast" / "edges" / "tracking.py").read_text()
     out = subprocess.run([sys.executable, "-m", "functional_ast.cli.tracking", "replay", str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 1 and "not a tracking-unsent folder" in out.stderr
-    assert tracking.replay.__module__ == "functional_ast.edges.tracking"  # the library keeps the upload itself
+    assert replay.replay.__module__ == "functional_ast.edges.replay"  # the library keeps the upload itself

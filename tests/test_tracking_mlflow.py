@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from tensordict import TensorDict
 from torch import nn
 
-from functional_ast.edges import tracking
+from functional_ast.edges import datasets, replay, store, tracking
 
 UNREACHABLE = "http://127.0.0.1:9"
 KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -169,7 +169,7 @@ def test_log_model_never_raises(uri):
 
 def test_log_dataset_shows_as_a_run_input(uri, tmp_path):
     images, labels = torch.randint(0, 255, (20, 3, 4, 4), dtype=torch.uint8), torch.arange(20) % 3
-    digest = tracking.dataset_digest(images, labels)
+    digest = datasets.dataset_digest(images, labels)
     with tracking.RunTracker(uri, "datasets") as tracker:
         tracker.log_dataset("train", str(tmp_path), digest, num_samples=20, num_classes=3, image_shape=(3, 4, 4))
         tracker.log_dataset("test", "torchvision:CIFAR10", "0123456789ab", context="eval")
@@ -214,7 +214,7 @@ def test_an_unsent_dataset_is_saved_and_replayed(uri, tmp_path):
     assert [json.loads(line)["digest"] for line in (folder / "inputs.jsonl").read_text().splitlines()] == \
         ["bbbbbbbbbbbb"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tracking-unsent"]  # no temporary folder left
-    run_id = tracking.replay(folder, uri)
+    run_id = replay.replay(folder, uri)
     (only,) = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
     assert (only.dataset.name, only.dataset.digest) == ("train", "bbbbbbbbbbbb")
     assert json.loads(only.dataset.profile) == {"num_classes": 10}
@@ -225,7 +225,7 @@ def test_an_artifact_in_a_folder_is_logged_there_and_survives_the_fallback(uri, 
         with tracking.RunTracker(UNREACHABLE, "artifact-folders", fallback_dir=tmp_path) as tracker:
             tracker.log_text("what the model wrote", "samples/epoch-001.txt")
     assert (tmp_path / "tracking-unsent" / "artifacts" / "samples" / "epoch-001.txt").is_file()
-    run_id = tracking.replay(tmp_path / "tracking-unsent", uri)
+    run_id = replay.replay(tmp_path / "tracking-unsent", uri)
     client = MlflowClient(uri)
     assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/epoch-001.txt"]
     assert Path(client.download_artifacts(run_id, "samples/epoch-001.txt", str(tmp_path))).read_text() == \
@@ -238,19 +238,19 @@ def test_dataset_digest_is_stable_sensitive_and_fast():
     images[:, 0, 0, :] = torch.randint(0, 255, (50_000, 32), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (50_000,), generator=g)
     start = time.perf_counter()
-    digest = tracking.dataset_digest(images, labels)
+    digest = datasets.dataset_digest(images, labels)
     assert time.perf_counter() - start < 1.0  # milliseconds in fact; generous for a loaded machine
     assert len(digest) == 12 and int(digest, 16) >= 0
-    assert tracking.dataset_digest(images[:].contiguous(), labels.clone()) == digest
+    assert datasets.dataset_digest(images[:].contiguous(), labels.clone()) == digest
     changed = labels.clone()
     changed[123] = (changed[123] + 1) % 10
-    assert tracking.dataset_digest(images, changed) != digest
+    assert datasets.dataset_digest(images, changed) != digest
     images[0, 0, 0, 0] ^= 1  # the first image is always in the sample
-    assert tracking.dataset_digest(images, labels) != digest
+    assert datasets.dataset_digest(images, labels) != digest
     images[0, 0, 0, 0] ^= 1
-    assert tracking.dataset_digest(images[:-1], labels[:-1]) != digest
+    assert datasets.dataset_digest(images[:-1], labels[:-1]) != digest
     small = images[:100]
-    assert tracking.dataset_digest(small.float(), labels[:100]) != tracking.dataset_digest(small, labels[:100])
+    assert datasets.dataset_digest(small.float(), labels[:100]) != datasets.dataset_digest(small, labels[:100])
 
 
 def test_system_metrics_without_psutil_warn_and_go_on(uri, monkeypatch):
@@ -287,12 +287,12 @@ def test_the_browse_address_opens_the_training_runs_whatever_the_browsers_switch
     with tracking.RunTracker(uri, "browse") as tracker:
         experiment_id = tracker.experiment_id
     assert experiment_id == MlflowClient(uri).get_experiment_by_name("browse").experiment_id
-    assert tracking.browse_url(experiment_id) == \
+    assert store.browse_url(experiment_id) == \
         f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    line = tracking.ui_command(uri, experiment_id)
+    line = store.ui_command(uri, experiment_id)
     assert line.startswith(f"mlflow ui --backend-store-uri {uri} ")
-    assert line.endswith(tracking.browse_url(experiment_id))
-    assert tracking.ui_command("http://mlflow.example:8080/", "3") == \
+    assert line.endswith(store.browse_url(experiment_id))
+    assert store.ui_command("http://mlflow.example:8080/", "3") == \
         "open http://mlflow.example:8080/#/experiments/3/runs?workflowType=machine_learning"
     with tracking.RunTracker(uri, "ignored", run_id=tracker.run_id) as resumed:  # a continued run knows it too
         assert resumed.experiment_id == experiment_id

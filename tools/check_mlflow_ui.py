@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from functional_ast.edges import tracking  # noqa: E402
+from functional_ast.edges import store, tracking  # noqa: E402
 
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1680,900")
@@ -55,7 +55,7 @@ class CheckFailed(AssertionError):
     """A check did not pass; the message says which and what was found."""
 
 
-def free_port(preferred: int = tracking.UI_PORT) -> int:
+def free_port(preferred: int = store.UI_PORT) -> int:
     """`preferred` if nothing listens there on localhost, else a free port the system picks."""
     for port in (preferred, 0):
         with socket.socket() as s:
@@ -226,7 +226,7 @@ def check_browser(chromium: str, base: str, found: dict, screenshot: str | Path 
     """In fresh profiles: the printed address shows the training runs (not the GenAI overview), each model page
     its final metrics and datasets. Returns what each address rendered (its text, shortened)."""
     port = int(base.rsplit(":", 1)[1])
-    url = tracking.browse_url(found["experiment_id"], port=port)
+    url = store.browse_url(found["experiment_id"], port=port)
     runs_text = browse(chromium, url, screenshot)
     genai = [w for w in GENAI_WORDS if w in runs_text]
     if genai or "Run Name" not in runs_text:
@@ -277,10 +277,10 @@ def demo_store(folder: str | Path, epochs: int = 4) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/check_mlflow_ui.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracking-uri", default=tracking.DEFAULT_TRACKING_URI)
+    parser.add_argument("--tracking-uri", default=store.DEFAULT_TRACKING_URI)
     parser.add_argument("--experiment", default="functional_ast")
     parser.add_argument("--demo", metavar="DIR", help="first train a tiny synthetic run into DIR/store, check that")
-    parser.add_argument("--port", type=int, default=tracking.UI_PORT, help="preferred port (a free one if taken)")
+    parser.add_argument("--port", type=int, default=store.UI_PORT, help="preferred port (a free one if taken)")
     parser.add_argument("--chromium", default=None, help="headless Chromium (default: chromium on PATH)")
     parser.add_argument("--no-browser", action="store_true", help="REST and route checks only")
     parser.add_argument("--screenshot", default=None, metavar="PNG", help="save the training runs' page here")
@@ -288,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uri = demo_store(args.demo) if args.demo else args.tracking_uri
         port = free_port(args.port)
-        print(f"store {uri}; browse: {tracking.ui_command(uri)} (here on port {port})", flush=True)
+        print(f"store {uri}; browse: {store.ui_command(uri)} (here on port {port})", flush=True)
         with mlflow_ui(uri, port) as base:
             found = check_rest(base, args.experiment)
-            url = tracking.browse_url(found["experiment_id"], port=port)
+            url = store.browse_url(found["experiment_id"], port=port)
             print(f"REST: experiment {found['experiment_id']} (kind tag {found['kind']}), finished runs "
                   f"{found['runs']}, models {found['models']}: checked", flush=True)
             print(f"UI: {found['script']} reads workflowType from the URL before its stored switch (GenAI by "

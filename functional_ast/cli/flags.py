@@ -14,7 +14,7 @@ import sys
 from functional_ast import strategies
 from functional_ast.core import work
 from functional_ast.data import images as fdata
-from functional_ast.edges import tracking
+from functional_ast.edges import store
 from functional_ast.models import MODELS
 from functional_ast.train.config import MEMORY_FORMATS, PRECISIONS, ConfigError, TrainConfig, parse_variant, split_spec
 
@@ -242,7 +242,7 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    default=work.DEFAULT_JOULES_PER_GFLOP,
                    help="assumed efficiency for the energy ESTIMATE where no meter (NVML/RAPL) is readable")
     r = p.add_argument_group("tracking")
-    r.add_argument("--tracking-uri", default=tracking.DEFAULT_TRACKING_URI)
+    r.add_argument("--tracking-uri", default=store.DEFAULT_TRACKING_URI)
     r.add_argument("--experiment", default="functional_ast")
     r.add_argument("--run-name", default=None)
     r.add_argument("--log-every", type=_bounded(int, 1), default=25,

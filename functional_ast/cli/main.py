@@ -35,7 +35,7 @@ from functional_ast.cli.flags import (
 from functional_ast.cli.objects import load_data, resolve_device, result_config, tracking_of, train_config
 from functional_ast.core import distributed
 from functional_ast.data import images as fdata
-from functional_ast.edges import checkpoint, tracking
+from functional_ast.edges import checkpoint, store
 from functional_ast.edges.tracked import tracked_compare, tracked_fit
 from functional_ast.train.config import ConfigError, parse_variant
 from functional_ast.train.loop import NonFiniteLossError
@@ -74,7 +74,7 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
     if out.already_finished or not collective.is_main:
         return out.result.summary
     print_summary(out.result.summary)
-    print(f"Browse the run: {tracking.ui_command(args.tracking_uri, out.experiment_id)}")
+    print(f"Browse the run: {store.ui_command(args.tracking_uri, out.experiment_id)}")
     return out.result.summary
 
 
@@ -93,7 +93,7 @@ def compare_strategies(args: argparse.Namespace,
                           progress=not args.no_progress, collective=collective, task=objects.task_of(args))
     if collective.is_main:
         print("\n" + out.table)
-        print(f"Browse the runs: {tracking.ui_command(args.tracking_uri, out.experiment_id)}")
+        print(f"Browse the runs: {store.ui_command(args.tracking_uri, out.experiment_id)}")
     return out.results
 
 

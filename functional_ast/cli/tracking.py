@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from functional_ast.edges.tracking import replay
+from functional_ast.edges.replay import replay
 
 PROG = "python -m functional_ast.cli.tracking"
 

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from functional_ast import io
-from functional_ast.edges import checkpoint, tracking
+from functional_ast.edges import checkpoint, datasets, store, tracking
 from functional_ast.report import plots
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.train.trainer import Callback, History, Result, Run
@@ -169,7 +169,7 @@ class MLflowTracking(Callback):
         if self.announce:
             self.announce(f"MLflow run {self.tracker.run_id or '(not created yet: store unreachable)'} "
                           f"({self.tracker.run_name}); browse: "
-                          f"{tracking.ui_command(self.tracker.tracking_uri, self.tracker.experiment_id)}")
+                          f"{store.ui_command(self.tracker.tracking_uri, self.tracker.experiment_id)}")
 
     def on_metrics(self, run: Run, first_step: int, chunk: dict[str, list[float]]) -> None:
         epoch = run.epoch
@@ -312,7 +312,7 @@ def test_dataset(dataset: dict, run: Run) -> dict:
                     digest=hashlib.sha256(key.encode()).hexdigest()[:12], num_samples=len(test))
     images = test.data["image"]
     return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",
-                digest=tracking.dataset_digest(images, test.data["label"]), num_samples=len(test),
+                digest=datasets.dataset_digest(images, test.data["label"]), num_samples=len(test),
                 num_classes=len(test.classes), image_shape=tuple(images.shape[1:]))
 
 

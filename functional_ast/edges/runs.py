@@ -15,7 +15,7 @@ from pathlib import Path
 
 from functional_ast import io
 from functional_ast.core import distributed
-from functional_ast.edges import checkpoint, tracking
+from functional_ast.edges import checkpoint, store
 from functional_ast.train.config import ConfigError
 from functional_ast.train.trainer import History, Result
 
@@ -27,7 +27,7 @@ def checkpoint_root(tracking_uri: str, experiment: str, checkpoint_dir: str | Pa
     """`checkpoint_dir`, or checkpoints/<experiment> beside the run store (./mlruns by default)."""
     if checkpoint_dir:
         return Path(checkpoint_dir)
-    return tracking.store_dir(tracking_uri) / "checkpoints" / experiment
+    return store.store_dir(tracking_uri) / "checkpoints" / experiment
 
 
 def run_folder(root: Path, name: str, resume: bool = False,

@@ -27,8 +27,8 @@ from torch import nn
 from functional_ast.core import distributed
 from functional_ast.core.task import Task
 from functional_ast.data.source import ImageData
+from functional_ast.edges import datasets, runs, store, tracking
 from functional_ast.edges import meter as fmeter
-from functional_ast.edges import runs, tracking
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
 from functional_ast.report import tables as report
 from functional_ast.train.config import TrainConfig
@@ -40,7 +40,7 @@ class Tracking:
     """Where runs are tracked and checkpointed, and what every run logs besides its config (`params`, e.g. the
     command line's flags; `data_name` names the data in the params and the MLflow run input)."""
 
-    uri: str = tracking.DEFAULT_TRACKING_URI
+    uri: str = store.DEFAULT_TRACKING_URI
     experiment: str = "functional_ast"
     checkpoint_dir: str | Path | None = None  # default: checkpoints/<experiment> beside the run store
     checkpoint_every: int = 200
@@ -107,7 +107,7 @@ def _digest(data: Data) -> str:
     """The data's own digest (a corpus's, its first 12 hex digits as MLflow keeps them), else the images'
     fingerprint."""
     own = data.describe().get("digest") if not isinstance(data, ImageData) else None
-    return own[:12] if own else tracking.dataset_digest(data.train.data["image"], data.train.data["label"])
+    return own[:12] if own else datasets.dataset_digest(data.train.data["image"], data.train.data["label"])
 
 
 def _text_facts(data) -> dict:

@@ -9,14 +9,15 @@ Tracking never stops training: if the store is unreachable or fails mid-run, the
 tracker warns once, keeps everything buffered and retries at the next flush. What
 is still unwritten when the run ends is saved to `fallback_dir` (params, metrics as
 JSON lines, artifacts as files) with a warning naming the command that uploads it:
-`python -m functional_ast.cli.tracking replay DIR --tracking-uri URI` (`replay` here).
+`python -m functional_ast.cli.tracking replay DIR --tracking-uri URI` (`edges.replay`).
 
 Experiments carry the tag `mlflow.experimentKind=custom_model_development`, which says what they are, but
 MLflow 3.17's UI does not read it to choose its view: the "GenAI / Model training" switch is kept in the
 browser (localStorage `mlflow.workflowType`, GenAI by default), and only the page's `workflowType` parameter
-overrides it. `browse_url` gives the address that opens the experiment's training runs in any browser profile
-(`.../#/experiments/<id>/runs?workflowType=machine_learning`); `ui_command(uri, experiment_id)` prints it
-after the `mlflow ui` command. New runs are tagged with their source, user and git commit (`provenance`).
+overrides it. `store.browse_url` gives the address that opens the experiment's training runs in any browser
+profile (`.../#/experiments/<id>/runs?workflowType=machine_learning`); `store.ui_command(uri, experiment_id)`
+prints it after the `mlflow ui` command. New runs are tagged with their source, user and git commit
+(`provenance`).
 
 `log_dataset` records a run input (Overview tab: Datasets used; buffered like params); `log_model` logs the
 trained network as an MLflow PyTorch model (the run's and experiment's Models tabs), loadable with
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib.util
 import json
 import math
@@ -43,13 +43,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from functional_ast.edges import provenance
+from functional_ast.edges.datasets import dataset_input
+from functional_ast.edges.store import DEFAULT_TRACKING_URI, artifact_location, store_dir, using_tracking_uri
 from functional_ast.io import atomic_dir
 
 if TYPE_CHECKING:
     from tensordict import TensorDict
 
-DEFAULT_STORE_DIR = Path("mlruns")
-DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_DIR.as_posix()}/mlflow.db"
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 _MAX_PARAMS = 100
 # An HTTP store that is down must not block training for minutes of retries; users may override.
@@ -59,38 +59,6 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_T
 # browser's own switch or the URL's `workflowType` (see `browse_url`), not from this tag.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # a run's or logged model's description in the UI
-UI_PORT = 5000  # `mlflow ui`'s default
-
-
-def browse_url(experiment_id: str | None = None, port: int = UI_PORT, host: str = "127.0.0.1",
-               server: str | None = None) -> str:
-    """The address of an experiment's training runs in `mlflow ui` (the experiments list without an id), in the
-    "Model training" view whatever the browser's GenAI/Model training switch says. `server`: a tracking server's
-    own address (http[s]://...), else `mlflow ui` on host:port."""
-    page = f"experiments/{experiment_id}/runs" if experiment_id is not None else "experiments"
-    base = server.rstrip("/") if server else f"http://{host}:{port}"
-    return f"{base}/#/{page}?workflowType=machine_learning"
-
-
-def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI, experiment_id: str | None = None) -> str:
-    """What opens this store's runs: the `mlflow ui` command and the address to open then (the experiment's
-    training runs when `experiment_id` is given); for a tracking server, its address alone."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {browse_url(experiment_id, server=tracking_uri)}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} and open {browse_url(experiment_id)}"
-
-
-def store_dir(tracking_uri: str) -> Path:
-    """Local directory of the run store: the sqlite file's folder, else ./mlruns."""
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]).parent if tracking_uri.startswith(prefix) else DEFAULT_STORE_DIR
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """For an sqlite store, artifacts go in `artifacts/` beside the database file; else MLflow's default."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return (store_dir(tracking_uri) / "artifacts").resolve().as_uri()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -108,24 +76,6 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def _short(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0][:200] if text else ''}"
-
-
-def dataset_digest(images: torch.Tensor, labels: torch.Tensor, samples: int = 1024) -> str:
-    """Short stable fingerprint (12 hex digits) of a labelled image set: sha256 over the shapes and dtypes,
-    `samples` images evenly strided through it and every label; milliseconds even for 50,000 images."""
-    h = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}|{tuple(labels.shape)}|{labels.dtype}".encode())
-    n = images.shape[0] if images.dim() else 0
-    if n:
-        k = min(n, samples)
-        index = torch.arange(k, device=images.device) * (n - 1) // max(k - 1, 1)
-        h.update(_bytes(images[index]))
-    h.update(_bytes(labels))
-    return h.hexdigest()[:12]
-
-
-def _bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
 def cpu_module(model: torch.nn.Module, params: TensorDict | Mapping, buffers: TensorDict | Mapping) -> torch.nn.Module:
@@ -174,7 +124,7 @@ class RunTracker:
         self._tags: list[tuple[str, str]] = []
         self._pending: list[tuple[str, float, int, int]] = []  # (key, value, timestamp ms, step)
         self._artifacts: list[tuple[str, Any]] = []  # ("text"|"figure"|"file", name, payload)
-        self._inputs: list[dict[str, Any]] = []  # dataset inputs, as `_dataset_input` takes them
+        self._inputs: list[dict[str, Any]] = []  # dataset inputs, as `dataset_input` takes them
         self._adopted: Path | None = None
         self._model_warned = False
         self._monitor = None
@@ -323,7 +273,7 @@ class RunTracker:
 
     def _write_inputs(self) -> None:
         while self._inputs:
-            self.client.log_inputs(self.run_id, datasets=[_dataset_input(**self._inputs[0])])
+            self.client.log_inputs(self.run_id, datasets=[dataset_input(**self._inputs[0])])
             self._inputs.pop(0)
 
     def log_model(self, model: torch.nn.Module, params: TensorDict, buffers: TensorDict,
@@ -377,7 +327,7 @@ class RunTracker:
                 logged = self.client.create_logged_model(run.info.experiment_id, name=name,
                                                          source_run_id=self.run_id, params=dict(run.data.params),
                                                          tags={NOTE_TAG: text} if text else None)
-                with _using_tracking_uri(self.tracking_uri), warnings.catch_warnings():
+                with using_tracking_uri(self.tracking_uri), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # MLflow's own notes on pip and signature inference
                     info = mlflow.pytorch.log_model(
                         module, name=name, input_example=example, model_id=logged.model_id, run_id=self.run_id,
@@ -549,65 +499,5 @@ class NullTracker:
         return None
 
 
-def _dataset_input(name: str, source: str, digest: str, context: str | None, profile: dict):
-    """The `mlflow.entities.DatasetInput` that `mlflow.log_input(MetaDataset(...), context)` would log."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    local = Path(source)
-    location = str(local.resolve()) if "://" not in source and local.exists() else source
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "can be interpreted in multiple ways" for local paths
-            found = resolve_dataset_source(location)
-    except Exception:  # not a path or URL MLflow knows (e.g. "torchvision:CIFAR10")
-        found = CodeDatasetSource({"source": source})
-    d = MetaDataset(found, name=name, digest=digest).to_dict()
-    entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"],
-                     profile=json.dumps(profile) if profile else None)
-    return DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)] if context else [])
-
-
-@contextlib.contextmanager
-def _using_tracking_uri(uri: str):
-    """MLflow's model logging reads the global tracking URI: point it at this store for the call only, then put
-    back exactly what was there, the process's URI and the MLFLOW_TRACKING_URI variable. (MLflow's own
-    `_use_tracking_uri` deletes that variable, and `get_tracking_uri()` answers `sqlite:///<cwd>/mlflow.db` when
-    nothing is set: restoring either way sends the process's next MLflow call to a stray ./mlflow.db.)"""
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as state
-
-    previous, variable = getattr(state, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # None: "not set", not the default store
-        if variable is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = variable
-
-
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def replay(folder: str | Path, tracking_uri: str | None = None) -> str:
-    """Upload a `tracking-unsent` folder into its run (or a new run); returns the run id."""
-    folder = Path(folder)
-    if not (folder / "run.json").is_file():
-        raise ValueError(f"{folder} is not a tracking-unsent folder (no run.json)")
-    meta = json.loads((folder / "run.json").read_text())
-    tracker = RunTracker(tracking_uri or meta["tracking_uri"], meta["experiment"], meta["run_name"],
-                         parent_run_id=meta["parent_run_id"], run_id=meta["run_id"], tags=meta.get("run_tags"))
-    if not tracker.online:
-        raise RuntimeError(f"MLflow store {tracker.tracking_uri} is still unreachable; nothing was uploaded")
-    tracker.adopt(folder)
-    if not tracker.flush():
-        raise RuntimeError("the upload failed part-way; the folder is kept, run the command again")
-    tracker.client.set_terminated(tracker.run_id, status="FINISHED")
-    return tracker.run_id

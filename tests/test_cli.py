@@ -284,8 +284,12 @@ def test_airbench94_trains_from_the_command_line_whitened_on_the_training_images
     assert small == 2 and len(err.splitlines()) == 1 and "--model airbench94 needs images of at least 16" in err
     folder = _image_folder(tmp_path / "images", size=16)
     data = prepare.load_data(str(folder))
-    expected = (data.train.data["image"].float() / 255 - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
-    assert torch.equal(prepare.model_builder("airbench94", data)()[0].weight, whitening_filters(expected))
+    normalised = (data.train.data["image"].float() / 255 - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
+    assert torch.equal(prepare.model_builder("airbench94", data)()[0].weight, whitening_filters(normalised))
+    monkeypatch.setattr(prepare, "WHITENING_SAMPLES", 8)  # fewer than the set: spread through it, every class
+    spread = torch.linspace(0, len(data.train) - 1, 8).round().long()
+    assert set(data.train.data["label"][spread].tolist()) == set(range(len(CLASSES)))
+    assert torch.equal(prepare.model_builder("airbench94", data)()[0].weight, whitening_filters(normalised[spread]))
     assert cli.main(["--data", str(folder), "--model", "airbench94", "--epochs", "4", "--strategy", "full",
                      "--lr", "1.0", "--batch-size", "16", "--tracking-uri", uri, "--no-progress"]) == 0
     client = _client(uri)

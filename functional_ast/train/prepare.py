@@ -112,7 +112,9 @@ def model_builder(spec: str, data: Data) -> Callable[[], nn.Module]:
         if min(data.train.data["image"].shape[-2:]) < 16:
             raise ConfigError(f"--model airbench94 needs images of at least 16 pixels, these are {height}; pass "
                               "--image-size 32, or use cnn")
-        sample = data.train.data["image"][:WHITENING_SAMPLES].cpu().float().div(255)
+        images = data.train.data["image"]  # a folder's are in class order: take them evenly through the set
+        spread = torch.linspace(0, len(images) - 1, min(len(images), WHITENING_SAMPLES)).round().long()
+        sample = images[spread.to(images.device)].cpu().float().div(255)
         whitening = (sample - data.mean.cpu().view(1, -1, 1, 1)) / data.std.cpu().view(1, -1, 1, 1)
         return lambda: airbench94(num_classes, channels, height, whitening_images=whitening)
     if ":" not in spec:

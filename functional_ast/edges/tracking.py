@@ -56,7 +56,7 @@ _MAX_PARAMS = 100
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 # What the experiment is (model training, not GenAI). MLflow 3.17's UI shows it but picks its view from the
-# browser's own switch or the URL's `workflowType` (see `browse_url`), not from this tag.
+# browser's own switch or the URL's `workflowType` (see `store.browse_url`), not from this tag.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # a run's or logged model's description in the UI
 

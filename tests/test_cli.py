@@ -102,6 +102,7 @@ def test_cli_full_strategy_has_no_warmup_and_saves_nothing(synthetic):
     (["--epochs", "zero"], "--epochs"),
     (["--target-rate", "1.5"], "--target-rate"),
     (["--target-rate", "0"], "--target-rate"),
+    (["--label-smoothing", "1"], "--label-smoothing"),
     (["--model", "alexnet"], "--model"),
     (["--strategy", "magic"], "--strategy"),
     (["--batch-size", "1"], "--batch-size"),
@@ -296,3 +297,16 @@ def test_airbench94_trains_from_the_command_line_whitened_on_the_training_images
     runs = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
     (run,) = [r for r in runs if r.info.status == "FINISHED"]
     assert run.data.params["model"] == "airbench94" and run.data.metrics["final/test_accuracy"] >= 0.75
+
+
+def test_label_smoothing_from_the_command_line_is_a_logged_setting_a_resume_must_match(synthetic, capsys):
+    data, uri = synthetic
+    flags = ["--data", str(data), "--epochs", "1", "--strategy", "full", "--batch-size", "16", "--tracking-uri", uri,
+             "--no-progress", "--run-name", "smooth"]
+    assert cli.main(flags + ["--label-smoothing", "0.2"]) == 0
+    client = _client(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
+    assert run.data.params["label_smoothing"] == "0.2"
+    capsys.readouterr()
+    assert cli.main(flags + ["--resume"]) == 2  # started smoothed: plain cross-entropy is another run
+    assert "label_smoothing: 0.2 then, 0.0 now" in capsys.readouterr().err

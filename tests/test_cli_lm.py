@@ -115,6 +115,7 @@ def test_bad_lm_input_gets_one_line_and_exit_code_2(corpus, tmp_path, monkeypatc
         "language model; use it with --task lm": ["--data", str(src), "--model", "gpt", "--task", "images"],
         "strategy proxy runs on images": ["--data", str(src), "--strategy", "proxy"],
         "--label-noise is for images": ["--data", str(src), "--label-noise", "0.1"],
+        "--label-smoothing is for images": ["--data", str(src), "--label-smoothing", "0.1"],
         "drop --compare": ["--data", str(src), "--compare", "full,random", "--selective-lm", "0.5"],
         "is an image model": ["--data", str(src), "--model", "cnn"],
     })

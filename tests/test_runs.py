@@ -37,6 +37,10 @@ def test_a_run_from_before_a_flag_existed_resumes_with_the_flag_it_ran_as(tmp_pa
     with pytest.raises(ConfigError, match="lr: 0.05 then, 0.1 now") as refused:
         runs.read_run_info(tmp_path, dict(lr=0.1, strategy="stale", memory_format="contiguous"))
     assert "--lr" not in str(refused.value)  # only flags the old run.json lacks get a suggestion
+    # label_smoothing too: a run.json without it trained on plain cross-entropy
+    assert runs.read_run_info(tmp_path, dict(lr=0.05, strategy="stale", label_smoothing=0.0)) == info
+    with pytest.raises(ConfigError, match="label_smoothing: 0.0 then, 0.2 now"):
+        runs.read_run_info(tmp_path, dict(lr=0.05, strategy="stale", label_smoothing=0.2))
 
 
 def test_params_hold_no_path_of_this_machine(tmp_path, monkeypatch):

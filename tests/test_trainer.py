@@ -389,3 +389,23 @@ def test_under_a_budget_the_cooldown_comes_at_the_end_whatever_epochs_says():
     assert flags[0] == 1.0 and flags[-1] == 1.0 and flags.count(0.0) >= 4, flags
     first_cooldown = flags.index(1.0, 1)
     assert all(f == 1.0 for f in flags[first_cooldown:]) and all(f == 0.0 for f in flags[1:first_cooldown]), flags
+
+
+def test_label_smoothing_trains_on_cross_entropy_against_smoothed_labels():
+    """The built-in image task's per-sample loss with label_smoothing is PyTorch's smoothed cross-entropy, so
+    training differs from plain cross-entropy; with a task of one's own it is refused, as are values outside [0, 1)."""
+    import torch.nn.functional as F
+
+    logits, labels = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(fa.image_classification(0.2).loss(logits, labels),
+                               F.cross_entropy(logits, labels, reduction="none", label_smoothing=0.2))
+    assert torch.equal(fa.image_classification().loss(logits, labels), F.cross_entropy(logits, labels,
+                                                                                       reduction="none"))
+    train, test = _tensors(), _tensors(n=32, seed=1)
+    config = fa.TrainConfig(strategy="full", epochs=1, batch_size=16)
+    plain, smoothed = (fa.fit(_net(), train, test, config.replace(label_smoothing=s)) for s in (0.0, 0.3))
+    assert not torch.equal(plain.state["params"]["0.weight"], smoothed.state["params"]["0.weight"])
+    with pytest.raises(fa.ConfigError, match="label_smoothing"):
+        fa.fit(_net(), train, test, config.replace(label_smoothing=0.3), task=fa.image_classification())
+    with pytest.raises(fa.ConfigError, match="label_smoothing"):
+        fa.TrainConfig(label_smoothing=1.0)

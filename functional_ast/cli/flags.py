@@ -175,6 +175,8 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     d.add_argument("--label-noise", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0,
                    help="replace this seeded share of training labels by a random other class (test labels kept)")
     d.add_argument("--no-augment", action="store_true", help="disable random crop + flip")
+    d.add_argument("--label-smoothing", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0,
+                   help="train (and rank, and evaluate) on cross-entropy against labels smoothed by this much")
     x = p.add_argument_group("language modelling (--task lm)")
     x.add_argument("--context", type=_bounded(int, 1), default=128,
                    help="bytes a window predicts (a sample is context + 1 bytes)")

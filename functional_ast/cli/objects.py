@@ -31,6 +31,7 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
+                       label_smoothing=args.label_smoothing,
                        memory_format=args.memory_format, precision=args.precision).replace(**overrides)
 
 
@@ -67,7 +68,8 @@ def resolved(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, "selective_lm", None) is not None:
             raise ConfigError("--selective-lm is Rho-1's token selection for --task lm; images have no tokens")
         return args
-    for flag, given in (("--label-noise", args.label_noise), ("--image-size", args.image_size)):
+    for flag, given in (("--label-noise", args.label_noise), ("--label-smoothing", args.label_smoothing),
+                        ("--image-size", args.image_size)):
         if given:
             raise ConfigError(f"{flag} is for images; a text corpus has no labels or image size (drop it)")
     for spec in args.compare or [args.strategy]:

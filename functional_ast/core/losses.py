@@ -31,6 +31,17 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
+def smoothed_cross_entropy(label_smoothing: float) -> LossFn:
+    """Per-sample cross-entropy against labels smoothed by `label_smoothing` (0: `cross_entropy` itself)."""
+    if not label_smoothing:
+        return cross_entropy
+
+    def loss(logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+
+    return loss
+
+
 def params_of(model: nn.Module) -> TensorDict:
     """Detached copies of the module's parameters, flat keys ('0.weight', ...)."""
     return TensorDict({n: p.detach().clone() for n, p in model.named_parameters()})

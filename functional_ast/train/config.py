@@ -84,6 +84,7 @@ class TrainConfig:
     time_budget: float | None = None
     flop_budget: float | None = None
     label_noise: float = 0.0
+    label_smoothing: float = 0.0  # the built-in image task's cross-entropy against smoothed labels
     memory_format: str = "auto"  # image layout in the forward passes (MEMORY_FORMATS): same values, other speed
     precision: str = "32"  # PRECISIONS: "bf16-mixed"/"16-mixed" autocast the forward passes (`core.precision`)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the rule's own (its registry entry's)
@@ -108,6 +109,7 @@ class TrainConfig:
             check_range(name, "lr", self.lr, 0.0, low_open=True)
         check_range(name, "weight_decay", self.weight_decay, 0.0)
         check_range(name, "label_noise", self.label_noise, 0.0, 1.0, high_open=True)
+        check_range(name, "label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         integer(name, "seed", self.seed, None)
         for field_name in ("time_budget", "flop_budget"):
             if getattr(self, field_name) is not None:

@@ -236,7 +236,11 @@ class Run:
                  eval_every: float | None = None, collective: distributed.Collective = distributed.LOCAL, meter=None,
                  task: Task | None = None):
         self.config, self.data, self.collective, self.meter = config, data, collective, meter
-        self.task, self.callbacks, self.name = task or image_classification(), list(callbacks), name or config.strategy
+        if task is not None and config.label_smoothing:
+            raise ConfigError("TrainConfig.label_smoothing smooths the built-in image task's labels; with a task of "
+                              "your own, build it with tasks.image_classification(label_smoothing=...) and set 0")
+        self.task = task or image_classification(config.label_smoothing)
+        self.callbacks, self.name = list(callbacks), name or config.strategy
         self.eval_every = eval_every  # seconds of train time between evaluations (None: every epoch)
         self.log_every, self.safe_point_every, self.eval_batch_size = log_every, safe_point_every, eval_batch_size
         torch.manual_seed(config.seed)

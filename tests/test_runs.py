@@ -41,6 +41,15 @@ def test_a_run_from_before_a_flag_existed_resumes_with_the_flag_it_ran_as(tmp_pa
     assert runs.read_run_info(tmp_path, dict(lr=0.05, strategy="stale", label_smoothing=0.0)) == info
     with pytest.raises(ConfigError, match="label_smoothing: 0.0 then, 0.2 now"):
         runs.read_run_info(tmp_path, dict(lr=0.05, strategy="stale", label_smoothing=0.2))
+    # and in a comparison's configs, as tracked_compare saves them
+    old = dict(config=dict(configs={"stale": dict(lr=0.05)}), run_id="r")
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    now = dict(lr=0.05, label_smoothing=0.0, precision="32", memory_format="contiguous")
+    assert runs.read_run_info(tmp_path, dict(configs={"stale": now})) == old
+    with pytest.raises(ConfigError, match="configs"):
+        runs.read_run_info(tmp_path, dict(configs={"stale": dict(now, label_smoothing=0.2)}))
+    with pytest.raises(ConfigError, match="configs"):  # an old run ran NCHW: "auto" would be another run
+        runs.read_run_info(tmp_path, dict(configs={"stale": dict(now, memory_format="auto")}))
 
 
 def test_params_hold_no_path_of_this_machine(tmp_path, monkeypatch):

@@ -87,6 +87,19 @@ def _adds_seeds(then: str | None, now: str | None) -> bool:
     return set(then.split(",")) < set(now.split(","))
 
 
+def _as_then(saved: dict, now: dict) -> dict:
+    """`saved` settings with the flags added since filled in as the run ran before they existed
+    (`BEFORE_THEY_EXISTED`), in a comparison's configs too."""
+    def filled(then: dict, current: dict) -> dict:
+        return {k: v for k, v in BEFORE_THEY_EXISTED.items() if k in current} | then
+
+    then = filled(saved, now)
+    if isinstance(then.get("configs"), dict) and isinstance(now.get("configs"), dict):
+        then["configs"] = {spec: filled(c, now["configs"].get(spec, {})) if isinstance(c, dict) else c
+                           for spec, c in then["configs"].items()}
+    return then
+
+
 def read_run_info(folder: Path, config: dict) -> dict | None:
     """run.json of a folder being resumed (None if absent); refuses a different result-deciding `config`. A
     comparison may add seeds (its finished runs keep theirs): seeds "0" resumes as "0,1,2"."""
@@ -94,7 +107,7 @@ def read_run_info(folder: Path, config: dict) -> dict | None:
     if not path.is_file():
         return None
     info = json.loads(path.read_text())
-    old = {k: v for k, v in BEFORE_THEY_EXISTED.items() if k in config} | info["config"]
+    old = _as_then(info["config"], config)
     differ = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)
               and not (k == "seeds" and _adds_seeds(old.get(k), config.get(k)))]
     if differ:

@@ -51,16 +51,17 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import savings_text
+from benchmarks import regimes, savings_text
 from functional_ast import io
-from functional_ast.cli.flags import seed_list, strategy_list
+from functional_ast.cli.flags import class_list, seed_list, strategy_list
 from functional_ast.data.images import DataError
+from functional_ast.edges import pretrained, store
 from functional_ast.edges import runs as run_folders
-from functional_ast.edges import store
 from functional_ast.edges.tracked import Tracking, tracked_compare
 from functional_ast.report import plots, stats
 from functional_ast.report import tables as report
 from functional_ast.tasks import image_classification, language_modelling
+from functional_ast.train import budget as budget_rules
 from functional_ast.train import prepare
 from functional_ast.train.config import PRECISIONS, ConfigError, TrainConfig, parse_variant
 from functional_ast.train.trainer import full_epoch_cost
@@ -130,13 +131,20 @@ def equal_time(rows: list[dict], metric: Metric = ACCURACY) -> dict:
     pairs = [(r[metric.key], base[r["seed"]]) for r in groups[best] if r["seed"] in base]
     d = stats.paired_difference([a for a, _ in pairs], [b for _, b in pairs])
     better = _better(d, metric, "selective", "baseline")
-    out = dict(best=best, baseline=baseline, metric=metric.headline, higher_is_better=metric.higher_is_better,
+    out = dict(best=best, baseline=baseline, verdict=verdict(better), metric=metric.headline,
+               higher_is_better=metric.higher_is_better,
                unit=metric.unit, diff=metric.scale * d["diff"],
                ci95=[None if x is None else metric.scale * x for x in d["ci"]], seeds=d["n"], better=better,
                words=stats.describe_difference(d, metric.unit, metric.scale), rows=list(rows))
     if metric.headline == "accuracy":
         out["diff_pp"] = out["diff"]
     return out
+
+
+def verdict(better: str) -> str:
+    """The one word a map cell gets: "pays" only when the interval excludes 0 in the rule's favour, "loses" when it
+    excludes 0 against it, "ties" otherwise (and "too few seeds" below 3)."""
+    return {"selective": "pays", "baseline": "loses", "not distinguishable": "ties"}.get(better, "too few seeds")
 
 
 def _better(d: dict, metric: Metric, first: str, second: str) -> str:
@@ -205,10 +213,10 @@ def equal_accuracy(results, metric: Metric = ACCURACY) -> dict:
 
 
 # The benchmark flags that decide its results: a --resume must give the same ones.
-# The benchmark flags that decide its results: a --resume must give the same ones.
 RESULT_FLAGS = ("task", "data", "quick", "seeds", "budget_epochs", "budget_kind", "strategies", "model", "target_rate",
                 "batch_size", "label_noise", "eval_points", "warmup_epochs", "cooldown_epochs", "context", "depth",
-                "width", "heads", "train_bytes", "test_bytes", "rho1_keep", "precision", "compile")
+                "width", "heads", "train_bytes", "test_bytes", "rho1_keep", "precision", "compile", "classes",
+                "imbalance", "duplicates", "init_from", "junk", "limit_train", "limit_test", "rho1_reference")
 
 
 def _settings(args) -> dict:
@@ -217,7 +225,9 @@ def _settings(args) -> dict:
 
 # What a benchmark started before these flags existed ran with (an image benchmark's), for its --resume.
 _BEFORE_TEXT = dict(task="images", warmup_epochs=1, cooldown_epochs=1, context=None, depth=None, width=None,
-                    heads=None, train_bytes=None, test_bytes=None, rho1_keep=None, precision="32", compile=False)
+                    heads=None, train_bytes=None, test_bytes=None, rho1_keep=None, precision="32", compile=False,
+                    classes=None, imbalance=1.0, duplicates=0.0, init_from=None, junk=0.0, limit_train=None,
+                    limit_test=None, rho1_reference=None)
 
 
 def _differences(then: dict, now: dict) -> list[str]:
@@ -252,6 +262,25 @@ def _configs(args, budget: float) -> dict[str, TrainConfig]:
     return configs
 
 
+def unaffordable(configs: dict[str, TrainConfig], budget_epochs: float) -> dict[str, str]:
+    """The entries whose rule's preparation (reference models) and all-data epochs leave no selective training in
+    a budget of `budget_epochs` full-data epochs, each with the one line that says so and the smallest budget that
+    works (`train.budget.smallest_budget_epochs`); they are left out of the comparison and listed in the JSON."""
+    out = {}
+    for spec, config in configs.items():
+        rule = config.rule
+        if rule.prepare is None:
+            continue
+        cost = rule.prepare_epochs(rule.make_options(config.options))
+        smallest = budget_rules.smallest_budget_epochs(cost, config.warmup_epochs + config.cooldown_epochs)
+        if budget_epochs < smallest:
+            out[spec] = (f"its reference models cost {cost:.2f} full-data epochs and it has "
+                         f"{config.warmup_epochs + config.cooldown_epochs} all-data epoch(s): a budget of "
+                         f"{budget_epochs:g} epochs leaves no selective training; the smallest that works is "
+                         f"{smallest:g}")
+    return out
+
+
 def _tracking(args) -> Tracking:
     """Where the comparisons are tracked and checkpointed; the benchmark's settings as every run's params."""
     params = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in _settings(args).items()}
@@ -262,10 +291,12 @@ def _tracking(args) -> Tracking:
 
 
 def _load_data(args):
-    """The benchmark's data on the machine's accelerator (or CPU); --quick: 6,000 train / 2,000 test samples."""
+    """The benchmark's data on the machine's accelerator (or CPU), in its regime (classes, long tail,
+    near-duplicates, label noise); --quick: 6,000 train / 2,000 test samples (or --limit-train/--limit-test)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    quick = dict(limit_train=6000, limit_test=2000) if args.quick else {}
-    return prepare.load_data(args.data, device=device, label_noise=args.label_noise, seed=0, **quick)
+    return prepare.load_data(args.data, device=device, label_noise=args.label_noise, seed=0,
+                             limit_train=args.limit_train, limit_test=args.limit_test, classes=args.classes,
+                             imbalance=args.imbalance, duplicates=args.duplicates)
 
 
 class Setup:
@@ -280,14 +311,24 @@ class Setup:
             self.data = _load_data(args)
             self.build, self.label = prepare.model_builder(args.model, self.data), prepare.model_label(args.model)
             self.task, self.describe = image_classification(), None
+        if args.init_from:
+            self.build = pretrained.starting_from(self.build, args.init_from)
         self.metric = metric_of(self.task)
 
 
 def _defaults(args, p: argparse.ArgumentParser) -> None:
     """Fill the flags whose default depends on the task (and --quick)."""
+    if args.regime:
+        regimes.apply(args, p)
     lm = args.task == "lm"
     if not lm and not args.data:
         p.error("--data is required for --task images (a CIFAR-10 directory or .tar.gz)")
+    if lm and (args.classes or args.imbalance != 1 or args.duplicates or args.label_noise):
+        p.error("--classes, --imbalance, --duplicates and --label-noise are image regimes; text has --junk")
+    if not lm and args.junk:
+        p.error("--junk adds junk files to a text corpus (--task lm)")
+    if args.quick and not lm:
+        args.limit_train, args.limit_test = args.limit_train or 6000, args.limit_test or 2000
     args.seeds = args.seeds or ([0, 1] if args.quick and not lm else [0, 1, 2])
     args.strategies = args.strategies or list(TEXT_STRATEGIES if lm else FULL_STRATEGIES)
     args.budget_epochs = args.budget_epochs or ("2,4" if lm else "6,16")
@@ -299,10 +340,11 @@ def _defaults(args, p: argparse.ArgumentParser) -> None:
                 setattr(args, key, value)
         args.model = "gpt"
         args.rho1_keep = savings_text.RHO1_KEEP if args.rho1_keep is None else args.rho1_keep
+        args.rho1_reference = savings_text.RHO1_REFERENCE if args.rho1_reference is None else args.rho1_reference
     else:
         args.batch_size = args.batch_size or 128
         args.eval_points = args.eval_points or 12
-        for key in ("context", "depth", "width", "heads", "train_bytes", "test_bytes", "rho1_keep"):
+        for key in ("context", "depth", "width", "heads", "train_bytes", "test_bytes", "rho1_keep", "rho1_reference"):
             setattr(args, key, None)
 
 
@@ -333,7 +375,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="32", help="autocast forward passes (32: none)")
     p.add_argument("--compile", action="store_true", help="torch.compile each run's scoring pass and update")
     p.add_argument("--batch-size", type=int, default=None, help="default 128 (lm: 32)")
-    p.add_argument("--label-noise", type=float, default=0.0)
+    p.add_argument("--regime", choices=regimes.names(), default=None,
+                   help="a regime of the map (docs/results.md#where-does-selection-pay): its flags, unless given")
+    p.add_argument("--label-noise", type=float, default=0.0, help="replace this share of training labels")
+    p.add_argument("--classes", type=class_list, default=None, metavar="A,B,...",
+                   help="train and test on these classes only (fine-tuning on part of a set)")
+    p.add_argument("--imbalance", type=float, default=1.0, metavar="RATIO",
+                   help="a long-tailed training set, CIFAR-10-LT's profile (largest / smallest class)")
+    p.add_argument("--duplicates", type=float, default=0.0, metavar="SHARE",
+                   help="replace this share of training images by near-duplicates of a few (1%%) of them")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT_OR_MODEL",
+                   help="start every run from this saved model (matching tensors loaded, a new head fresh)")
+    p.add_argument("--limit-train", type=int, default=None, help="train samples (--quick: 6000)")
+    p.add_argument("--limit-test", type=int, default=None, help="test samples (--quick: 2000)")
     p.add_argument("--eval-points", type=int, default=None,
                    help="evaluations per run (about; the last is at the budget); default 12 (lm: 8)")
     lm = p.add_argument_group("lm", "the text benchmark's corpus and gpt (defaults: quick / full mode)")
@@ -347,6 +401,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="held-out text (files apart from the training ones), at most this many bytes (50000 / 100000)")
     lm.add_argument("--rho1-keep", type=float, default=None,
                     help="Rho-1's selective LM at this token share beside the others (default 0.6; 0: none)")
+    lm.add_argument("--rho1-reference", type=float, default=None, metavar="SHARE",
+                    help="Rho-1's reference trains on this seeded share of the clean training files (default 0.1), "
+                         "4 epochs; it runs twice: paid inside the budget, and given free (labelled)")
+    lm.add_argument("--junk", type=float, default=0.0, metavar="SHARE",
+                    help="junk files (random bytes, a repeated line, whitespace stripped) make up this share of the "
+                         "training text")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--json", default="savings.json")
     p.add_argument("--checkpoint-dir", default=None,
@@ -374,7 +434,7 @@ def _curves(results, names, metric: Metric) -> dict[str, list[list[dict]]]:
                    for r in results if r.summary["strategy"] == name] for name in names}
 
 
-def selective_lm(rho1, results, metric: Metric, equal: str) -> dict:
+def selective_lm(rho1, results, metric: Metric, equal: str, paid: bool = True) -> dict:
     """Rho-1's runs beside the comparison's: their metric minus full's (same seed, paired 95% interval) and the
     equal-metric question against full, as for the other strategies."""
     full = {r.summary["seed"]: r.summary[metric.key] for r in results if r.summary["strategy"] == "full"}
@@ -389,8 +449,10 @@ def selective_lm(rho1, results, metric: Metric, equal: str) -> dict:
                 better=_better(d, metric, name, "full"), words=stats.describe_difference(d, metric.unit, metric.scale),
                 **{equal: reached["strategies"][name]},
                 rows=[dict(strategy=name, seed=r.summary["seed"], **{k: r.summary.get(k) for k in keys}) for r in rho1],
-                note="trained after the comparison, one seed after another (not in its lockstep); the reference's "
-                     "epoch is paid inside the budget; masking tokens saves no FLOPs")
+                paid=paid,
+                note="trained after the comparison, one seed after another (not in its lockstep); the reference "
+                     + ("is paid inside the budget" if paid else "is GIVEN FREE (its cost not charged)")
+                     + "; masking tokens saves no FLOPs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                "higher_is_better": metric.higher_is_better,
                "mode": "quick" if args.quick else "full", "seeds": args.seeds, "strategies": args.strategies,
                "target_rate": args.target_rate, "label_noise": args.label_noise, "budget_kind": args.budget_kind,
+               "regime": dict(name=args.regime, classes=args.classes, imbalance=args.imbalance,
+                              duplicates=args.duplicates, init_from=args.init_from, junk=args.junk,
+                              label_noise=args.label_noise, train_samples=data.num_samples,
+                              test_samples=data.describe()["test_samples"]),
                "warmup_epochs": args.warmup_epochs, "cooldown_epochs": args.cooldown_epochs,
                "full_epoch_s": epoch_s, "full_epoch_flops": epoch_flops, "parts": plan["parts"], "by_budget": {}}
         if lm:
@@ -457,10 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one full-data epoch takes about {epoch_s:.1f} s and {epoch_flops:.3g} FLOPs here; budgets: "
               + ", ".join(f"{b:g} epochs = {b * epoch_s:.0f} s" for b in budgets)
               + ("" if args.budget_kind == "time" else " (matched in FLOPs)"), flush=True)
-        entries = len(args.strategies) + (1 if lm and args.rho1_keep else 0)
+        entries = len(args.strategies) + (2 if lm and args.rho1_keep else 0)
         runs, run_min = entries * len(args.seeds), sum(budgets) * epoch_s / 60
         this_part = f" ({entries * len(added) * run_min:.0f} min for the seeds added now)" if added else ""
-        rho1 = f" (with Rho-1 selective LM at keep {args.rho1_keep:g})" if lm and args.rho1_keep else ""
+        rho1 = (f" (with Rho-1 selective LM at keep {args.rho1_keep:g}, its reference paid and free)"
+                if lm and args.rho1_keep else "")
         print(f"{runs} runs per budget ({entries} strategies{rho1} x {len(args.seeds)} seeds): about "
               f"{runs * run_min:.0f} min of training in all ({runs} x {sum(budgets):g} epochs x {epoch_s:.1f} s)"
               f"{this_part}, plus evaluations", flush=True)
@@ -468,7 +535,12 @@ def main(argv: list[str] | None = None) -> int:
             budget_s = epochs * epoch_s
             budget = budget_s if args.budget_kind == "time" else epochs * epoch_flops
             configs = _configs(args, budget)
-            eval_every = round(budget_s / args.eval_points, 3)
+            refused = unaffordable(configs, epochs)
+            for spec, reason in refused.items():
+                print(f"{label} budget: {spec} skipped: {reason}", flush=True)
+                del configs[spec]
+            eval_every = (round(budget_s / args.eval_points, 3) if args.budget_kind == "time"
+                          else ("flops", budget / args.eval_points))
             compared = tracked_compare(setup.build, data, configs, f"savings-{label}", _tracking(args),
                                        seeds=args.seeds, resume=label in resumable, eval_every=eval_every,
                                        model_label=setup.label, progress=False, task=setup.task)
@@ -476,18 +548,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Browse the runs: {store.ui_command(_tracking(args).uri, compared.experiment_id)}")
             results = compared.results
             rows = _with_metric(results, metric)
-            entry = {"budget_epochs": epochs, "budget_s": budget_s, "budget_kind": args.budget_kind,
+            entry = {"budget_epochs": epochs, "budget_s": budget_s, "budget_kind": args.budget_kind, "refused": refused,
                      "budget": budget, "equal_time": equal_time(rows, metric),
                      equal_key: equal_accuracy(results, metric) if "full" in args.strategies else None}
-            names = list(args.strategies)
+            names = list(configs)
             if lm and args.rho1_keep:
                 base = configs["full"] if "full" in configs else next(iter(configs.values()))
-                runs_rho1 = savings_text.rho1_runs(setup.build, data, base.replace(strategy="full"),
-                                                   f"savings-{label}-rho1", _tracking(args), args.seeds,
-                                                   resume=args.resume, eval_every=eval_every, keep=args.rho1_keep)
-                if "full" in args.strategies:
-                    entry["selective_lm"] = selective_lm(runs_rho1, results, metric, equal_key)
-                results, names = list(results) + runs_rho1, names + [runs_rho1[0].summary["strategy"]]
+                entry["selective_lm"] = {}
+                cost = savings_text.rho1_reference_epochs(data, args.rho1_reference, args.seeds)
+                smallest = budget_rules.smallest_budget_epochs(cost, 0)
+                for paid in (True, False):
+                    if paid and epochs < smallest:
+                        refused[f"rho1:keep={args.rho1_keep:g}"] = (
+                            f"its reference model costs about {cost:.2f} full-data epochs: a budget of {epochs:g} "
+                            f"epochs leaves no training; the smallest that works is {smallest:g}")
+                        print(f"{label} budget: Rho-1 (reference paid) skipped: {refused[list(refused)[-1]]}",
+                              flush=True)
+                        continue
+                    runs_rho1 = savings_text.rho1_runs(
+                        setup.build, data, base.replace(strategy="full"),
+                        f"savings-{label}-rho1" + ("" if paid else "-free"), _tracking(args), args.seeds,
+                        resume=args.resume, eval_every=eval_every, keep=args.rho1_keep, paid=paid,
+                        reference_share=args.rho1_reference)
+                    if "full" in args.strategies:
+                        entry["selective_lm"]["paid" if paid else "free"] = selective_lm(runs_rho1, results, metric,
+                                                                                         equal_key, paid)
+                    results, names = list(results) + runs_rho1, names + [runs_rho1[0].summary["strategy"]]
             figure = plots.compare_bands(
                 _curves(results, names, metric),
                 *(("train_time_s", "train wall-clock (s)") if args.budget_kind == "time"
@@ -529,7 +615,7 @@ def _print_summary(args, out: dict, equal_key: str, metric: Metric) -> None:
         size = f"{entry['budget_s']:.0f} s" if args.budget_kind == "time" else f"{entry['budget']:.3g} FLOPs"
         better = "" if metric.headline == "accuracy" else f" (better: {t['better']})"
         print(f"{label} budget ({entry['budget_epochs']:g} full epochs, {size}), {equal}: "
-              f"{t['best']} minus {t['baseline']} = {t['words']}{better}")
+              f"{t['best']} minus {t['baseline']} = {t['words']}{better}: selection {t['verdict']}")
         a = entry[equal_key]
         if a and a["time_ratio"] is None:
             reached = ", ".join(f"{s['strategy']} {s['reached_in']}" for s in a["strategies"].values())
@@ -539,9 +625,9 @@ def _print_summary(args, out: dict, equal_key: str, metric: Metric) -> None:
             ci = "" if a["ci95"][0] is None else f" (95% CI {a['ci95'][0]:.2f} to {a['ci95'][1]:.2f})"
             print(f"{label} budget, equal {goal}: {a['best']} reached full's final {goal} in {a['reached_in']}, "
                   f"at {a['time_ratio']:.2f}x of full's time{ci} and {a['flop_ratio']:.2f}x of its FLOPs")
-        s = entry.get("selective_lm")
-        if s:
-            print(f"{label} budget, {s['strategy']} (Rho-1, reference paid inside the budget) minus full: "
+        for s in (entry.get("selective_lm") or {}).values():
+            how = "paid inside the budget" if s["paid"] else "given free"
+            print(f"{label} budget, {s['strategy']} (Rho-1, reference {how}) minus full: "
                   f"{s['words']} (better: {s['better']})")
 
 

@@ -385,14 +385,15 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
     monkeypatch.chdir(tmp_path)
     data = _corpus(tmp_path / "text")
     # budgets in FLOPs: the same work whatever the machine's load (a time probe in a slow spell would lengthen it)
-    flags = ["--task", "lm", "--data", str(data), "--seeds", "0,1", "--budget-epochs", "1,2", "--budget-kind", "flops",
+    flags = ["--task", "lm", "--data", str(data), "--seeds", "0,1", "--budget-epochs", "2,3", "--budget-kind", "flops",
              "--strategies", "full,random,small_loss,sundew_remembered", "--context", "8", "--depth", "1",
              "--width", "16", "--heads", "2", "--batch-size", "16", "--eval-points", "2",
              "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--json", str(tmp_path / "t.json")]
     assert savings.main(flags) == 0
     out = capsys.readouterr().out
-    assert "10 runs per budget (5 strategies (with Rho-1 selective LM at keep 0.6) x 2 seeds)" in out
-    assert "held-out bits per byte (lower is better)" in out and "rho1:keep=0.6" in out
+    assert "12 runs per budget (6 strategies (with Rho-1 selective LM at keep 0.6, its reference paid and free) x 2 " \
+        "seeds)" in out
+    assert "held-out bits per byte (lower is better)" in out and "rho1:keep=0.6" in out and "rho1-free:keep=0.6" in out
     result = json.loads((tmp_path / "t.json").read_text())
     assert result["task"] == "lm" and result["metric"] == "bits_per_byte" and result["higher_is_better"] is False
     assert set(result["by_budget"]) == {"short", "long"} and "equal_metric" in result
@@ -409,9 +410,12 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
         for row in m["rows"]:
             assert row["goal_bits_per_byte"] == next(r["test_bits_per_byte"] for r in t["rows"]
                                                      if r["strategy"] == "full" and r["seed"] == row["seed"])
-        s = entry["selective_lm"]
+        s, free = entry["selective_lm"]["paid"], entry["selective_lm"]["free"]
         assert s["strategy"] == "rho1:keep=0.6" and s["seeds"] == 2 and len(s["rows"]) == 2
         assert all(r["flops_spent"] >= entry["budget"] for r in s["rows"])  # the reference's FLOPs counted in
+        assert free["strategy"] == "rho1-free:keep=0.6" and not free["paid"] and len(free["rows"]) == 2
+        # given free, the reference's FLOPs are not counted: the model trains the whole budget itself
+        assert all(f["steps"] > p["steps"] for f, p in zip(free["rows"], s["rows"]))
         assert (tmp_path / f"t-{label}.png").is_file()
     assert result["text"]["train_files"] >= 1 and result["text"]["model"]["context"] == 8
 
@@ -420,5 +424,7 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
     again = json.loads((tmp_path / "t.json").read_text())
     assert len(again["parts"]) == 2
     for label in ("short", "long"):
-        assert again["by_budget"][label]["selective_lm"]["rows"] == result["by_budget"][label]["selective_lm"]["rows"]
+        for how in ("paid", "free"):
+            assert (again["by_budget"][label]["selective_lm"][how]["rows"]
+                    == result["by_budget"][label]["selective_lm"][how]["rows"])
         assert again["by_budget"][label]["equal_time"]["rows"] == result["by_budget"][label]["equal_time"]["rows"]

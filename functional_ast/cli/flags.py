@@ -132,6 +132,13 @@ def seed_list(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def class_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one class name, e.g. airplane,automobile,ship,truck")
+    return names
+
+
 def gpt_shape(text: str) -> tuple[int, int, int]:
     """--gpt DEPTHxWIDTHxHEADS, e.g. "2x64x4"; the width a multiple of the heads."""
     try:
@@ -174,6 +181,14 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    help="same for the test set (text: the first N held-out windows)")
     d.add_argument("--label-noise", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0,
                    help="replace this seeded share of training labels by a random other class (test labels kept)")
+    d.add_argument("--classes", type=class_list, default=None, metavar="A,B,...",
+                   help="train and test on these classes only, labelled in this order (fine-tuning on part of a set)")
+    d.add_argument("--imbalance", type=_bounded(float, 1.0), default=1.0, metavar="RATIO",
+                   help="a long-tailed training set: class c keeps n_max * RATIO^(-c/(C-1)) samples, as CIFAR-10-LT "
+                        "(test set kept: balanced, its accuracy is the class-balanced one)")
+    d.add_argument("--duplicates", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0, metavar="SHARE",
+                   help="replace this seeded share of training images by near-duplicates (crop and flip) of a few "
+                        "sources of their class (1%% of the set)")
     d.add_argument("--no-augment", action="store_true", help="disable random crop + flip")
     d.add_argument("--label-smoothing", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0,
                    help="train (and rank, and evaluate) on cross-entropy against labels smoothed by this much")
@@ -183,6 +198,9 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     x.add_argument("--glob", default="**/*", help="which files of a --data folder or archive to read")
     x.add_argument("--test-fraction", type=_bounded(float, 0.0, 1.0, low_open=True, high_open=True), default=0.1,
                    help="seeded share of the files held out whole for validation")
+    x.add_argument("--junk", type=_bounded(float, 0.0, 1.0, high_open=True), default=0.0, metavar="SHARE",
+                   help="add junk files (random bytes, a repeated line, whitespace stripped) making up this share of "
+                        "the training text (held-out text kept clean)")
     x.add_argument("--gpt", type=gpt_shape, default="2x64x4", metavar="DEPTHxWIDTHxHEADS",
                    help="the built-in --model gpt's depth, width and attention heads")
     x.add_argument("--selective-lm", type=_bounded(float, 0.0, 1.0, low_open=True), default=None, metavar="KEEP",
@@ -212,6 +230,10 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
                    help=f"images: {', '.join(sorted(MODELS))} (default cnn), or package.module:function building your "
                         "nn.Module (called with num_classes, in_channels and, if it takes it, image_size); lm: gpt "
                         "(the default), or package.module:function called with vocab and context")
+    t.add_argument("--init-from", default=None, metavar="CHECKPOINT_OR_MODEL",
+                   help="start from a saved model: a checkpoint (file or run folder), a torch.save'd state dict or "
+                        "an MLflow model URI (runs:/ID/model); tensors whose name and shape match are loaded, the "
+                        "rest (a new head) keeps its fresh initialisation")
     t.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     t.add_argument("--compile", action="store_true", help="torch.compile the scoring pass and the update")

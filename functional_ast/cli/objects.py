@@ -14,6 +14,7 @@ from functional_ast.cli.flags import rule_options
 from functional_ast.core import distributed
 from functional_ast.core.task import Task
 from functional_ast.data import text
+from functional_ast.edges import pretrained
 from functional_ast.edges.tracked import Tracking, portable_path
 from functional_ast.tasks import language_modelling
 from functional_ast.train import prepare
@@ -67,9 +68,13 @@ def resolved(args: argparse.Namespace) -> argparse.Namespace:
             raise ConfigError("--model gpt is a language model; use it with --task lm (and a text --data)")
         if getattr(args, "selective_lm", None) is not None:
             raise ConfigError("--selective-lm is Rho-1's token selection for --task lm; images have no tokens")
+        if getattr(args, "junk", 0.0):
+            raise ConfigError("--junk adds junk files to a text corpus (--task lm); for images use --label-noise or "
+                              "--duplicates")
         return args
     for flag, given in (("--label-noise", args.label_noise), ("--label-smoothing", args.label_smoothing),
-                        ("--image-size", args.image_size)):
+                        ("--image-size", args.image_size), ("--classes", args.classes),
+                        ("--imbalance", args.imbalance != 1), ("--duplicates", args.duplicates)):
         if given:
             raise ConfigError(f"{flag} is for images; a text corpus has no labels or image size (drop it)")
     for spec in args.compare or [args.strategy]:
@@ -85,10 +90,12 @@ def task_of(args: argparse.Namespace) -> Task | None:
 
 
 def build_model(args: argparse.Namespace, data):
-    """A function building the flags' model for `data`."""
+    """A function building the flags' model for `data`, started from --init-from's saved tensors when given."""
     if is_text(args):
-        return prepare.text_model_builder(args.model, args.context, tuple(args.gpt))
-    return prepare.model_builder(args.model, data)
+        build = prepare.text_model_builder(args.model, args.context, tuple(args.gpt))
+    else:
+        build = prepare.model_builder(args.model, data)
+    return pretrained.starting_from(build, args.init_from) if args.init_from else build
 
 
 def load_data(args: argparse.Namespace) -> Data:
@@ -101,7 +108,8 @@ def load_data(args: argparse.Namespace) -> Data:
     data = prepare.load_data(args.data, root=args.data_root, device=resolve_device(args.device),
                              image_size=args.image_size, limit_train=args.limit_train, limit_test=args.limit_test,
                              label_noise=args.label_noise, seed=args.seed, download=getattr(args, "download", False),
-                             data_in_memory=getattr(args, "data_in_memory", "auto"))
+                             data_in_memory=getattr(args, "data_in_memory", "auto"), classes=args.classes,
+                             imbalance=args.imbalance, duplicates=args.duplicates)
     if len(data.train) < args.batch_size:
         raise ConfigError(f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} "
                           "samples); lower --batch-size or raise --limit-train")
@@ -113,7 +121,7 @@ def _load_text(args: argparse.Namespace):
         raise ConfigError("--data is required with --task lm: a text file, a folder of them or a .tar.gz of one")
     data = prepare.load_text(args.data, root=args.data_root, context=args.context, glob=args.glob,
                              test_fraction=args.test_fraction, seed=args.seed, limit_train=args.limit_train,
-                             limit_test=args.limit_test, device=resolve_device(args.device))
+                             limit_test=args.limit_test, device=resolve_device(args.device), junk=args.junk)
     if len(data.train) < args.batch_size:
         raise ConfigError(f"--batch-size {args.batch_size} is more than the {len(data.train)} training windows of "
                           f"{args.context + 1} bytes; lower --batch-size or --context, or give more text")
@@ -127,7 +135,7 @@ _NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_
                      "data_in_memory"}
 
 # The language model's flags: an image run's params and settings leave them out (as before they existed).
-_TEXT_FLAGS = {"task", "context", "glob", "test_fraction", "gpt", "selective_lm", "stdlib"}
+_TEXT_FLAGS = {"task", "context", "glob", "test_fraction", "gpt", "selective_lm", "stdlib", "junk"}
 
 
 def _flags(args: argparse.Namespace) -> dict:
@@ -156,11 +164,19 @@ def data_name(args: argparse.Namespace) -> str:
     return "cifar10"
 
 
+def _portable_source(source: str | None) -> str | None:
+    """--init-from as a param: an MLflow URI as is, a path without this machine's part (`portable_path`)."""
+    if source is None or source.startswith(("runs:/", "models:/")):
+        return source
+    return portable_path(source)
+
+
 def tracking_of(args: argparse.Namespace) -> Tracking:
     """Where the flags track and checkpoint runs, and the flags as every run's params (no machine path in them:
     the data by name, paths relative to the working directory)."""
     params = dict(_flags(args), data=data_name(args), data_root=portable_path(args.data_root),
-                  checkpoint_dir=portable_path(args.checkpoint_dir) if args.checkpoint_dir else None)
+                  checkpoint_dir=portable_path(args.checkpoint_dir) if args.checkpoint_dir else None,
+                  init_from=_portable_source(args.init_from))
     if "download" in params:  # said only where the data was downloaded (no --data)
         params["download"] = bool(args.download and not args.data)
     for key in ("compare", "seeds"):

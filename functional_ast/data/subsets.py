@@ -35,10 +35,10 @@ def balanced_subset(ds: LabelledImages, n: int, seed: int) -> LabelledImages:
         members = torch.nonzero(labels == c).flatten()
         picks.append(members[torch.randperm(len(members), generator=g)[:count]])
     index = torch.cat(picks).sort().values
-    return LabelledImages(_rows(ds.data, index), ds.classes)
+    return LabelledImages(take_rows(ds.data, index), ds.classes)
 
 
-def _rows(data: TensorDict, index: Tensor) -> TensorDict:
+def take_rows(data: TensorDict, index: Tensor) -> TensorDict:
     """data[index]; memory-mapped images are gathered chunk by chunk into a new file-backed map (its file beside
     the source's, unlinked at once: the mapping keeps it until the process ends), never into memory."""
     images = data["image"]

@@ -20,7 +20,8 @@ from functional_ast.train.config import ConfigError
 from functional_ast.train.trainer import History, Result
 
 # Settings added after runs may have started: a run.json without one ran as this value would now.
-BEFORE_THEY_EXISTED = {"memory_format": "contiguous", "precision": "32", "label_smoothing": 0.0}
+BEFORE_THEY_EXISTED = {"memory_format": "contiguous", "precision": "32", "label_smoothing": 0.0, "classes": None,
+                       "imbalance": 1.0, "duplicates": 0.0, "init_from": None, "junk": 0.0}
 
 
 def checkpoint_root(tracking_uri: str, experiment: str, checkpoint_dir: str | Path | None = None) -> Path:

@@ -66,7 +66,8 @@ class Rule:
     batch / target_rate). `summary(selector_state) -> dict` adds the rule's own fields to a run's summary.
     `prepare(selector_state, context, options, services) -> (selector_state, flops)` runs once before the first
     step while `needs_prepare(selector_state)` holds (a resumed run that was prepared is not prepared again).
-    `kinds`: the task kinds (`core.task.Task.kind`) the rule runs on; None for any.
+    `kinds`: the task kinds (`core.task.Task.kind`) the rule runs on; None for any. `prepare_epochs(options)`: what
+    `prepare` costs in full-data epochs, about, so a budget it would leave no training in is refused before it runs.
     """
 
     name: str
@@ -77,6 +78,7 @@ class Rule:
     summary: Callable[[TensorDict], dict] = lambda selector: {}
     prepare: Callable | None = None
     needs_prepare: Callable[[TensorDict], bool] = lambda selector: False
+    prepare_epochs: Callable[[Any], float] = lambda options: 0.0
     description: str = ""
     kinds: tuple[str, ...] | None = None
 

@@ -80,26 +80,54 @@ def halves(num_samples: int, seed: int) -> tuple[Tensor, Tensor]:
 @dataclass(frozen=True)
 class RhoLossOptions:
     explore: float = option(0.2, "share of each draw made uniformly, so out-of-date losses get looked at again")
-    reference_epochs: int = option(2, "epochs of each half's reference model, charged to the run's budget",
-                                   short="reference")
+    reference_epochs: int = option(2, "epochs of each reference model (over its own samples), charged to the run's "
+                                   "budget", short="reference")
+    holdout: float = option(0.0, "0: two references cross-fitted on the halves of the training set; else one small "
+                            "reference trained on this seeded share of it scores every sample (the paper's holdout "
+                            "model)", flag="--rho-holdout")
 
     def __post_init__(self):
         check_range("rho_loss", "explore", self.explore, 0.0, 1.0)
         integer("rho_loss", "reference_epochs", self.reference_epochs, 1)
+        check_range("rho_loss", "holdout", self.holdout, 0.0, 1.0, high_open=True)
+
+
+def holdout_slice(num_samples: int, share: float, seed: int) -> Tensor:
+    """A seeded `share` of range(num_samples) (at least one), ascending: the holdout reference's samples."""
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 29)
+    return torch.randperm(num_samples, generator=g)[: max(1, round(share * num_samples))].sort().values
+
+
+def prepare_epochs(options: RhoLossOptions) -> float:
+    """What `prepare` costs, in full-data epochs of training (a scoring forward counted as a third of a step):
+    the references' training plus one scoring pass over the training set."""
+    trained = options.reference_epochs * (options.holdout or 1.0)
+    return trained + 1.0 / 3.0
 
 
 def prepare(selector: TensorDict, context: Context, options: RhoLossOptions, services) -> tuple[TensorDict, int]:
-    """Cross-fitted irreducible losses: a reference trained on each seeded half scores the other half (in eval
-    mode, without augmentation). Returns the selector with them written in and the FLOPs they cost."""
+    """Irreducible losses, scored in eval mode without augmentation: cross-fitted (a reference trained on each
+    seeded half scores the other half) or, with `holdout`, one reference trained on a seeded slice scores every
+    sample (its own slice included, which it has seen). Returns the selector with them written in and the FLOPs
+    they cost."""
     start = time.perf_counter()
     n = context.num_samples
-    if n // 2 < services.batch_size:
-        raise ConfigError(f"rho_loss: each half of the training set ({n // 2} samples) must hold a batch of "
-                          f"{services.batch_size}; lower --batch-size or use more data")
-    first, second = halves(n, services.seed)
+    every = torch.arange(n)
+    if options.holdout:
+        slice_ = holdout_slice(n, options.holdout, services.seed)
+        if len(slice_) < services.batch_size:
+            raise ConfigError(f"rho_loss: the holdout slice ({len(slice_)} samples) must hold a batch of "
+                              f"{services.batch_size}; raise holdout, lower --batch-size or use more data")
+        plan = ((every, slice_),)
+    else:
+        if n // 2 < services.batch_size:
+            raise ConfigError(f"rho_loss: each half of the training set ({n // 2} samples) must hold a batch of "
+                              f"{services.batch_size}; lower --batch-size or use more data")
+        first, second = halves(n, services.seed)
+        plan = ((first, second), (second, first))
     losses = torch.zeros(n, dtype=torch.float32)
     correct, flops = 0, 0
-    for scored, trained_on in ((first, second), (second, first)):
+    for scored, trained_on in plan:
         part, right, spent = services.fit_and_score(trained_on, scored, options.reference_epochs)
         losses = losses.index_put((scored,), part.float().cpu())
         correct, flops = correct + right, flops + spent
@@ -114,6 +142,6 @@ def _summary(selector: TensorDict) -> dict:
 
 RULE = register(Rule(
     "rho_loss", lambda context, options: rho_loss(context.num_samples, context.target_rate, explore=options.explore),
-    RhoLossOptions, summary=_summary, prepare=prepare,
+    RhoLossOptions, summary=_summary, prepare=prepare, prepare_epochs=prepare_epochs,
     needs_prepare=lambda selector: not bool(selector["has_reference"]),
     description="RHO-LOSS: remembered loss minus a cross-fitted reference's"))

@@ -54,6 +54,30 @@ def only_cooldown_left(limit: tuple[str, float], used: float, cooldown: float) -
     return not limit[1] - used > cooldown
 
 
+MIN_TRAINING_EPOCHS = 0.5  # what a budget must leave to train selectively after preparation, in full-data epochs
+
+
+def smallest_budget_epochs(prepare_epochs: float, all_data_epochs: int) -> float:
+    """The smallest budget, in full-data epochs (rounded up to a tenth), that pays for `prepare_epochs` of
+    preparation and the `all_data_epochs` and leaves `MIN_TRAINING_EPOCHS` to train selectively."""
+    return math.ceil((prepare_epochs + all_data_epochs + MIN_TRAINING_EPOCHS) * 10 - 1e-9) / 10
+
+
+def preparation_refusal(limit: tuple[str, float], epoch_cost: float, prepare_epochs: float, all_data_epochs: int,
+                        what: str) -> str | None:
+    """A one-line refusal when `prepare_epochs` full-data epochs of preparation (a rule's reference models, at
+    `epoch_cost` each) and the run's `all_data_epochs` (warm-up and cool-down) leave less than `MIN_TRAINING_EPOCHS` of
+    the budget to train selectively; None when the budget affords them. It names the smallest budget that works."""
+    smallest = smallest_budget_epochs(prepare_epochs, all_data_epochs)
+    if limit[1] >= smallest * epoch_cost:
+        return None
+    unit = "s" if limit[0] == "time" else "FLOPs"
+    return (f"a {limit[1]:.4g} {unit} budget ({limit[1] / epoch_cost:.2f} full-data epochs here) leaves no selective "
+            f"training after {what} ({prepare_epochs:.2f} epochs) and {all_data_epochs} all-data epoch(s); the "
+            f"smallest budget that works is {smallest:g} full-data epochs ({smallest * epoch_cost:.4g} {unit}): "
+            "raise the budget, or give the reference fewer epochs")
+
+
 def running_cost(previous: float, measured: float) -> float:
     """A phase's cost per step after a new measurement: the measurement at first (previous UNKNOWN), then an
     exponential mean weighting it 0.3."""

@@ -110,13 +110,16 @@ def record_epoch(state: TensorDict, epoch: int, record: dict) -> TensorDict:
                       clock={"eval_time": torch.tensor(record["eval_time_s"], dtype=torch.float64)})
 
 
-def evaluation_due(state: TensorDict, eval_every: float | None) -> bool:
-    """Whether to evaluate at this epoch's end: every epoch (`eval_every` None), or once the state's clock is
-    `eval_every` seconds of train time past the last evaluated epoch of the history."""
+def evaluation_due(state: TensorDict, eval_every: float | tuple[str, float] | None) -> bool:
+    """Whether to evaluate at this epoch's end: every epoch (`eval_every` None), or once the run is `eval_every`
+    past the last evaluated epoch of the history: seconds of train time (a number, or ("time", seconds)) or FLOPs
+    executed (("flops", FLOPs): evaluations at the same points on any machine, as a FLOP budget spends)."""
     if eval_every is None:
         return True
-    train_time = float(state["clock", "train_time"])
+    kind, spacing = eval_every if isinstance(eval_every, tuple) else ("time", eval_every)
+    column, now = (("train_time_s", float(state["clock", "train_time"])) if kind == "time"
+                   else ("flops_spent", float(state["work", "flops_spent"])))
     table = state["history", "epochs"]
     evaluated = table[~table[:, EPOCH_KEYS.index("test_accuracy")].isnan()]
-    last = float(evaluated[:, EPOCH_KEYS.index("train_time_s")].max()) if len(evaluated) else 0.0
-    return train_time >= last + eval_every
+    last = float(evaluated[:, EPOCH_KEYS.index(column)].max()) if len(evaluated) else 0.0
+    return now >= last + spacing

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from functional_ast.data import images as fdata
-from functional_ast.data import text
+from functional_ast.data import regimes, text
+from functional_ast.data.junk import with_junk
 from functional_ast.models import airbench94, build_model, gpt
 from functional_ast.train.config import ConfigError
 from functional_ast.train.trainer import Data
@@ -28,28 +29,39 @@ WHITENING_SAMPLES = 5000  # the training images airbench94's whitening is comput
 def load_data(path: str | Path | None, *, root: str | Path = "./data", device: torch.device | str = "cpu",
               image_size: int | None = None, limit_train: int | None = None, limit_test: int | None = None,
               label_noise: float = 0.0, seed: int = 0, download: bool = False,
-              data_in_memory: str = "auto") -> Data:
-    """The data set at `path` (None with `download`: CIFAR-10 from torchvision), decoded into `root`'s cache,
-    subset to seeded class-balanced `limit_*` samples, its training labels noised, on `device`; the images stay
-    memory-mapped or are copied into memory as `data_in_memory` says (`data.images.load_dataset`)."""
+              data_in_memory: str = "auto", classes: tuple[str, ...] | None = None, imbalance: float = 1.0,
+              duplicates: float = 0.0) -> Data:
+    """The data set at `path` (None with `download`: CIFAR-10 from torchvision), decoded into `root`'s cache, cut to
+    `classes` (both sides, relabelled in that order), subset to seeded class-balanced `limit_*` samples; then its
+    training side only: long-tailed at `imbalance`, a `duplicates` share replaced by near-duplicates, its labels
+    noised (`data.regimes`, `data.images.with_label_noise`); on `device`. The images stay memory-mapped or are
+    copied into memory as `data_in_memory` says (`data.images.load_dataset`)."""
     train, test = fdata.load_dataset(path, root=root, image_size=image_size, download=download,
                                      data_in_memory=data_in_memory)
+    if classes:
+        train, test = regimes.only_classes(train, classes), regimes.only_classes(test, classes)
     if limit_train:
         train = fdata.balanced_subset(train, limit_train, seed=seed)
     if limit_test:
         test = fdata.balanced_subset(test, limit_test, seed=seed + 1)
+    if imbalance != 1:
+        train = regimes.long_tailed(train, imbalance, seed)
+    if duplicates:
+        train = regimes.with_near_duplicates(train, duplicates, seed)
     return Data.prepare(train, test, device, label_noise, seed, data_in_memory)
 
 
 def load_text(path: str | Path | None, *, root: str | Path = "./data", context: int = 128,
               glob: str = text.DEFAULT_GLOB, test_fraction: float = 0.1, seed: int = 0,
               limit_train: int | None = None, limit_test: int | None = None, name: str | None = None,
-              device: torch.device | str = "cpu") -> text.TextData:
+              device: torch.device | str = "cpu", junk: float = 0.0) -> text.TextData:
     """The corpus at `path` (None: the running Python's standard library source) split by file (seeded) into
-    windows of `context + 1` bytes; `limit_*` keep the first N windows of the training (held-out) files."""
+    windows of `context + 1` bytes; junk files make up a `junk` share of the training text (`data.junk`); `limit_*`
+    keep the first N windows of the training (held-out) files."""
     corpus = text.stdlib_corpus(root) if path is None else text.load_corpus(path, glob, root=root,
                                                                              name=name or Path(path).name)
     train, test = text.split(corpus, context, test_fraction, seed)
+    train = with_junk(train, junk, seed)
     if limit_train and limit_train < len(train):
         train = train.select(torch.arange(limit_train))
     if limit_test and limit_test < len(test):

@@ -241,7 +241,7 @@ class Run:
                               "your own, build it with tasks.image_classification(label_smoothing=...) and set 0")
         self.task = task or image_classification(config.label_smoothing)
         self.callbacks, self.name = list(callbacks), name or config.strategy
-        self.eval_every = eval_every  # seconds of train time between evaluations (None: every epoch)
+        self.eval_every = eval_every  # train seconds, or ("flops", N), between evaluations (None: every epoch)
         self.log_every, self.safe_point_every, self.eval_batch_size = log_every, safe_point_every, eval_batch_size
         torch.manual_seed(config.seed)
         self.model = model() if callable(model) and not isinstance(model, nn.Module) else model
@@ -269,15 +269,30 @@ class Run:
         if self._started:
             return
         self._started = True
+        limit = self.config.budget
+        if limit is not None and float(self.state["loop", "cost_all_data"]) == UNKNOWN:
+            self.probe_costs()
         if self.rule.prepare is not None and self.rule.needs_prepare(self.state["selector"]):
+            if limit is not None:
+                self.refuse_unaffordable(self.rule.prepare_epochs(self.rule.make_options(self.config.options)),
+                                         f"{self.rule.name}'s reference models")
             services = ReferenceServices(self.model, self.data, self.config, train_full, task=self.task)
             selector, flops, seconds = prepare_rule(self.rule, self.context, self.config, self.state, services)
             self.charge(seconds, flops, selector)
-        if self.config.budget is not None:
-            if float(self.state["loop", "cost_all_data"]) == UNKNOWN:
-                self.probe_costs()
+            if limit is not None:
+                self.state = self.pacer.replanned(self.state, 0, True)  # the horizon after the charge
+        if limit is not None:
             self.pacer.started(self.state)
         self._hooks("on_start")
+
+    def refuse_unaffordable(self, prepare_epochs: float, what: str) -> None:
+        """ConfigError (one line, naming the smallest budget that works) when the budget cannot pay for
+        `prepare_epochs` full-data epochs of preparation and the all-data epochs and still train selectively."""
+        epoch_cost = float(self.state["loop", "cost_all_data"]) * self.plan.all_data_steps
+        refusal = budget.preparation_refusal(self.config.budget, epoch_cost, prepare_epochs,
+                                             self.plan.warmup_epochs + self.plan.cooldown_epochs, what)
+        if refusal is not None:
+            raise ConfigError(refusal)
 
     def charge(self, seconds: float, flops: int, selector: TensorDict | None = None) -> None:
         """Count work done before the first step (a reference model) in the clock and FLOPs; set `selector`."""

@@ -1,5 +1,5 @@
-"""The regime map: the savings benchmark once per regime (`benchmarks.regimes`), every rule at equal FLOPs against
-budget-matched full data and a random subset, 3 seeds, each cell's JSON in docs/results/map-<regime>/.
+"""The regime map: the savings question once per regime (`functional_ast.pays.regimes`), every rule at equal FLOPs
+against budget-matched full data and a random subset, 3 seeds, each cell's JSON in docs/results/map-<regime>/.
 
     python -m benchmarks.regime_map --data PATH                  # every regime, one after another
     python -m benchmarks.regime_map --data PATH --only clean,lt10 --threads 1   # a lane (run two on 2 cores)
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import regimes, savings
 from functional_ast.cli import main as cli
+from functional_ast.cli import savings
+from functional_ast.pays import regimes
 
 PRETRAIN_EPOCHS = 15
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         flags = cell_args(regime, args.data, out, args.store, args.seeds, pretrained)
         json_path = Path(flags[flags.index("--json") + 1])
         if args.list:
-            print("python -m benchmarks.savings " + " ".join(flags))
+            print("python -m functional_ast savings " + " ".join(flags))
             continue
         if json_path.exists():
             print(f"{regime}: done ({json_path})", flush=True)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints = store_dir / "checkpoints" / savings.EXPERIMENT / json_path.stem
         started = (checkpoints / "benchmark.json").is_file()
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"{regime}: {'resuming' if started else 'starting'}: python -m benchmarks.savings {' '.join(flags)}",
+        print(f"{regime}: {'resuming' if started else 'starting'}: python -m functional_ast savings {' '.join(flags)}",
               flush=True)
         code = savings.main(flags + (["--resume"] if started else []))
         if code:

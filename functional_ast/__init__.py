@@ -21,16 +21,19 @@ from functional_ast.core.optim import adam, chain, sgd, warmup_cosine
 from functional_ast.core.step import init_state, make_eval_step, make_train_step
 from functional_ast.core.task import Task
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
+from functional_ast.pays import SavingsReport, savings
 from functional_ast.strategies import Rule, full, random_subset, register, sundew
 from functional_ast.tasks import image_classification, language_modelling
 from functional_ast.train import config
+from functional_ast.train.base import Callback, Result, RunView, Summary
 from functional_ast.train.config import ConfigError, TrainConfig
-from functional_ast.train.trainer import Callback, Result, compare, fit
+from functional_ast.train.trainer import compare, fit
 
 __all__ = [
     "Callback", "Checkpoints", "ConfigError", "Console", "ControllerConfig", "GateConfig", "MLflowTracking",
-    "Result", "Rule", "Task", "TrainConfig", "adam", "chain", "compare", "config", "controller", "cross_entropy",
-    "fit", "full", "gate", "image_classification", "init_state", "language_modelling", "losses", "make_apply",
-    "make_eval_step", "make_train_step", "optim", "per_sample_grad_norms", "per_sample_losses", "prng",
-    "random_subset", "register", "sgd", "significance", "strategies", "sundew", "warmup_cosine", "work",
+    "Result", "Rule", "RunView", "SavingsReport", "Summary", "Task", "TrainConfig", "adam", "chain", "compare",
+    "config", "controller", "cross_entropy", "fit", "full", "gate", "image_classification", "init_state",
+    "language_modelling", "losses", "make_apply", "make_eval_step", "make_train_step", "optim",
+    "per_sample_grad_norms", "per_sample_losses", "prng", "random_subset", "register", "savings", "sgd",
+    "significance", "strategies", "sundew", "warmup_cosine", "work",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save", "atomic_dir",
-           "temp_path", "fsync_dir"]
+           "temp_path", "fsync_dir", "portable_path"]
 
 
 def temp_path(path: str | Path) -> Path:
@@ -108,3 +108,20 @@ def atomic_dir(path: str | Path, *, replace: bool = False, fsync: bool = True) -
     if fsync:
         fsync_dir(path.parent)
 
+
+def portable_path(path: str | Path, root: str | Path | None = None) -> str:
+    """A path as a param may hold it: relative to `root` when inside it, else as given when relative, else
+    relative to the working directory when inside it, else its last two parts after ".../" (never a whole path
+    of this machine)."""
+    given, path = str(path), Path(path)
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix() or "."
+        except ValueError:
+            pass
+    if not path.is_absolute():
+        return given
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return ".../" + "/".join(path.parts[-2:])

@@ -5,16 +5,24 @@ import json
 import pytest
 
 from benchmarks import savings
+from functional_ast.cli import savings as savings_command
+from functional_ast.pays import questions
+from functional_ast.pays import run as savings_run
 from functional_ast.report import tables as report
-from functional_ast.train.trainer import History, Result
+from functional_ast.train.base import Result, Summary
+from functional_ast.train.history import History
 
 
-def _result(name, curve, flops=100, trained=10, seed=0):
+def _result(name, curve, flops=100, trained=10, seed=0, **rule):
     h = History()
     h.epochs = [dict(train_time_s=t, test_accuracy=a, flops_spent=flops * t / curve[-1][0]) for t, a in curve]
-    summary = dict(strategy=name, seed=seed, epochs=len(curve), test_accuracy=curve[-1][1], train_time_s=curve[-1][0],
-                   flops_spent=flops, samples_trained=trained, samples_scored=0, energy_j=1.0, energy_kind="estimate",
-                   samples_per_s=trained / curve[-1][0], flops_per_s=flops / curve[-1][0])
+    summary = Summary.from_dict(dict(
+        strategy=name, seed=seed, epochs=len(curve), test_accuracy=curve[-1][1], train_time_s=curve[-1][0],
+        flops_spent=flops, samples_trained=trained, samples_scored=0, energy_j=1.0, energy_kind="estimate",
+        samples_per_s=trained / curve[-1][0], flops_per_s=flops / curve[-1][0], warmup_epochs=0, cooldown_epochs=0,
+        target_rate=0.3, budget="epochs 1", eval_time_s=0.0, mean_activation_rate_after_warmup=0.3,
+        flops_saved_pct=0.0, flops_full=flops, samples_seen=trained, steps=1, model_params=1,
+        skipped_nonfinite_updates=0, **rule))
     return Result(summary, h)
 
 
@@ -24,15 +32,14 @@ def test_comparison_table_ratios_and_accuracy_at_random_time():
     rows = {r["strategy"]: r for r in report.comparison_table(results)}
     assert rows["full"]["speedup_vs_full"] == 1.0 and rows["sundew"]["flops_ratio_vs_full"] == pytest.approx(0.4)
     assert rows["sundew"]["speedup_vs_full"] == pytest.approx(2.5)
-    assert rows["sundew"]["acc_at_random_time"] == 0.55 and rows["full"]["acc_at_random_time"] is None
-    assert report.accuracy_at(results[1].history, 20) == 0.6
+    assert rows["sundew"]["at_random_time"] == 0.55 and rows["full"]["at_random_time"] is None
+    assert report.headline_at(results[1].history, 20) == 0.6
     assert not {"proxy_flops", "reference_time_s"} & set(rows["sundew"])
 
 
 def test_comparison_rows_keep_what_a_strategys_own_model_cost():
-    proxy, rho = _result("proxy", [(10, 0.5)], flops=300), _result("rho_loss", [(10, 0.5)], flops=300)
-    proxy.summary.update(proxy_flops=120)
-    rho.summary.update(reference_time_s=2.5, reference_accuracy=0.6)
+    proxy = _result("proxy", [(10, 0.5)], flops=300, proxy_flops=120)
+    rho = _result("rho_loss", [(10, 0.5)], flops=300, reference_time_s=2.5, reference_accuracy=0.6)
     rows = {r["strategy"]: r for r in report.comparison_table([_result("full", [(10, 0.5)]), proxy, rho])}
     assert rows["proxy"]["proxy_flops"] == 120 and "reference_time_s" not in rows["proxy"]
     assert (rows["rho_loss"]["reference_time_s"], rows["rho_loss"]["reference_accuracy"]) == (2.5, 0.6)
@@ -124,7 +131,7 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
     assert savings.main(flags + ["--resume"]) == 2
     assert "--resume: no benchmark to resume" in capsys.readouterr().err
 
-    first, compare, save = {}, savings.tracked_compare, callbacks.Checkpoints.on_safe_point
+    first, compare, save = {}, savings_run.tracked_compare, callbacks.Checkpoints.on_safe_point
     saves = []
 
     def stop_in_the_long_budget(self, run):
@@ -141,12 +148,12 @@ def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished
         return compared
 
     monkeypatch.setattr(callbacks.Checkpoints, "on_safe_point", stop_in_the_long_budget)
-    monkeypatch.setattr(savings, "tracked_compare", remember)
+    monkeypatch.setattr(savings_run, "tracked_compare", remember)
     with pytest.raises(KeyboardInterrupt):
         savings.main(flags)
     assert "long" not in first and not (tmp_path / "s.json").exists()
     monkeypatch.setattr(callbacks.Checkpoints, "on_safe_point", save)
-    monkeypatch.setattr(savings, "tracked_compare", compare)
+    monkeypatch.setattr(savings_run, "tracked_compare", compare)
 
     assert savings.main(flags[:3] + ["0"] + flags[4:] + ["--resume"]) == 2
     assert "started with other flags (seeds: [0, 1] then, [0] now)" in capsys.readouterr().err
@@ -222,8 +229,8 @@ def test_savings_benchmark_can_match_flops_instead_of_time(tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
-    axes, bands = [], savings.plots.compare_bands
-    monkeypatch.setattr(savings.plots, "compare_bands",
+    axes, bands = [], savings_run.plots.compare_bands
+    monkeypatch.setattr(savings_run.plots, "compare_bands",
                         lambda runs, *a, **k: axes.append(a[:2]) or bands(runs, *a, **k))
     code = savings.main(["--data", str(data), "--seeds", "0,1", "--budget-epochs", "2", "--budget-kind", "flops",
                          "--strategies", "full,infobatch,stale:cooldown=2", "--target-rate", "0.25",
@@ -330,9 +337,11 @@ def test_lm_speed_prints_the_tokens_per_second_ratio_and_its_parts(tmp_path, cap
 def test_a_resume_may_add_seeds_and_continue_a_benchmark_started_before_the_text_flags():
     old = dict(data="c10", quick=True, seeds=[0], budget_kind="time", eval_points=12)  # an image plan, pre --task
     now = dict(old, seeds=[0, 1], task="images", warmup_epochs=1, cooldown_epochs=1, context=None, rho1_keep=None)
-    assert savings._differences(old, now) == []
-    assert savings._differences(old, dict(now, task="lm")) == ["task: 'images' then, 'lm' now"]
-    assert savings._differences(dict(old, seeds=[0, 1]), dict(now, seeds=[0])) == ["seeds: [0, 1] then, [0] now"]
+    before = savings_command.BEFORE_THEY_EXISTED
+    assert savings_run.differences(old, now, before) == []
+    assert savings_run.differences(old, dict(now, task="lm"), before) == ["task: 'images' then, 'lm' now"]
+    assert savings_run.differences(dict(old, seeds=[0, 1]), dict(now, seeds=[0]), before) == \
+        ["seeds: [0, 1] then, [0] now"]
 
 
 def _bpb_result(name, curve, seed=0, flops=100):
@@ -342,9 +351,15 @@ def _bpb_result(name, curve, seed=0, flops=100):
     h = History()
     h.epochs = [dict(train_time_s=t, test_accuracy=0.5, test_loss=b * math.log(2), flops_spent=flops * t / curve[-1][0])
                 for t, b in curve]
-    summary = dict(strategy=name, seed=seed, epochs=len(curve), test_accuracy=0.5, test_bits_per_byte=curve[-1][1],
-                   train_time_s=curve[-1][0], flops_spent=flops, samples_trained=10, samples_scored=0, energy_j=1.0,
-                   energy_kind="estimate", samples_per_s=1.0, flops_per_s=1.0)
+    from functional_ast.tasks import language_modelling
+
+    summary = Summary.from_dict(dict(
+        strategy=name, seed=seed, epochs=len(curve), test_accuracy=0.5, test_bits_per_byte=curve[-1][1],
+        train_time_s=curve[-1][0], flops_spent=flops, samples_trained=10, samples_scored=0, energy_j=1.0,
+        energy_kind="estimate", samples_per_s=1.0, flops_per_s=1.0, warmup_epochs=0, cooldown_epochs=0,
+        target_rate=0.3, budget="epochs 1", eval_time_s=0.0, mean_activation_rate_after_warmup=0.3,
+        flops_saved_pct=0.0, flops_full=flops, samples_seen=10, steps=1, model_params=1, skipped_nonfinite_updates=0),
+        language_modelling())
     return Result(summary, h)
 
 
@@ -356,7 +371,7 @@ def test_on_text_lower_bits_per_byte_is_better_in_both_questions():
     results = [_bpb_result(name, [(50, b + 0.5), (100, b)], seed=seed)
                for name, bs in {"full": [2.0, 2.1], "random": [2.4, 2.5], "small_loss": [1.8, 1.9],
                                 "sundew_remembered": [2.6, 2.7]}.items() for seed, b in enumerate(bs)]
-    r = savings.equal_time(savings._with_metric(results, bpb), bpb)
+    r = savings.equal_time(questions.rows_with_metric(results, bpb), bpb)
     assert (r["best"], r["baseline"]) == ("small_loss", "full")  # the lowest of each side, not the highest
     assert r["diff"] == pytest.approx(-0.2) and r["unit"] == "bits per byte" and "diff_pp" not in r
     a = savings.equal_accuracy(results, bpb)

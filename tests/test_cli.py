@@ -43,9 +43,9 @@ def _client(uri):
 
 def test_cli_creates_an_mlflow_run_with_params_curves_and_plots(synthetic, capsys):
     data, uri = synthetic
-    code = cli.main(["--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "16",
-                         "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "t", "--no-progress",
-                         "--log-every", "2"])
+    code = cli.main(["--data", str(data), "--strategy", "sundew", "--epochs", "3", "--warmup-epochs", "1",
+                     "--cooldown-epochs", "0", "--batch-size", "16", "--target-rate", "0.25", "--tracking-uri", uri,
+                     "--experiment", "t", "--no-progress", "--log-every", "2"])
     assert code == 0
     out = capsys.readouterr().out
     assert "summary" in out and f"mlflow ui --backend-store-uri {uri}" in out
@@ -186,9 +186,9 @@ def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = cli.train(cli.build_parser().parse_args([
-        "--data", str(archive), "--limit-train", "640", "--limit-test", "200", "--epochs", "2",
-        "--warmup-epochs", "1", "--batch-size", "64", "--target-rate", "0.3", "--tracking-uri", uri,
-        "--no-progress"]))
+        "--data", str(archive), "--limit-train", "640", "--limit-test", "200", "--epochs", "2", "--strategy", "sundew",
+        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--batch-size", "64", "--target-rate", "0.3",
+        "--tracking-uri", uri, "--no-progress"]))
     pooled = (640 // round(64 / 0.3)) * round(64 / 0.3)  # epoch 2: whole pools of 213 (the rest dropped)
     assert summary["samples_seen"] == 640 + pooled
     assert summary["samples_trained"] < 640 + pooled and summary["samples_scored"] == pooled
@@ -199,9 +199,9 @@ def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
 def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, capsys):
     data, uri = synthetic
     names = ["full", "random", "sundew", "stale", "prioritized"]
-    code = cli.main(["--data", str(data), "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16",
-                         "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "cmp", "--no-progress",
-                         "--compare", ",".join(names)])
+    code = cli.main(["--data", str(data), "--epochs", "2", "--warmup-epochs", "1", "--cooldown-epochs", "0",
+                     "--batch-size", "16", "--target-rate", "0.25", "--tracking-uri", uri, "--experiment", "cmp",
+                     "--no-progress", "--compare", ",".join(names)])
     assert code == 0
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| strategy")]
@@ -226,8 +226,8 @@ def test_compare_produces_one_row_per_strategy_with_table_and_plots(synthetic, c
 def test_compare_runs_variants_with_their_own_cooldown_side_by_side(synthetic):
     data, uri = synthetic
     results = cli.compare_strategies(cli.build_parser().parse_args([
-        "--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "16", "--target-rate", "0.25",
-        "--tracking-uri", uri, "--no-progress", "--compare", "full,random,random:cooldown=1"]))
+        "--data", str(data), "--epochs", "3", "--warmup-epochs", "1", "--cooldown-epochs", "0", "--batch-size", "16",
+        "--target-rate", "0.25", "--tracking-uri", uri, "--no-progress", "--compare", "full,random,random:cooldown=1"]))
     assert [r.summary["strategy"] for r in results] == ["full", "random", "random:cooldown=1"]
     client = _client(uri)  # MLflow accepts the variant's metric keys and run names (no ':' or '=' in them)
     runs = client.search_runs([client.get_experiment_by_name("functional_ast").experiment_id])
@@ -275,6 +275,7 @@ def test_airbench94_trains_from_the_command_line_whitened_on_the_training_images
     """`--model airbench94` builds its whitening from the normalised training images and trains; on images too
     small for it the run is refused in one line, exit 2, before anything trains."""
     from functional_ast.models.airbench import whitening_filters
+    from functional_ast.tasks import images as images_task
     from functional_ast.train import prepare
 
     monkeypatch.chdir(tmp_path)
@@ -287,7 +288,7 @@ def test_airbench94_trains_from_the_command_line_whitened_on_the_training_images
     data = prepare.load_data(str(folder))
     normalised = (data.train.data["image"].float() / 255 - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
     assert torch.equal(prepare.model_builder("airbench94", data)()[0].weight, whitening_filters(normalised))
-    monkeypatch.setattr(prepare, "WHITENING_SAMPLES", 8)  # fewer than the set: spread through it, every class
+    monkeypatch.setattr(images_task, "WHITENING_SAMPLES", 8)  # fewer than the set: spread through it, every class
     spread = torch.linspace(0, len(data.train) - 1, 8).round().long()
     assert set(data.train.data["label"][spread].tolist()) == set(range(len(CLASSES)))
     assert torch.equal(prepare.model_builder("airbench94", data)()[0].weight, whitening_filters(normalised[spread]))

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (f"{PACKAGE}.train",),
     (f"{PACKAGE}.report",),
     (f"{PACKAGE}.edges",),
+    (f"{PACKAGE}.pays",),
     (f"{PACKAGE}.cli",),
 )
 FREE = (PACKAGE, f"{PACKAGE}.__main__")  # may import anything

@@ -22,7 +22,8 @@ def test_an_lm_run_logs_bits_per_byte_per_epoch(tmp_path, monkeypatch, corpus): 
     train, test = corpus
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     callback = MLflowTracking(uri, "lm", "gpt-sundew", log_model=False, announce=None)
-    config = fa.TrainConfig(strategy="sundew", epochs=2, batch_size=8, target_rate=0.5, optimizer="adam", lr=3e-3)
+    config = fa.TrainConfig(strategy="sundew", epochs=2, cooldown_epochs=0, batch_size=8, target_rate=0.5,
+                            optimizer="adam", lr=3e-3)
     result = fa.fit(_gpt, train, test, config, task=fa.language_modelling(), callbacks=[callback])
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(callback.run_id)
@@ -49,7 +50,8 @@ def test_a_tracked_lm_fit_logs_the_corpus_a_sample_per_evaluation_and_a_model_th
     train, test = corpus
     data = text.TextData.of(train, test)
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    config = fa.TrainConfig(strategy="sundew", epochs=2, batch_size=8, target_rate=0.5, optimizer="adam", lr=3e-3)
+    config = fa.TrainConfig(strategy="sundew", epochs=2, cooldown_epochs=0, batch_size=8, target_rate=0.5,
+                            optimizer="adam", lr=3e-3)
     out = tracked_fit(_gpt, data, config, "lm-run", Tracking(uri, "lm", data_name="tiny-corpus"), progress=False,
                       task=fa.language_modelling())
     client = MlflowClient(tracking_uri=uri)

@@ -85,8 +85,8 @@ def test_across_the_warmup_boundary_loss_seen_is_continuous_where_loss_jumps():
                              nn.Flatten(), nn.Linear(8, 4))
 
     train = _hard_and_easy()
-    config = fa.TrainConfig(strategy="sundew", epochs=3, warmup_epochs=2, batch_size=16, target_rate=0.25,
-                            augment=False, lr=0.05)
+    config = fa.TrainConfig(strategy="sundew", epochs=3, warmup_epochs=2, cooldown_epochs=0, batch_size=16,
+                            target_rate=0.25, augment=False, lr=0.05)
     history = fa.fit(net, train, _hard_and_easy(32, seed=1), config, log_every=4).history
     steps, loss = history.series("loss")
     _, seen = history.series("loss_seen")
@@ -120,8 +120,8 @@ def test_a_run_of_a_remembered_loss_rule_logs_its_tables_mean_over_each_pool():
         return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                              nn.Flatten(), nn.Linear(8, 4))
 
-    config = fa.TrainConfig(strategy="stale", epochs=2, warmup_epochs=1, batch_size=16, target_rate=0.25,
-                            augment=False)
+    config = fa.TrainConfig(strategy="stale", epochs=2, warmup_epochs=1, cooldown_epochs=0, batch_size=16,
+                            target_rate=0.25, augment=False)
     history = fa.fit(net, _hard_and_easy(), _hard_and_easy(32, seed=1), config, log_every=4).history
     _, loss = history.series("loss")
     _, seen = history.series("loss_seen")

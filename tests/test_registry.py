@@ -41,6 +41,7 @@ def test_a_rule_from_outside_the_package_runs_through_fit(tmp_path, monkeypatch)
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(256, 1, 8, 8, generator=g), torch.randint(0, 4, (256,), generator=g)
     config = fa.TrainConfig(strategy=spec, options={"scale": 0.5}, target_rate=0.5, epochs=2, warmup_epochs=1,
+                            cooldown_epochs=0,
                             batch_size=16)
     result = fa.fit(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)), (images, labels),
                     (images[:32], labels[:32]), config)
@@ -55,8 +56,8 @@ def test_a_rule_from_outside_the_package_runs_through_the_command_line_with_its_
     monkeypatch.chdir(tmp_path)
     data, uri = _image_folder(tmp_path / "images"), f"sqlite:///{tmp_path}/store/mlflow.db"
     code = cli.main(["--data", str(data), "--strategy", spec, "--top-loss-scale", "0.5", "--epochs", "2",
-                     "--warmup-epochs", "1", "--batch-size", "16", "--target-rate", "0.5", "--tracking-uri", uri,
-                     "--experiment", "rules", "--no-progress", "--no-log-model"])
+                     "--cooldown-epochs", "0", "--warmup-epochs", "1", "--batch-size", "16", "--target-rate", "0.5",
+                     "--tracking-uri", uri, "--experiment", "rules", "--no-progress", "--no-log-model"])
     assert code == 0
     client = _client(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("rules").experiment_id])

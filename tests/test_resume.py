@@ -80,9 +80,9 @@ def test_unwritable_checkpoint_dir_is_a_clear_error_before_training(tmp_path, ca
 
 def _flags(data, uri, strategy, epochs):
     # Warm-up epochs: 96 / 16 = 6 steps; then pools of 32 (3 steps, 8 samples trained each).
-    return ["--data", str(data), "--epochs", str(epochs), "--warmup-epochs", "1", "--batch-size", "16",
-            "--pool-size", "32", "--strategy", strategy, "--target-rate", "0.25", "--checkpoint-every", "5",
-            "--log-every", "3",
+    return ["--data", str(data), "--epochs", str(epochs), "--warmup-epochs", "1", "--cooldown-epochs", "0",
+            "--batch-size", "16", "--pool-size", "32", "--strategy", strategy, "--target-rate", "0.25",
+            "--checkpoint-every", "5", "--log-every", "3",
             "--no-progress", "--tracking-uri", uri, "--experiment", "resume", "--run-name", f"r-{strategy}"]
 
 

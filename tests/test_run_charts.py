@@ -31,8 +31,8 @@ def runs(tmp_path_factory):
     try:
         common = ["--data", str(data), "--batch-size", "16", "--tracking-uri", uri, "--experiment", "charts",
                   "--no-progress", "--log-every", "2", "--no-log-model"]
-        assert cli.main(common + ["--epochs", "4", "--warmup-epochs", "1", "--cooldown-epochs", "1",
-                                  "--target-rate", "0.5", "--run-name", "gated"]) == 0
+        assert cli.main(common + ["--strategy", "sundew", "--epochs", "4", "--warmup-epochs", "1",
+                                  "--cooldown-epochs", "1", "--target-rate", "0.5", "--run-name", "gated"]) == 0
         assert cli.main(common + ["--epochs", "2", "--strategy", "full", "--run-name", "plain"]) == 0
     finally:
         os.chdir(here)
@@ -125,7 +125,7 @@ def test_the_runs_figures_are_titled_and_mark_the_phases():
     labels = accuracy.get_legend_handles_labels()[1]
     assert "full data (same comparison, seed 0)" in labels and "warm-up (all data) epoch" in labels
     for fig in figures.values():
-        plots.plt.close(fig)
+        plots.close(fig)
 
 
 def test_a_selective_run_of_a_comparison_draws_full_datas_curve_beside_its_own(tmp_path, monkeypatch):

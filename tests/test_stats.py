@@ -157,9 +157,10 @@ def test_a_language_models_comparison_states_bits_per_byte_in_its_own_units():
     from functional_ast.report import tables
 
     def row(strategy, seed, bpb, acc):
-        return dict(strategy=strategy, seed=seed, epochs=2, test_bits_per_byte=bpb, test_accuracy=acc,
-                    train_time_s=1.0, samples_per_s=1.0, flops_ratio_vs_full=1.0, samples_trained=1,
-                    samples_scored=0, energy_j=1.0, energy_kind="estimate", acc_at_random_time=acc, flops_per_s=1.0)
+        return dict(strategy=strategy, seed=seed, epochs=2, headline="bits_per_byte", higher_is_better=False,
+                    test_bits_per_byte=bpb, test_accuracy=acc, train_time_s=1.0, samples_per_s=1.0,
+                    flops_ratio_vs_full=1.0, samples_trained=1, samples_scored=0, energy_j=1.0,
+                    energy_kind="estimate", at_random_time=bpb, flops_per_s=1.0)
 
     rows = [row("full", s, 3.40 + 0.01 * s, 0.39) for s in range(3)]
     rows += [row("small_loss", s, 3.45 + 0.012 * s, 0.38) for s in range(3)]
@@ -168,5 +169,5 @@ def test_a_language_models_comparison_states_bits_per_byte_in_its_own_units():
     text = tables.comparison_markdown(rows)
     assert "small_loss: test bits/byte 3.4620 ± 0.0120, test acc 0.3800" in text
     shifted = [dict(r, test_accuracy=r["test_accuracy"] + 0.01 * (r["strategy"] == "full")) for r in rows]
-    image = tables.paired_against_baselines(shifted)
+    image = tables.paired_against_baselines(shifted, "test_accuracy")
     assert image[0]["words"].startswith("-2.00 pp")

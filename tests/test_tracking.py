@@ -14,7 +14,8 @@ from functional_ast.cli import tracking as tracking_cli
 
 def _flags(data, uri, ckpt, epochs=2):
     # --pool-size 16: gated steps select within each batch of 16, so every epoch has 96 / 16 = 6 steps
-    return ["--data", str(data), "--epochs", str(epochs), "--warmup-epochs", "1", "--batch-size", "16",
+    return ["--data", str(data), "--strategy", "sundew", "--epochs", str(epochs), "--warmup-epochs", "1",
+            "--cooldown-epochs", "0", "--batch-size", "16",
             "--pool-size", "16", "--target-rate", "0.25", "--checkpoint-every", "2", "--no-progress",
             "--tracking-uri", uri,
             "--experiment", "t", "--checkpoint-dir", str(ckpt)]

@@ -89,7 +89,8 @@ def test_the_generic_command_trains_your_model_on_a_one_channel_folder_and_track
 
 def test_fit_with_your_model_and_tensors_returns_a_result_with_history():
     train, test = _tensors(), _tensors(n=32, seed=1)
-    result = fa.fit(_net(), train, test, fa.TrainConfig(strategy="stale", epochs=3, batch_size=16, target_rate=0.25))
+    result = fa.fit(_net(), train, test, fa.TrainConfig(strategy="stale", epochs=3, batch_size=16, target_rate=0.25,
+                                                                 cooldown_epochs=0))
     s = result.summary
     assert s["epochs"] == 3 and len(result.history.epochs) == 3
     assert s["samples_trained"] == 96 + 2 * 16  # warm-up on all 96, then a batch of each pool of 64 per epoch
@@ -286,7 +287,7 @@ def test_horizon_schedule_matches_warmup_cosine_and_can_be_replanned():
 
 def test_sundew_remembered_gates_on_the_table_without_scoring_and_meets_its_target():
     train, test = _tensors(n=640, seed=2), _tensors(n=64, seed=3)
-    config = fa.TrainConfig(strategy="sundew_remembered", epochs=4, batch_size=16, target_rate=0.25)
+    config = fa.TrainConfig(strategy="sundew_remembered", epochs=4, batch_size=16, target_rate=0.25, cooldown_epochs=0)
     result = fa.fit(_net(), train, test, config)
     s = result.summary
     assert s["samples_scored"] == 0  # no scoring forward: the gate reads remembered loss and intensity
@@ -358,7 +359,7 @@ def test_infobatch_keeps_the_hard_prunes_the_easy_at_its_rate_and_reweights_them
 
 def test_infobatch_trains_in_batch_sized_pools_without_scoring():
     train, test = _tensors(n=640, seed=2), _tensors(n=64, seed=3)
-    config = fa.TrainConfig(strategy="infobatch", epochs=3, batch_size=16, target_rate=0.1)
+    config = fa.TrainConfig(strategy="infobatch", epochs=3, batch_size=16, target_rate=0.1, cooldown_epochs=0)
     result = fa.fit(_net(), train, test, config)
     assert result.summary["samples_scored"] == 0
     epochs = result.history.epochs

@@ -164,8 +164,9 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     p = _Parser(prog=prog, description=description or __doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--task", choices=("images", "lm"), default="images",
-                   help="images: an image classifier; lm: a byte-level language model on text")
+    d.add_argument("--task", default="images", metavar="images|lm|package.module:task",
+                   help="images: an image classifier; lm: a byte-level language model on text; package.module:task: "
+                        "a Task of yours with a `load(path, **options)` (its data) and a `build_model`")
     d.add_argument("--data", default=None,
                    help="ImageFolder tree (train/<class>/*, test/<class>/*), CIFAR-10 dir, or a .tar.gz of either; "
                         "with --task lm: a text file, a folder of them (--glob) or a .tar.gz of one")
@@ -248,8 +249,11 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     c.add_argument("--flop-budget", type=_bounded(float, 0.0, low_open=True), default=None, metavar="FLOPS",
                    help="the same with a budget of executed FLOPs (deterministic; immune to the machine's speed)")
     c.add_argument("--budget-epochs", type=_bounded(float, 0.0, low_open=True), default=None, metavar="N",
-                   help="a time budget of N full-data epochs on this machine: one epoch's time is measured on a few "
-                        "steps first, as the savings benchmark does (--time-budget/--flop-budget take precedence)")
+                   help="a budget of N full-data epochs, in FLOPs (the same steps on every machine) or, with "
+                        "--budget-kind time, in this machine's wall-clock, one epoch measured on a few steps first "
+                        "(--time-budget/--flop-budget take precedence)")
+    c.add_argument("--budget-kind", choices=("flops", "time"), default="flops",
+                   help="what --budget-epochs matches: FLOPs executed (deterministic) or wall-clock (load-dependent)")
     c.add_argument("--compare", type=strategy_list, default=None, metavar="S1,S2,...",
                    help=f"run these strategies side by side (from {','.join(strategies.names())}); NAME:cooldown=N or "
                         "NAME:warmup=N sets that entry's all-data epochs, e.g. stale,stale:cooldown=8")

@@ -37,11 +37,11 @@ from functional_ast.core import distributed
 from functional_ast.data import images as fdata
 from functional_ast.edges import checkpoint, store
 from functional_ast.edges.tracked import tracked_compare, tracked_fit
+from functional_ast.train.base import Result, Summary
 from functional_ast.train.config import ConfigError, parse_variant
 from functional_ast.train.loop import NonFiniteLossError
 from functional_ast.train.prepare import model_builder, model_label
 from functional_ast.train.selective import fit_selective
-from functional_ast.train.trainer import Result
 
 EXIT_FAILED = 1
 # What the command's callers and tests reach through it (`from functional_ast.cli import main as cli`).
@@ -69,8 +69,10 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
     selective = {} if keep is None else dict(fitter=functools.partial(fit_selective, keep=keep))
     out = tracked_fit(build, data, config, name, tracking_of(args), resume=args.resume,
                       settings=result_config(args, strategy=config.strategy), budget_epochs=args.budget_epochs,
+                      budget_kind=args.budget_kind,
                       log_every=args.log_every, eval_every=args.eval_every, progress=not args.no_progress,
-                      collective=collective, task=objects.task_of(args), **selective)
+                      collective=collective, task=objects.run_task(args), joules_per_gflop=args.joules_per_gflop,
+                      **selective)
     if out.already_finished or not collective.is_main:
         return out.result.summary
     print_summary(out.result.summary)
@@ -88,46 +90,49 @@ def compare_strategies(args: argparse.Namespace,
     out = tracked_compare(objects.build_model(args, data), data, configs,
                           args.run_name or f"compare-{model_label(args.model)}-{args.target_rate:g}",
                           tracking_of(args), seeds=args.seeds, resume=args.resume, settings=result_config(args),
-                          budget_epochs=args.budget_epochs, interleave=not args.no_interleave,
+                          budget_epochs=args.budget_epochs, budget_kind=args.budget_kind,
+                          interleave=not args.no_interleave,
                           log_every=args.log_every, eval_every=args.eval_every, model_label=model_label(args.model),
-                          progress=not args.no_progress, collective=collective, task=objects.task_of(args))
+                          progress=not args.no_progress, collective=collective, task=objects.run_task(args),
+                          joules_per_gflop=args.joules_per_gflop)
     if collective.is_main:
         print("\n" + out.table)
         print(f"Browse the runs: {store.ui_command(args.tracking_uri, out.experiment_id)}")
     return out.results
 
 
-def print_summary(summary: dict) -> None:
-    """The run's summary as aligned lines; savings are stated against what they are measured against."""
-    gated = summary["strategy"] != "full"
-    rows = [("strategy", summary["strategy"]),
-            ("epochs (warm-up, cool-down)",
-             f"{summary['epochs']} ({summary['warmup_epochs']}, {summary.get('cooldown_epochs', 0)})"),
-            *_headline_rows(summary),
-            ("train wall-clock", f"{summary['train_time_s']:.1f} s (eval {summary['eval_time_s']:.1f} s apart)"),
-            ("throughput", f"{summary['samples_per_s']:.0f} samples/s trained, {summary['flops_per_s']:.3g} FLOP/s"),
-            ("activation rate after warm-up", f"{summary['mean_activation_rate_after_warmup']:.3f}"
-             + (f" (target {summary['target_rate']:g})" if gated else "")),
-            ("FLOPs spent", f"{summary['flops_spent']:.3e}"),
-            ("FLOPs saved vs full data for the same epochs", f"{summary['flops_saved_pct']:.1f}%"),
-            ("samples scored / trained", f"{summary['samples_scored']} / {summary['samples_trained']}"),
-            ("energy", f"{summary['energy_j']:.0f} J ({summary['energy_kind']})")]
+def print_summary(summary: Summary) -> None:
+    """The run's summary as aligned lines: what ran (its phases as they ran), what it reached, what it cost; savings
+    are stated against what they are measured against."""
+    gated = summary.warmup_epochs + summary.selective_epochs + summary.cooldown_epochs > 0  # phases: a gated rule
+    phases = (f"{summary.epochs}: {summary.warmup_epochs} warm-up, {summary.selective_epochs} selective, "
+              f"{summary.cooldown_epochs} cool-down" if gated else f"{summary.epochs}, all on all data")
+    cut = " (the last cut short by the budget)" if summary.epochs_cut_short else ""
+    rows = [("strategy", summary.strategy),
+            ("epochs begun", phases + cut),
+            *[(summary.labels.get(name, f"test {name.replace('_', ' ')}"), f"{value:.4f}")
+              for name, value in _test_rows(summary)],
+            ("train wall-clock", f"{summary.train_time_s:.1f} s (eval {summary.eval_time_s:.1f} s apart)"),
+            ("throughput", f"{summary.samples_per_s:.0f} samples/s trained, {summary.flops_per_s:.3g} FLOP/s"),
+            ("activation rate after warm-up", f"{summary.mean_activation_rate_after_warmup:.3f}"
+             + (f" (target {summary.target_rate:g})" if gated else "")),
+            ("FLOPs spent", f"{summary.flops_spent:.3e}"),
+            ("FLOPs saved vs full data for the same epochs", f"{summary.flops_saved_pct:.1f}%"),
+            ("samples scored / trained", f"{summary.samples_scored} / {summary.samples_trained}"),
+            ("energy", f"{summary.energy_j:.0f} J ({summary.energy_kind})")]
     width = max(len(k) for k, _ in rows)
     print("\nsummary")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     if gated:
         print("  These savings are against full data for the same epochs, not against a fair baseline: for that,\n"
-              "  run --compare full,random,<strategy> --time-budget SECONDS --seeds 0,1,2 (full data on a schedule\n"
-              "  fitted to the same wall-clock, and a random subset).")
+              "  run python -m functional_ast savings (full data on a schedule fitted to the same budget, and a\n"
+              "  random subset, over seeds).")
 
 
-def _headline_rows(summary: dict) -> list[tuple[str, str]]:
-    """Bits per byte (and next-byte accuracy) for a language model, test accuracy for a classifier."""
-    if "test_bits_per_byte" in summary:
-        return [("test bits per byte", f"{summary['test_bits_per_byte']:.4f}"),
-                ("next-byte accuracy", f"{summary['test_accuracy']:.4f}")]
-    return [("test accuracy", f"{summary['test_accuracy']:.4f}")]
+def _test_rows(summary: Summary) -> list[tuple[str, float]]:
+    """The test metrics, the task's headline first."""
+    return sorted(summary.test.items(), key=lambda item: item[0] != summary.headline)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None, parser=None) -> int:
     args = (parser or build_parser()).parse_args(argv)
     warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
     try:
-        if distributed.launched_by_torchrun() and (args.time_budget or args.budget_epochs
+        timed = args.time_budget or (args.budget_epochs and args.budget_kind == "time")
+        if distributed.launched_by_torchrun() and (timed
                                                    or (args.compare and not args.no_interleave)):
             raise ConfigError("--time-budget and interleaved --compare need one process (each rank's clock would "
                               "stop it at a different step); drop them under torchrun, or use --epochs")

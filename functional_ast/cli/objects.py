@@ -10,14 +10,14 @@ from pathlib import Path
 import torch
 
 from functional_ast import strategies
-from functional_ast.cli.flags import rule_options
+from functional_ast.cli.flags import build_parser, rule_options
 from functional_ast.core import distributed
 from functional_ast.core.task import Task
 from functional_ast.data import text
 from functional_ast.edges import pretrained
 from functional_ast.edges.tracked import Tracking, portable_path
-from functional_ast.tasks import language_modelling
-from functional_ast.train import prepare
+from functional_ast.tasks import image_classification, language_modelling
+from functional_ast.tasks.models import imported, takes
 from functional_ast.train.config import ConfigError, TrainConfig, parse_variant
 from functional_ast.train.trainer import Data
 
@@ -30,7 +30,8 @@ def train_config(args: argparse.Namespace, strategy: str | None = None, seed: in
                        warmup_epochs=args.warmup_epochs, cooldown_epochs=args.cooldown_epochs,
                        batch_size=args.batch_size, pool_size=args.pool_size, options=options,
                        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                       augment=not args.no_augment, seed=args.seed if seed is None else seed, compile=args.compile,
+                       augment=False if args.no_augment else None, seed=args.seed if seed is None else seed,
+                       compile=args.compile,
                        time_budget=args.time_budget, flop_budget=args.flop_budget, label_noise=args.label_noise,
                        label_smoothing=args.label_smoothing,
                        memory_format=args.memory_format, precision=args.precision).replace(**overrides)
@@ -53,78 +54,93 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def is_text(args: argparse.Namespace) -> bool:
-    return getattr(args, "task", "images") == "lm"
+BUILT_IN_TASKS = {"images": image_classification, "lm": language_modelling}
+
+
+def task_of(args: argparse.Namespace) -> Task:
+    """The problem the flags train: --task images (with --label-smoothing), lm, or package.module:attribute (a
+    Task, or a function of no arguments returning one)."""
+    name = getattr(args, "task", "images") or "images"
+    if name == "images":
+        return image_classification(getattr(args, "label_smoothing", 0.0))
+    if name in BUILT_IN_TASKS:
+        return BUILT_IN_TASKS[name]()
+    if ":" not in name:
+        raise ConfigError(f"--task {name}: choose images, lm or package.module:attribute (a Task of yours)")
+    found = imported(name, "--task", "a functional_ast Task (or a function returning one)", must_call=False)
+    task = found if isinstance(found, Task) or not callable(found) else found()
+    if not isinstance(task, Task):
+        raise ConfigError(f"--task {name}: it gives a {type(task).__name__}, not a functional_ast Task")
+    if task.load is None:
+        raise ConfigError(f"--task {name}: its Task has no `load(path, **options)`, so the command line cannot read "
+                          "--data for it; give it one, or train it from Python with fa.fit")
+    return task
+
+
+def run_task(args: argparse.Namespace) -> Task | None:
+    """The task to hand the trainer: None for --task images, whose task the trainer builds itself from the
+    config (its label smoothing), else `task_of`."""
+    return None if (getattr(args, "task", "images") or "images") == "images" else task_of(args)
+
+
+def _owner(flag: str) -> Task | None:
+    """The built-in task whose option `flag` (an argparse dest) is, if one is."""
+    return next((t() for t in BUILT_IN_TASKS.values() if flag in t().flags), None)
 
 
 def resolved(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with the task's default model (gpt for lm, cnn for images), checked for flags the task cannot take
-    (ConfigError, one line)."""
-    text = is_text(args)
+    """`args` with the task's default model, checked for options the task does not take (one of another task,
+    given) and rules it cannot run (ConfigError, one line)."""
+    task = task_of(args)
     if args.model is None:
-        args.model = "gpt" if text else "cnn"
-    if not text:
-        if args.model == "gpt":
-            raise ConfigError("--model gpt is a language model; use it with --task lm (and a text --data)")
-        if getattr(args, "selective_lm", None) is not None:
-            raise ConfigError("--selective-lm is Rho-1's token selection for --task lm; images have no tokens")
-        if getattr(args, "junk", 0.0):
-            raise ConfigError("--junk adds junk files to a text corpus (--task lm); for images use --label-noise or "
-                              "--duplicates")
-        return args
-    for flag, given in (("--label-noise", args.label_noise), ("--label-smoothing", args.label_smoothing),
-                        ("--image-size", args.image_size), ("--classes", args.classes),
-                        ("--imbalance", args.imbalance != 1), ("--duplicates", args.duplicates)):
-        if given:
-            raise ConfigError(f"{flag} is for images; a text corpus has no labels or image size (drop it)")
+        args.model = task.default_model or "model"
+    elif task.build_model is not None:
+        task.build_model(args.model, None)  # the spec alone: another task's model is refused first
+    defaults = vars(build_parser().parse_args([]))
+    for flag in (f for t in BUILT_IN_TASKS.values() for f in t().flags):
+        given = getattr(args, flag, None)
+        if flag != "task" and flag not in task.flags and given not in (None, False, defaults.get(flag)):
+            owner = _owner(flag)
+            raise ConfigError(f"--{flag.replace('_', '-')} is for {owner.kind}: the {task.name} task does not take "
+                              "it (drop it)")
     for spec in args.compare or [args.strategy]:
-        strategies.get(parse_variant(spec)[0]).check_kind("sequences")
+        strategies.get(parse_variant(spec)[0]).check_kind(task.kind)
     if getattr(args, "selective_lm", None) is not None and args.compare:
         raise ConfigError("--selective-lm trains one run (its reference first): drop --compare, or --selective-lm")
     return args
 
 
-def task_of(args: argparse.Namespace) -> Task | None:
-    """The problem the flags train: language modelling for --task lm, None (image classification) otherwise."""
-    return language_modelling() if is_text(args) else None
+def _taken(fn, args: argparse.Namespace, **given) -> dict:
+    """The flags' values (and `given`) that `fn` takes as keyword arguments."""
+    values = dict(vars(args), **given)
+    return {k: v for k, v in values.items() if takes(fn, k) and not k.startswith("rule_")}
 
 
 def build_model(args: argparse.Namespace, data):
-    """A function building the flags' model for `data`, started from --init-from's saved tensors when given."""
-    if is_text(args):
-        build = prepare.text_model_builder(args.model, args.context, tuple(args.gpt))
-    else:
-        build = prepare.model_builder(args.model, data)
+    """A function building the flags' model for `data` (the task's `build_model`), started from --init-from's saved
+    tensors when given."""
+    task = task_of(args)
+    if task.build_model is None:
+        raise ConfigError(f"the {task.name} task has no build_model(spec, data, **options): give it one to choose "
+                          "--model from the command line")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in _taken(task.build_model, args).items()
+               if k not in ("spec", "data")}
+    build = task.build_model(args.model, data, **options)
     return pretrained.starting_from(build, args.init_from) if args.init_from else build
 
 
 def load_data(args: argparse.Namespace) -> Data:
-    """The flags' data set, subset, noised and on the device; one-line errors for what is wrong."""
-    if is_text(args):
-        return _load_text(args)
-    if args.data is None and not getattr(args, "download", False):
-        raise ConfigError("--data is required: an ImageFolder tree (train/<class>/*, test/<class>/*) or a .tar.gz "
-                          "of one")
-    data = prepare.load_data(args.data, root=args.data_root, device=resolve_device(args.device),
-                             image_size=args.image_size, limit_train=args.limit_train, limit_test=args.limit_test,
-                             label_noise=args.label_noise, seed=args.seed, download=getattr(args, "download", False),
-                             data_in_memory=getattr(args, "data_in_memory", "auto"), classes=args.classes,
-                             imbalance=args.imbalance, duplicates=args.duplicates)
-    if len(data.train) < args.batch_size:
-        raise ConfigError(f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)} "
-                          "samples); lower --batch-size or raise --limit-train")
-    return data
-
-
-def _load_text(args: argparse.Namespace):
-    if args.data is None and not getattr(args, "stdlib", False):
-        raise ConfigError("--data is required with --task lm: a text file, a folder of them or a .tar.gz of one")
-    data = prepare.load_text(args.data, root=args.data_root, context=args.context, glob=args.glob,
-                             test_fraction=args.test_fraction, seed=args.seed, limit_train=args.limit_train,
-                             limit_test=args.limit_test, device=resolve_device(args.device), junk=args.junk)
-    if len(data.train) < args.batch_size:
-        raise ConfigError(f"--batch-size {args.batch_size} is more than the {len(data.train)} training windows of "
-                          f"{args.context + 1} bytes; lower --batch-size or --context, or give more text")
+    """The flags' data set (the task's `load`), in its regime and on the device; one-line errors for what is
+    wrong."""
+    task = task_of(args)
+    if args.data is None and not (getattr(args, "download", False) or getattr(args, "stdlib", False)):
+        raise ConfigError(f"--data is required: {task.data_help}")
+    options = _taken(task.load, args, root=args.data_root, device=resolve_device(args.device))
+    options.pop("path", None)
+    data = task.load(args.data, **options)
+    if data.num_samples < args.batch_size:
+        raise ConfigError(f"--batch-size {args.batch_size} is larger than the training set ({data.num_samples} "
+                          "samples); lower --batch-size or give more data (--limit-train)")
     return data
 
 
@@ -134,20 +150,18 @@ _NOT_RESULT_FLAGS = {"tracking_uri", "experiment", "run_name", "log_every", "no_
                      "system_metrics", "no_log_model", "no_interleave", "download", "eval_every",
                      "data_in_memory"}
 
-# The language model's flags: an image run's params and settings leave them out (as before they existed).
-_TEXT_FLAGS = {"task", "context", "glob", "test_fraction", "gpt", "selective_lm", "stdlib", "junk"}
-
-
 def _flags(args: argparse.Namespace) -> dict:
-    """The flags of the run's task."""
-    return {k: v for k, v in vars(args).items() if is_text(args) or k not in _TEXT_FLAGS}
+    """The flags of the run: language modelling's own are left out of another task's (as they were before tasks
+    declared their options, so older runs resume)."""
+    others = set(language_modelling().flags) - set(task_of(args).flags)
+    return {k: v for k, v in vars(args).items() if k not in others}
 
 
 def result_config(args: argparse.Namespace, **extra) -> dict:
     """The flags that determine a run's results (what --resume compares)."""
     config = {k: v for k, v in _flags(args).items() if k not in _NOT_RESULT_FLAGS}
-    if config.get("budget_epochs"):  # the seconds it stands for are measured per machine, kept in run.json
-        config["time_budget"] = None
+    if config.get("budget_epochs"):  # what it stands for is measured once, kept in run.json
+        config["time_budget"] = config["flop_budget"] = None
     for key in ("compare", "seeds"):
         if config.get(key):
             config[key] = ",".join(map(str, config[key]))
@@ -159,7 +173,7 @@ def data_name(args: argparse.Namespace) -> str:
     the standard library's source, python-X.Y.Z-stdlib, for text without --data)."""
     if args.data:
         return Path(args.data).name
-    if is_text(args):
+    if getattr(args, "stdlib", False):
         return text.stdlib_corpus_name()
     return "cifar10"
 
@@ -182,10 +196,10 @@ def tracking_of(args: argparse.Namespace) -> Tracking:
     for key in ("compare", "seeds"):
         if params.get(key):
             params[key] = ",".join(map(str, params[key]))
-    if is_text(args):
+    if "gpt" in params:
         params["gpt"] = "x".join(map(str, args.gpt))
-        if "stdlib" in params:  # said only where the standard library's source was read (no --data)
-            params["stdlib"] = bool(args.stdlib and not args.data)
+    if "stdlib" in params:  # said only where the standard library's source was read (no --data)
+        params["stdlib"] = bool(args.stdlib and not args.data)
     return Tracking(uri=args.tracking_uri, experiment=args.experiment, checkpoint_dir=args.checkpoint_dir,
                     checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                     system_metrics=args.system_metrics, log_model=not args.no_log_model, data_name=data_name(args),

@@ -30,7 +30,7 @@ STEP_SERIES = ("loss", "loss_seen", "activation_rate", "n_trained", "threshold",
 # Columns of the history's per-epoch table, in order.
 EPOCH_COLUMNS = ("epoch", "steps", "all_data", "test_accuracy", "test_loss", "train_time_s", "eval_time_s",
                  "epoch_activation_rate", "epoch_saved_pct", "saved_pct", "flops_spent", "flops_full",
-                 "samples_trained", "samples_scored")
+                 "samples_trained", "samples_scored", "test_headline")  # test_headline: the task's headline metric
 
 
 class StateError(RuntimeError):

@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 
 from functional_ast.core.checks import ConfigError
-from functional_ast.data.text import Corpus, Windows, windows
+from functional_ast.data.text import Corpus, Windows, file_subset, windows
 
 KINDS = ("random", "repeated", "minified")
 _WHITESPACE = np.frombuffer(b" \t\n\r", dtype=np.uint8)
@@ -77,3 +77,11 @@ def with_junk(train: Windows, share: float, seed: int) -> Windows:
 def clean_files(train: Windows) -> np.ndarray:
     """The file numbers of `train` that are not junk."""
     return np.asarray([f for f in train.files if not is_junk(train.corpus.names[int(f)])], dtype=np.int64)
+
+
+def clean_slice(train: Windows, share: float, seed: int) -> Windows:
+    """Windows of seeded whole clean (not junk) files of `train` holding about `share` of its clean bytes
+    (`text.file_subset`): a small curated set, such as Rho-1's reference model trains on."""
+    clean = windows(train.corpus, train.context, clean_files(train))
+    size = int((clean.corpus.bounds[clean.files + 1] - clean.corpus.bounds[clean.files]).sum())
+    return file_subset(clean, round(share * size), seed=seed)

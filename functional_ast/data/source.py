@@ -14,6 +14,7 @@ from tensordict import TensorDict
 
 from functional_ast.core.checks import ConfigError
 from functional_ast.data import images as fdata
+from functional_ast.data.stats import dataset_digest
 
 
 @runtime_checkable
@@ -48,6 +49,19 @@ class DataSource(Protocol):
 
     def describe(self) -> dict:
         """For tracking: name, digest (or None), sample counts and what the data holds."""
+
+    def fingerprint(self) -> str:
+        """A short stable digest (12 hex digits) of the training side: what a resume and MLflow compare."""
+
+    def test_fingerprint(self) -> str:
+        """The same of the test side (the dataset the logged model's test metrics are linked to)."""
+
+    def facts(self) -> dict:
+        """What a run records of the data beside its name and digest (params, the MLflow dataset's profile, the
+        logged config): numbers, short strings and lists of numbers, never a machine's path."""
+
+    def about(self) -> str:
+        """The training data in a few words, for a run's description ("6,000 training images, 10 classes")."""
 
 
 @dataclass
@@ -102,6 +116,22 @@ class ImageData:
     def describe(self) -> dict:
         return dict(name="images", digest=None, train_samples=len(self.train), test_samples=len(self.test),
                     **{k: v for k, v in fdata.describe(self.train).items() if k != "num_samples"})
+
+    def fingerprint(self) -> str:
+        return dataset_digest(self.train.data["image"], self.train.data["label"])
+
+    def test_fingerprint(self) -> str:
+        return dataset_digest(self.test.data["image"], self.test.data["label"])
+
+    def facts(self) -> dict:
+        """Classes, image shape ("3x32x32") and the training normalisation (per-channel mean and std in [0, 1]
+        units: what a user applies to raw images; the logged model applies it itself)."""
+        return dict(classes=len(self.train.classes), image_shape="x".join(map(str, self.sample_shape)),
+                    normalise_mean=[round(float(v), 6) for v in self.mean.tolist()],
+                    normalise_std=[round(float(v), 6) for v in self.std.tolist()])
+
+    def about(self) -> str:
+        return f"{len(self.train)} training images ({len(self.train.classes)} classes)"
 
 
 def labelled(ds, name: str) -> fdata.LabelledImages:

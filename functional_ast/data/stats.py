@@ -1,6 +1,9 @@
-"""Summaries of a set: its sizes for tracking, and per-channel mean and std streamed chunk by chunk."""
+"""Summaries of a set: its sizes for tracking, a short stable fingerprint, and per-channel mean and std streamed
+chunk by chunk."""
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from torch import Tensor
@@ -28,3 +31,21 @@ def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     return mean.float(), std.float()
+
+
+def dataset_digest(images: Tensor, labels: Tensor, samples: int = 1024) -> str:
+    """Short stable fingerprint (12 hex digits) of a labelled set: sha256 over the shapes and dtypes, `samples`
+    inputs evenly strided through it and every label; milliseconds even for 50,000 images."""
+    h = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}|{tuple(labels.shape)}|{labels.dtype}".encode())
+    n = images.shape[0] if images.dim() else 0
+    if n:
+        k = min(n, samples)
+        index = torch.arange(k, device=images.device) * (n - 1) // max(k - 1, 1)
+        h.update(_bytes(images[index]))
+    h.update(_bytes(labels))
+    return h.hexdigest()[:12]
+
+
+def _bytes(tensor: Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""

@@ -29,6 +29,7 @@ import torch
 from tensordict import TensorDict
 
 from functional_ast.data.errors import DataError
+from functional_ast.io import portable_path
 
 DEFAULT_GLOB = "**/*"
 STDLIB_EXCLUDED = ("test", "tests", "idle_test", "site-packages", "__pycache__")  # folder names, at any depth
@@ -284,6 +285,20 @@ def windows(corpus: Corpus, context: int, files=None) -> Windows:
     return out
 
 
+def file_subset(source: Windows, max_bytes: int | None, seed: int) -> Windows:
+    """The windows of a seeded choice of whole files of `source` holding at most `max_bytes` (at least one file);
+    `source` itself when `max_bytes` is None or its files already fit."""
+    corpus, files = source.corpus, source.files
+    sizes = corpus.bounds[files + 1] - corpus.bounds[files]
+    if not max_bytes or sizes.sum() <= max_bytes:
+        return source
+    order = np.random.default_rng(seed).permutation(len(files))
+    taken = order[np.cumsum(sizes[order]) <= max_bytes]
+    if len(taken) == 0:  # the first file alone is larger: take it
+        taken = order[:1]
+    return windows(corpus, source.context, np.sort(files[taken]))
+
+
 def split(corpus: Corpus, context: int, test_fraction: float = 0.1, seed: int = 0) -> tuple[Windows, Windows]:
     """(train, test) windows: a seeded `test_fraction` of the files (at least one, and one left to train on)
     is held out whole, so near-duplicate windows of one file never fall on both sides."""
@@ -345,3 +360,24 @@ class TextData:
         return dict(name=corpus.name, digest=corpus.digest, train_samples=len(self.train),
                     test_samples=len(self.test), train_files=len(self.train.files), test_files=len(self.test.files),
                     corpus_bytes=len(corpus), context=self.train.context, **corpus.info)
+
+    def fingerprint(self) -> str:
+        """The corpus's digest (its first 12 hex digits, as MLflow keeps them)."""
+        return self.train.corpus.digest[:12]
+
+    def test_fingerprint(self) -> str:
+        """The held-out files of the corpus: its digest, their numbers and the context."""
+        test = self.test
+        key = f"{test.corpus.digest}|{','.join(map(str, test.files.tolist()))}|{test.context}"
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def facts(self) -> dict:
+        """The corpus's name (no machine path), digest, size, context and files, and its info (the standard
+        library's Python version)."""
+        facts = {k: v for k, v in self.describe().items() if k not in ("train_samples", "test_samples")}
+        name, facts["corpus_digest"] = str(facts.pop("name")), facts.pop("digest")
+        facts["corpus"] = portable_path(name) if "/" in name or "\\" in name else name
+        return facts
+
+    def about(self) -> str:
+        return f"{len(self.train)} training windows of {self.train.corpus.name}"

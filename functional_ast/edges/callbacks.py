@@ -1,24 +1,27 @@
 """The trainer's edges as small callbacks: checkpoints, MLflow tracking, console progress.
 
-Each reads the run (`run.state`, `run.config`, `run.plan`) and writes outside it; none changes
-training. Give them to `fit(..., callbacks=[...])` in this order: tracking flushes before a
-checkpoint is written, so the store never holds steps the newest checkpoint lacks.
+Each reads the run through its read-only view (`train.base.RunView`: state, config, plan, task, data, model)
+and writes outside it; none changes training. Nothing here knows the kind of task: it asks the task (its
+headline, logged model and samples) and the data (its fingerprints and facts). Give them to
+`fit(..., callbacks=[...])` in this order: tracking flushes before a checkpoint is written, so the store never
+holds steps the newest checkpoint lacks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from functional_ast import io
-from functional_ast.edges import checkpoint, datasets, store, tracking
+from functional_ast.core.task import default_export
+from functional_ast.edges import checkpoint, store, tracking
 from functional_ast.report import plots
+from functional_ast.train.base import Callback, Result, RunView, Summary
+from functional_ast.train.history import History, evaluated, headline_value
 from functional_ast.train.loop import NonFiniteLossError
-from functional_ast.train.trainer import Callback, History, Result, Run
+
+Run = RunView  # what every hook here is given
 
 
 class Checkpoints(Callback):
@@ -48,7 +51,7 @@ class Checkpoints(Callback):
 
     def on_end(self, run: Run, result: Result) -> None:
         io.atomic_write_json(self.folder / "result.json",
-                             dict(summary=result.summary, history=result.history.to_json()))
+                             dict(summary=result.summary.to_dict(), history=result.history.to_json()))
 
 
 # Summary fields that restate the configuration or the model (they are the run's params): not `final/*` results.
@@ -103,11 +106,11 @@ def readable(metrics: dict) -> dict:
     return out
 
 
-def final_metrics(summary: dict, budgeted: bool) -> dict:
+def final_metrics(summary: Summary, budgeted: bool) -> dict:
     """The summary's results as `final/*` metrics: numbers only, not the configuration (`CONFIG_FIELDS`; the epoch
     count too unless a budget decided it), FLOPs in GFLOP."""
     skip = set(CONFIG_FIELDS) | (set() if budgeted else {"epochs"})
-    numbers = {k: v for k, v in summary.items()
+    numbers = {k: v for k, v in summary.to_dict().items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip}
     return {f"final/{k}": v for k, v in readable(numbers).items()}
 
@@ -129,19 +132,17 @@ class MLflowTracking(Callback):
 
     Per-step metrics are at the global step, with `phase` (gated strategies) and `epoch` (fractional, to chart
     them against the epoch); `epoch/*` metrics are at the epoch (1, 2, ...) as step; `final/*` hold the results at
-    the last step, linked to the logged model (which takes raw uint8 images, or bytes for a language model:
-    `model_export`). FLOPs are in GFLOP. A language model's run also gets a generated sample at each evaluation
-    (`samples/epoch-NNN.txt`, `edges.samples`). The run's description says what it ran and which metrics never
-    moved, and why."""
-
-    # Curves of the runs of one comparison (parent run id -> (strategy, seed) -> epoch records), so that a
-    # selective run's own accuracy figure can show full data's curve beside it.
-    peers: dict[str, dict[tuple[str, int], list[dict]]] = {}
+    the last step, linked to the logged model (the task's `export`: raw uint8 images for an image classifier,
+    bytes for a language model). FLOPs are in GFLOP. A task with a `sample` (a language model) also gets its text at
+    each evaluation (`samples/epoch-NNN.txt`). The run's description says what it ran and which metrics never
+    moved, and why. `peers` is the comparison's shared record of its runs' epochs ((strategy, seed) -> records), so
+    that a selective run's own figure can show full data's curve beside it."""
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, *, params: dict | None = None,
                  run_id: str | None = None, parent_run_id: str | None = None, fallback_dir: str | Path | None = None,
                  system_metrics: bool = False, log_model: bool = True, dataset: dict | None = None,
-                 announce: Callable[[str], None] | None = print):
+                 announce: Callable[[str], None] | None = print,
+                 peers: dict[tuple[str, int], list[dict]] | None = None):
         self.tracker = tracking.RunTracker(tracking_uri, experiment, run_name, parent_run_id=parent_run_id,
                                            run_id=run_id, fallback_dir=fallback_dir, system_metrics=system_metrics)
         self.params, self.resumed, self.dataset = params, run_id is not None, dataset
@@ -150,6 +151,7 @@ class MLflowTracking(Callback):
         self.ranges: dict[str, tuple[float, float]] = {}  # per-step metric -> (min, max) seen by this process
         self.epoch_start = 0  # the global step the current epoch started at
         self.sample: tuple[str, str] | None = None  # (artifact name, text) written at the next safe point
+        self.peers = {} if peers is None else peers
 
     @property
     def run_id(self) -> str | None:
@@ -160,8 +162,7 @@ class MLflowTracking(Callback):
             self.tracker.adopt(Path(self.fallback_dir) / "tracking-unsent")
         done = History.from_state(run.state).epochs
         self.epoch_start = int(done[-1]["steps"]) if done else 0
-        if self.parent_run_id is not None:
-            self.peers.setdefault(self.parent_run_id, {})[(run.config.strategy, run.config.seed)] = list(done)
+        self.peers[(run.config.strategy, run.config.seed)] = list(done)
         if not self.resumed:
             self.tracker.log_params(dict(self.params or {}, **run_facts(run)))
             if self.dataset:
@@ -191,20 +192,16 @@ class MLflowTracking(Callback):
 
     def on_epoch_end(self, run: Run, record: dict) -> None:
         self.epoch_start = int(record["steps"])
-        if self.parent_run_id is not None:
-            self.peers.setdefault(self.parent_run_id, {}).setdefault(
-                (run.config.strategy, run.config.seed), []).append(dict(record))
+        self.peers.setdefault((run.config.strategy, run.config.seed), []).append(dict(record))
         metrics = {k: v for k, v in record.items() if k not in ("epoch", "all_data")}
         phase = phase_of(run, int(record["epoch"]) - 1)
         if phase is not None:
             metrics["phase"] = phase
         self.tracker.log_metrics({f"epoch/{k}": v for k, v in readable(metrics).items()}, step=int(record["epoch"]))
-        if run.task.kind == "sequences" and record.get("test_loss") == record.get("test_loss"):  # evaluated
-            from functional_ast.edges import samples
-
+        if run.task.sample is not None and evaluated(record):
             epoch = int(record["epoch"])
-            text = samples.sample_text(run.model, run.state["params"], run.state["buffers"], run.data,
-                                       seed=run.config.seed, epoch=epoch)
+            text = run.task.sample(run.model, run.state["params"], run.state["buffers"], run.data, run.config.seed,
+                                   epoch)
             self.sample = (f"samples/epoch-{epoch:03d}.txt", text)
 
     def on_safe_point(self, run: Run) -> None:
@@ -217,124 +214,79 @@ class MLflowTracking(Callback):
     def on_end(self, run: Run, result: Result) -> None:
         summary = result.summary
         for name, figure in run_figures(result.history, run.config.target_rate if run.config.gated else None,
-                                        title=f"{summary.get('strategy', run.config.strategy)}, run "
-                                              f"{self.tracker.run_name or run.name}",
+                                        title=f"{summary.strategy}, run {self.tracker.run_name or run.name}",
                                         warmup_epochs=run.plan.warmup_epochs, gated=run.plan.gated,
-                                        references=self._references(run)).items():
+                                        references=self._references(run), metric=run.task.headline).items():
             self.tracker.log_figure(figure, name)
-            plots.plt.close(figure)
-        normalisation = normalisation_facts(run)
+        facts = run.data.facts()
         self.tracker.log_dict(dict(run.config.to_dict(), lr=run.config.peak_lr, pool_size=run.plan.pool_size,
-                                   **normalisation), "config.json")
-        self.tracker.log_dict(dict(summary, **normalisation), "summary.json")
+                                   **facts), "config.json")
+        self.tracker.log_dict(dict(summary.to_dict(), **facts), "summary.json")
         final = final_metrics(summary, budgeted=run.config.budget is not None)
         self.tracker.set_tags({tracking.NOTE_TAG: run_description(run, summary, self.ranges)})
         self.tracker.flush()
         if self.log_model:
             self._log_model(run, summary, final)
         else:
-            self.tracker.log_metrics(final, step=summary["steps"])
-        summary["mlflow_run_id"] = self.tracker.run_id
+            self.tracker.log_metrics(final, step=summary.steps)
+        result.summary = summary.replace(mlflow_run_id=self.tracker.run_id)
         self.tracker.finish("FINISHED")
 
-    def _log_model(self, run: Run, summary: dict, final: dict) -> None:
+    def _log_model(self, run: Run, summary: Summary, final: dict) -> None:
+        """The task's model (`Task.export`, or the network itself), its final metrics linked to the training set
+        and, for the test metrics, to the test set."""
         datasets = {}
         if self.dataset:
             test = test_dataset(self.dataset, run)
             for key in final:
                 source = test if key.startswith("final/test_") else self.dataset
                 datasets[key] = (source["name"], source["digest"])
-        if run.task.kind == "sequences":
-            self._log_text_model(run, summary, final, datasets)
-        else:
-            self._log_image_model(run, summary, final, datasets)
-
-    def _log_text_model(self, run: Run, summary: dict, final: dict, datasets: dict) -> None:
-        """The network itself: int64 bytes [B, context] in, next-byte logits [B, context, 256] out."""
-        from functional_ast.edges import model_export
-
-        context, bpb = run.data.test.context, summary.get("test_bits_per_byte")
-        text = model_export.text_description(context, summary.get("strategy", run.config.strategy),
-                                             self.tracker.run_name or run.name, bpb if bpb == bpb else None)
-        example = run.data.test.gather(torch.arange(min(2, len(run.data.test))))[:, :context].contiguous()
-        self.tracker.log_model(run.model, run.state["params"], run.state["buffers"], example, step=summary["steps"],
-                               metrics=final, datasets=datasets, description=text,
-                               metadata=dict(input=f"int64 bytes [B, {context}] 0-255", vocab=256, context=context,
-                                             output=f"float32 logits [B, {context}, 256]"))
-
-    def _log_image_model(self, run: Run, summary: dict, final: dict, datasets: dict) -> None:
-        from functional_ast.edges import model_export
-
-        images = run.data.train.data["image"]
-        mean, std = run.data.mean.cpu(), run.data.std.cpu()
-        classes = list(run.data.train.classes)
-        accuracy = summary.get("test_accuracy")
-        text = model_export.description(classes, mean.tolist(), std.tolist(), tuple(images.shape[1:]),
-                                        summary.get("strategy", run.config.strategy), self.tracker.run_name or run.name,
-                                        accuracy if accuracy == accuracy else None)
-        self.tracker.log_model(run.model, run.state["params"], run.state["buffers"], images[:2].cpu(),
-                               step=summary["steps"], metrics=final, datasets=datasets, normalisation=(mean, std),
-                               description=text, metadata=dict(input="uint8 [B, C, H, W] 0-255, or float32 in [0, 1]",
-                                                               classes=classes, mean=mean.tolist(), std=std.tolist()))
+        network = tracking.cpu_module(run.model, run.state["params"], run.state["buffers"])
+        export = (run.task.export or (lambda net, data: default_export(run.task, net, data)))(network, run.data)
+        value = summary.result
+        result = (f" Test {summary.headline.replace('_', ' ')} {value:.4f} (final/test_{summary.headline})."
+                  if value == value else "")
+        text = f"{summary.strategy} run {self.tracker.run_name or run.name}: {export.description}{result}"
+        self.tracker.log_model(export.module, input_example=export.example, step=summary.steps, metrics=final,
+                               datasets=datasets, description=text, metadata=export.metadata)
 
     def _references(self, run: Run) -> dict:
         """Full data's accuracy curve(s) of the same comparison and seed, for a selective run's own figure."""
         if self.parent_run_id is None or not run.plan.gated:
             return {}
         curves = {}
-        for (strategy, seed), epochs in self.peers.get(self.parent_run_id, {}).items():
-            shown = [e for e in epochs if e.get("test_accuracy") == e.get("test_accuracy")]
+        for (strategy, seed), epochs in self.peers.items():
+            shown = [e for e in epochs if evaluated(e)]
             if strategy == "full" and seed == run.config.seed and shown:
                 curves[f"full data (same comparison, seed {seed})"] = (
-                    [e["train_time_s"] for e in shown], [e["test_accuracy"] for e in shown])
+                    [e["train_time_s"] for e in shown], [headline_value(e) for e in shown])
         return curves
 
     def on_failure(self, run: Run, error: BaseException) -> None:
         self.tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
 
-def normalisation_facts(run: Run) -> dict:
-    """The training normalisation, per channel in [0, 1] units: what a user applies to raw images (the logged
-    model applies it itself)."""
-    if not hasattr(run.data, "mean"):  # not images (a text corpus): nothing to normalise
-        return {}
-    return dict(normalise_mean=[round(float(v), 6) for v in run.data.mean.tolist()],
-                normalise_std=[round(float(v), 6) for v in run.data.std.tolist()])
-
-
 def test_dataset(dataset: dict, run: Run) -> dict:
     """The run's test set, named after the training set `dataset`, as `log_dataset` takes it: the dataset the
     logged model's final test metrics are linked to (by name and digest; the run's input is the training set)."""
-    test = run.data.test
-    if run.task.kind == "sequences":  # held-out files of a corpus: named by the corpus's digest and their numbers
-        key = f"{test.corpus.digest}|{','.join(map(str, test.files.tolist()))}|{test.context}"
-        return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",
-                    digest=hashlib.sha256(key.encode()).hexdigest()[:12], num_samples=len(test))
-    images = test.data["image"]
     return dict(name=f"{dataset['name']}-test", source=dataset["source"], context="eval",
-                digest=datasets.dataset_digest(images, test.data["label"]), num_samples=len(test),
-                num_classes=len(test.classes), image_shape=tuple(images.shape[1:]))
+                digest=run.data.test_fingerprint(), num_samples=run.data.describe()["test_samples"])
 
 
-def run_description(run: Run, summary: dict, ranges: dict[str, tuple[float, float]]) -> str:
-    """The run's description (MLflow's run page, Description): what it trained, its phases, the metric axes, and
-    the per-step metrics that never moved in it, with what they count."""
-    plan = run.plan
-    accuracy = summary.get("test_accuracy", math.nan)
-    if "test_bits_per_byte" in summary:  # a language model
-        bpb = summary["test_bits_per_byte"]
-        trained_on = f"{run.data.num_samples} training windows of {run.data.describe()['name']}"
-        result = "test bits per byte " + (f"{bpb:.4f}" if bpb == bpb else "not evaluated")
-    else:
-        trained_on = f"{len(run.data.train)} training images ({len(run.data.train.classes)} classes)"
-        result = "test accuracy " + (f"{accuracy:.4f}" if accuracy == accuracy else "not evaluated")
-    lines = [f"**{summary.get('strategy', run.config.strategy)}** on {trained_on}: {result}"
-             f", {summary.get('flops_saved_pct', 0.0):.1f}% of FLOPs saved against full data for the same epochs."]
+def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, float]]) -> str:
+    """The run's description (MLflow's run page, Description): what it trained, its phases as they ran, the metric
+    axes, and the per-step metrics that never moved in it, with what they count."""
+    plan, value = run.plan, summary.result
+    result = f"test {summary.headline.replace('_', ' ')} " + (f"{value:.4f}" if value == value else "not evaluated")
+    lines = [f"**{summary.strategy}** on {run.data.about()}: {result}"
+             f", {summary.flops_saved_pct:.1f}% of FLOPs saved against full data for the same epochs."]
     if plan.gated:
-        cooldown = summary.get("cooldown_epochs", plan.cooldown_epochs)
-        lines.append(f"Phases (metric `phase`): 0 warm-up on all data for {plan.warmup_epochs} epoch(s), 1 selection "
-                     f"at target rate {run.config.target_rate:g}"
-                     + (f", 2 cool-down on all data for {cooldown} epoch(s)." if cooldown else " to the end."))
+        cut = " (the last cut short by the budget)" if summary.epochs_cut_short else ""
+        lines.append(f"Phases as they ran (metric `phase`): 0 warm-up on all data for {summary.warmup_epochs} "
+                     f"epoch(s), 1 selection at target rate {run.config.target_rate:g} for "
+                     f"{summary.selective_epochs} epoch(s)"
+                     + (f", 2 cool-down on all data for {summary.cooldown_epochs} epoch(s)" if summary.cooldown_epochs
+                        else "") + f"{cut}.")
     lines.append("Per-step metrics are at the global step (chart them against the epoch with the `epoch` metric as "
                  "x-axis); `epoch/*` at the epoch; `final/*` are the results at the last step, also on the logged "
                  "model's page. FLOPs are in GFLOP (`*_gflop`).")
@@ -350,30 +302,32 @@ def run_description(run: Run, summary: dict, ranges: dict[str, tuple[float, floa
 
 
 def run_facts(run: Run) -> dict:
-    """What the trainer derived from the config: the plan, the peak learning rate, the model's size, and the
-    training normalisation (per-channel mean and std of the training images, in [0, 1] units)."""
+    """What the trainer derived from the config: the plan, the peak learning rate, the model's size, and the data's
+    facts (`DataSource.facts`: an image set's classes, shape and training normalisation; a corpus's name, digest,
+    context and files), lists of numbers written as "a,b,c"."""
     plan = run.plan
+    facts = {k: ",".join(f"{v:.6g}" for v in value) if isinstance(value, (list, tuple)) else value
+             for k, value in run.data.facts().items()}
     return dict(run.config.to_dict(), lr=run.config.peak_lr, pool_size=plan.pool_size,
                 warmup_epochs=plan.warmup_epochs, cooldown_epochs=plan.cooldown_epochs,
                 steps_per_epoch=plan.selective_steps, warmup_steps_per_epoch=plan.all_data_steps,
                 model_params=sum(p.numel() for p in run.state["params"].values()),
                 train_samples=run.data.num_samples, test_samples=run.data.describe()["test_samples"],
-                classes=run.data.num_classes or 0, device=str(run.data.device),
-                **{k: ",".join(f"{v:.6g}" for v in values) for k, values in normalisation_facts(run).items()})
+                classes=run.data.num_classes or 0, device=str(run.data.device)) | facts
 
 
 def run_figures(history: History, target: float | None, *, title: str | None = None, warmup_epochs: int = 0,
-                gated: bool | None = None, references: dict | None = None) -> dict:
+                gated: bool | None = None, references: dict | None = None, metric: str = "accuracy") -> dict:
     """The figures of one run, titled `title` (strategy and run) with its all-data phases marked: rate (on its own
-    axis around the target) and threshold, FLOPs saved per step, the training loss (trained and seen), accuracy
-    against train wall-clock (beside `references`' curves: name -> (train seconds, accuracy), e.g. full data's in
-    the same comparison)."""
+    axis around the target) and threshold, FLOPs saved per step, the training loss (trained and seen), the task's
+    headline `metric` against train wall-clock (beside `references`' curves: name -> (train seconds, values), e.g.
+    full data's in the same comparison)."""
     steps, rate = history.series("activation_rate")
     _, ema = history.series("rate_ema")
     _, threshold = history.series("threshold")
     gated = target is not None if gated is None else gated
     spans = plots.phase_spans(history.epochs, warmup_epochs, gated)
-    evaluated = [(i, e) for i, e in enumerate(history.epochs) if e["test_accuracy"] == e["test_accuracy"]]
+    shown = [(i, e) for i, e in enumerate(history.epochs) if evaluated(e)]
     epoch_phase = {i: p for a, b, p in spans for i, e in enumerate(history.epochs) if a < e["steps"] <= b}
     return {
         "rate_threshold.png": plots.rate_and_threshold(steps, rate, ema, threshold, target, title=title,
@@ -382,10 +336,11 @@ def run_figures(history: History, target: float | None, *, title: str | None = N
                                               history.series("saved_pct")[1], title=title, phases=spans),
         "loss.png": plots.training_loss(*history.series("loss"), *history.series("loss_seen"), title=title,
                                         phases=spans),
-        "accuracy_vs_time.png": plots.accuracy_vs_time([e["train_time_s"] for _, e in evaluated],
-                                                       [e["test_accuracy"] for _, e in evaluated], title=title,
+        "accuracy_vs_time.png": plots.accuracy_vs_time([e["train_time_s"] for _, e in shown],
+                                                       [headline_value(e) for _, e in shown], title=title,
                                                        references=references,
-                                                       phases=[epoch_phase.get(i, 1) for i, _ in evaluated]),
+                                                       phases=[epoch_phase.get(i, 1) for i, _ in shown],
+                                                       metric=f"test {metric.replace('_', ' ')}"),
     }
 
 
@@ -407,6 +362,15 @@ class Console(Callback):
 
     def _name(self, run: Run) -> str:
         return self.label or run.name
+
+    def on_start(self, run: Run) -> None:
+        """Say once, at the first step, how training batches are augmented and whether that is the task's default."""
+        if run.task.transform is None or int(run.state["step"]):
+            return
+        how = run.task.describe_augment if run.augment else "none"
+        why = (f"the {run.task.name} task's default for this data" if run.config.augment is None
+               else "as configured")
+        print(f"{self._name(run)}: augmentation: {how} ({why})", flush=True)
 
     def on_metrics(self, run: Run, first_step: int, chunk: dict[str, list[float]]) -> None:
         if not self.show_bar:

@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 
-import torch
-
-
-def dataset_digest(images: torch.Tensor, labels: torch.Tensor, samples: int = 1024) -> str:
-    """Short stable fingerprint (12 hex digits) of a labelled image set: sha256 over the shapes and dtypes,
-    `samples` images evenly strided through it and every label; milliseconds even for 50,000 images."""
-    h = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}|{tuple(labels.shape)}|{labels.dtype}".encode())
-    n = images.shape[0] if images.dim() else 0
-    if n:
-        k = min(n, samples)
-        index = torch.arange(k, device=images.device) * (n - 1) // max(k - 1, 1)
-        h.update(_bytes(images[index]))
-    h.update(_bytes(labels))
-    return h.hexdigest()[:12]
-
-
-def _bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+from functional_ast.data.stats import dataset_digest  # noqa: F401  (re-exported: where it lived before)
 
 
 def dataset_input(name: str, source: str, digest: str, context: str | None, profile: dict):

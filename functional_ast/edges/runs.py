@@ -16,12 +16,13 @@ from pathlib import Path
 from functional_ast import io
 from functional_ast.core import distributed
 from functional_ast.edges import checkpoint, store
+from functional_ast.train.base import Result, Summary
 from functional_ast.train.config import ConfigError
-from functional_ast.train.trainer import History, Result
+from functional_ast.train.history import History
 
 # Settings added after runs may have started: a run.json without one ran as this value would now.
 BEFORE_THEY_EXISTED = {"memory_format": "contiguous", "precision": "32", "label_smoothing": 0.0, "classes": None,
-                       "imbalance": 1.0, "duplicates": 0.0, "init_from": None, "junk": 0.0}
+                       "imbalance": 1.0, "duplicates": 0.0, "init_from": None, "junk": 0.0, "budget_kind": "time"}
 
 
 def checkpoint_root(tracking_uri: str, experiment: str, checkpoint_dir: str | Path | None = None) -> Path:
@@ -127,13 +128,13 @@ def write_run_info(folder: Path, config: dict, run_id: str | None, run_name: str
     io.atomic_write_json(Path(folder) / "run.json", dict(config=config, run_id=run_id, run_name=run_name, **extra))
 
 
-def finished_result(folder: Path) -> Result | None:
-    """The Result a finished run left in `folder` (result.json), or None."""
+def finished_result(folder: Path, task=None) -> Result | None:
+    """The Result a finished run of `task` left in `folder` (result.json), or None."""
     path = Path(folder) / "result.json"
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
-    return Result(done["summary"], History.from_json(done["history"]))
+    return Result(Summary.from_dict(done["summary"], task), History.from_json(done["history"]))
 
 
 def resume_state(folder: Path, info: dict | None, device):

@@ -26,13 +26,15 @@ from torch import nn
 
 from functional_ast.core import distributed
 from functional_ast.core.task import Task
-from functional_ast.data.source import ImageData
-from functional_ast.edges import datasets, runs, store, tracking
+from functional_ast.core.work import DEFAULT_JOULES_PER_GFLOP
 from functional_ast.edges import meter as fmeter
+from functional_ast.edges import runs, store, tracking
 from functional_ast.edges.callbacks import Checkpoints, Console, MLflowTracking
+from functional_ast.io import portable_path  # noqa: F401  (re-exported: where it lived before)
 from functional_ast.report import tables as report
+from functional_ast.train.base import Result
 from functional_ast.train.config import TrainConfig
-from functional_ast.train.trainer import Data, Result, compare, fit, full_epoch_cost
+from functional_ast.train.trainer import Data, compare, fit, full_epoch_cost
 
 
 @dataclass(frozen=True)
@@ -72,24 +74,6 @@ class Tracked:
         return self.results[0]
 
 
-def portable_path(path: str | Path, root: str | Path | None = None) -> str:
-    """A path as a param may hold it: relative to `root` when inside it, else as given when relative, else
-    relative to the working directory when inside it, else its last two parts after ".../" (never a whole path
-    of this machine)."""
-    given, path = str(path), Path(path)
-    if root is not None:
-        try:
-            return path.resolve().relative_to(Path(root).resolve()).as_posix() or "."
-        except ValueError:
-            pass
-    if not path.is_absolute():
-        return given
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
-    except ValueError:
-        return ".../" + "/".join(path.parts[-2:])
-
-
 def portable_uri(uri: str) -> str:
     """A tracking URI as a param may hold it: a server's address as is, a local store's path `portable_path`."""
     prefix = "sqlite:///"
@@ -103,40 +87,23 @@ def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _digest(data: Data) -> str:
-    """The data's own digest (a corpus's, its first 12 hex digits as MLflow keeps them), else the images'
-    fingerprint."""
-    own = data.describe().get("digest") if not isinstance(data, ImageData) else None
-    return own[:12] if own else datasets.dataset_digest(data.train.data["image"], data.train.data["label"])
-
-
-def _text_facts(data) -> dict:
-    """What a run on text data records beside its name and digest (no machine path): the corpus's name, size,
-    context, files and its info (the standard library's Python version)."""
-    facts = {k: v for k, v in data.describe().items() if k not in ("train_samples", "test_samples")}
-    name, facts["corpus_digest"] = str(facts.pop("name")), facts.pop("digest")
-    facts["corpus"] = portable_path(name) if "/" in name or "\\" in name else name
-    return facts
+def _plain_facts(data: Data) -> dict:
+    """The data's facts as params take them: lists of numbers written as "a,b,c"."""
+    return {k: ",".join(f"{v:.6g}" for v in value) if isinstance(value, (list, tuple)) else value
+            for k, value in data.facts().items()}
 
 
 def _data_params(where: Tracking, data: Data) -> dict:
-    facts = {} if isinstance(data, ImageData) else _text_facts(data)
-    return dict(data=where.data_name, data_digest=_digest(data), **facts)
-
-
-def _shape_params(data: Data) -> dict:
-    if not isinstance(data, ImageData):
-        return {}
-    return dict(classes=len(data.train.classes), image_shape="x".join(map(str, data.train.data["image"].shape[1:])))
+    return dict(data=where.data_name, data_digest=data.fingerprint(), **_plain_facts(data))
 
 
 def run_params(where: Tracking, config: TrainConfig, data: Data, folder: Path, name: str) -> dict:
-    """A training run's params: `where.params`, the resolved config, the data by name and digest, the machine's
-    facts, and the run folder relative to the checkpoint root."""
+    """A training run's params: `where.params`, the resolved config, the data by name, digest and facts, the
+    machine's facts, and the run folder relative to the checkpoint root."""
     meter = fmeter.open_meter(data.device)
     params = dict(where.params)
     params.update(config.to_dict(), lr=config.peak_lr, **_data_params(where, data), device=str(data.device),
-                  train_samples=len(data.train), test_samples=len(data.test), **_shape_params(data),
+                  train_samples=data.num_samples, test_samples=data.describe()["test_samples"],
                   energy_meter=meter.name if meter else "none", torch=torch.__version__,
                   threads=torch.get_num_threads(), machine=platform.machine(), python=platform.python_version(),
                   tracking_uri=portable_uri(where.uri), checkpoint_folder=portable_path(folder, where.checkpoint_root),
@@ -145,71 +112,76 @@ def run_params(where: Tracking, config: TrainConfig, data: Data, folder: Path, n
 
 
 def dataset_input(where: Tracking, data: Data) -> dict:
-    """The training set as the run's MLflow input: its name, and as source its name and digest (not a path)."""
-    digest = _digest(data)
-    if not isinstance(data, ImageData):
-        return dict(name=where.data_name, source=f"{where.data_name}@{digest}", digest=digest,
-                    num_samples=len(data.train), profile=_text_facts(data))
-    images = data.train.data["image"]
+    """The training set as the run's MLflow input: its name, as source its name and digest (not a path), and its
+    facts as the profile."""
+    digest = data.fingerprint()
     return dict(name=where.data_name, source=f"{where.data_name}@{digest}", digest=digest,
-                num_samples=len(data.train), num_classes=len(data.train.classes), image_shape=tuple(images.shape[1:]))
+                num_samples=data.num_samples, profile=data.facts())
 
 
 def _callbacks(where: Tracking, config: TrainConfig, data: Data, folder: Path, name: str, settings: dict,
                info: dict | None, budget: dict, parent_run_id: str | None = None, bar: bool = True,
-               label: str | None = None) -> list:
+               label: str | None = None, peers: dict | None = None) -> list:
     tracker = MLflowTracking(where.uri, where.experiment, name, params=run_params(where, config, data, folder, name),
                              run_id=info["run_id"] if info else None, parent_run_id=parent_run_id,
                              fallback_dir=folder, system_metrics=where.system_metrics, log_model=where.log_model,
                              dataset=dataset_input(where, data),
-                             announce=lambda line: print(f"{line}; checkpoints: {folder}", flush=True))
+                             announce=lambda line: print(f"{line}; checkpoints: {folder}", flush=True), peers=peers)
     saver = Checkpoints(folder, keep=where.keep_checkpoints,
                         info=lambda: dict(config=settings, run_id=tracker.run_id, run_name=name, **budget))
     return [tracker, saver, Console(bar=bar, label=label)]
 
 
 def _epoch_budget(build: Callable[[], nn.Module], data: Data, config: TrainConfig, budget_epochs: float | None,
-                  info: dict | None, task: Task | None = None) -> float | None:
-    """A time budget of `budget_epochs` full-data epochs here (measured once; a resumed run keeps the seconds its
-    run.json recorded), or None without one or when `config` has its own budget."""
+                  info: dict | None, task: Task | None = None, kind: str = "time") -> dict:
+    """A budget of `budget_epochs` full-data epochs: their wall-clock here (kind "time") or their FLOPs (kind
+    "flops": the same on every machine), measured once (a resumed run keeps what its run.json recorded), as the
+    config's change and the run.json record ({"time_budget": s, "budget_s": s} or {"flop_budget": f,
+    "budget_flops": f}); {} without one or when `config` has its own budget."""
     if not budget_epochs or config.time_budget or config.flop_budget:
-        return None
-    if info and info.get("budget_s"):
-        seconds = float(info["budget_s"])
-        print(f"time budget {budget_epochs:g} full-data epochs = {seconds:.0f} s (as first measured)", flush=True)
-        return seconds
-    epoch_s = full_epoch_cost(build, data, config.batch_size, config.seed, task=task)
-    seconds = budget_epochs * epoch_s
-    print(f"one full-data epoch takes about {epoch_s:.1f} s here: time budget {budget_epochs:g} epochs = "
-          f"{seconds:.0f} s", flush=True)
-    return seconds
+        return {}
+    field, record = ("time_budget", "budget_s") if kind == "time" else ("flop_budget", "budget_flops")
+    unit = "s" if kind == "time" else "FLOPs"
+    if info and info.get(record):
+        value = float(info[record])
+        print(f"budget {budget_epochs:g} full-data epochs = {value:.4g} {unit} (as first measured)", flush=True)
+        return {field: value, record: value}
+    per_epoch = full_epoch_cost(build, data, config.batch_size, config.seed, kind, task=task)
+    value = budget_epochs * per_epoch
+    where = "here" if kind == "time" else "on any machine"
+    print(f"one full-data epoch takes about {per_epoch:.4g} {unit} {where}: budget {budget_epochs:g} epochs = "
+          f"{value:.4g} {unit}", flush=True)
+    return {field: value, record: value}
 
 
 def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig, name: str,
                 where: Tracking = Tracking(), *, resume: bool = False, settings: dict | None = None,
-                budget_epochs: float | None = None, log_every: int = 25, eval_every: float | None = None,
+                budget_epochs: float | None = None, budget_kind: str = "time", log_every: int = 25,
+                eval_every: float | None = None,
                 progress: bool = True, collective: distributed.Collective = distributed.LOCAL,
-                task: Task | None = None, fitter: Callable[..., Result] = fit) -> Tracked:
+                task: Task | None = None, fitter: Callable[..., Result] = fit,
+                joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP) -> Tracked:
     """Train `config` as the MLflow run `name`, checkpointed in a new folder of `name`, or, with `resume`, continue
-    its newest folder (refused if `settings` differ; a finished run is read back). `budget_epochs`: a time budget
-    of that many full-data epochs of this machine, measured once and kept in run.json. `task`: the problem (default
+    its newest folder (refused if `settings` differ; a finished run is read back). `budget_epochs`: a budget of that
+    many full-data epochs, in wall-clock here or (`budget_kind` "flops") in FLOPs, measured once and kept in
+    run.json. `task`: the problem (default
     image classification); `fitter`: what trains, `fit` or one taking its arguments (`train.selective.fit_selective`
     with its `keep` bound, which selects the task's tokens)."""
-    settings = _plain(settings if settings is not None else dict(config=config.to_dict(), data=_digest(data)))
+    settings = _plain(settings if settings is not None else dict(config=config.to_dict(), data=data.fingerprint()))
     folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
     info = runs.read_run_info(folder, settings) if resuming else None
-    seconds = _epoch_budget(build, data, config, budget_epochs, info, task)
-    config = config.replace(time_budget=seconds) if seconds is not None else config
-    if info is not None and (done := runs.finished_result(folder)) is not None:
+    limit = _epoch_budget(build, data, config, budget_epochs, info, task, budget_kind)
+    config = config.replace(**{k: v for k, v in limit.items() if k.endswith("_budget")})
+    if info is not None and (done := runs.finished_result(folder, task)) is not None:
         print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
         return Tracked([done], folder, already_finished=True)
-    budget = {"budget_s": seconds} if seconds is not None else {}
+    budget = {k: v for k, v in limit.items() if k.startswith("budget_")}
     callbacks = _callbacks(where, config, data, folder, name, settings, info, budget, bar=progress) \
         if collective.is_main else []
     result = fitter(build, data, None, config, callbacks=callbacks,
                     state=runs.resume_state(folder, info, data.device), log_every=log_every,
                     safe_point_every=where.checkpoint_every, eval_every=eval_every, collective=collective, name=name,
-                    meter=fmeter.open_meter(data.device), task=task)
+                    meter=fmeter.open_meter(data.device), task=task, joules_per_gflop=joules_per_gflop)
     tracker = next((c.tracker for c in callbacks if isinstance(c, MLflowTracking)), None)
     return Tracked([result], folder, tracker.experiment_id if tracker else None, tracker.run_id if tracker else None)
 
@@ -231,10 +203,11 @@ def _entries(configs: Mapping[str, TrainConfig] | Sequence[TrainConfig]) -> dict
 def tracked_compare(build: Callable[[], nn.Module], data: Data,
                     configs: Mapping[str, TrainConfig] | Sequence[TrainConfig], name: str,
                     where: Tracking = Tracking(), *, seeds: Sequence[int] | None = None, resume: bool = False,
-                    settings: dict | None = None, budget_epochs: float | None = None, interleave: bool = True,
+                    settings: dict | None = None, budget_epochs: float | None = None, budget_kind: str = "time",
+                    interleave: bool = True,
                     log_every: int = 25, eval_every: float | None = None, model_label: str = "model",
                     progress: bool = True, collective: distributed.Collective = distributed.LOCAL,
-                    task: Task | None = None) -> Tracked:
+                    task: Task | None = None, joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP) -> Tracked:
     """Run every entry of `configs` (a name, e.g. a variant spec "stale:cooldown=8", -> its config), with each of
     `seeds` (default: each config's own seed), as nested MLflow runs under the parent run `name`, taking turns
     with `interleave`; log the comparison's table, figures and per-entry metrics on the parent. Nested runs are
@@ -245,13 +218,14 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
     jobs = [(spec, seed) for seed in seeds for spec in entries]
     first = next(iter(entries.values()))
     if settings is None:
-        settings = dict(data=_digest(data), seeds=",".join(map(str, seeds)) if seeded else None,
+        settings = dict(data=data.fingerprint(), seeds=",".join(map(str, seeds)) if seeded else None,
                         configs={spec: c.replace(seed=0).to_dict() for spec, c in entries.items()})
     settings = _plain(settings)
     folder, resuming = runs.run_folder(where.checkpoint_root, name, resume, collective)
     info = runs.read_run_info(folder, settings) if resuming else None
-    seconds = _epoch_budget(build, data, first, budget_epochs, info, task)
-    budget = {"budget_s": seconds} if seconds is not None else {}
+    limit = _epoch_budget(build, data, first, budget_epochs, info, task, budget_kind)
+    changes = {k: v for k, v in limit.items() if k.endswith("_budget")}
+    budget = {k: v for k, v in limit.items() if k.startswith("budget_")}
     main = collective.is_main
     tracker = (tracking.RunTracker if main else tracking.NullTracker)(
         where.uri, where.experiment, name, fallback_dir=folder, run_id=info["run_id"] if info else None)
@@ -261,41 +235,42 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
             params = dict(where.params)
             params.update(compare=",".join(entries), seeds=",".join(map(str, seeds)) if seeded else str(first.seed),
                           tracking_uri=portable_uri(where.uri), **_data_params(where, data),
-                          **({"time_budget": seconds} if seconds is not None else {}))
+                          **changes)
             parent.log_params(params)
         if main and (info is None or info["config"] != settings  # new, or seeds added,
                      or info["run_id"] != parent.run_id):  # or continued in another store
             runs.write_run_info(folder, settings, parent.run_id, name, **budget)
         done: dict[int, Result] = {}
-        todo, states, callbacks = [], {}, {}
+        todo, states, callbacks, peers = [], {}, {}, {}  # peers: the comparison's epoch records, shared
         for i, (spec, seed) in enumerate(jobs):
             label = variant_label(spec)
             config = entries[spec] if seed is None else entries[spec].replace(seed=seed)
-            config = config.replace(time_budget=seconds) if seconds is not None else config
+            config = config.replace(**changes)
             sub = runs.seed_folder(folder, label, config.seed, seeded)
             if main:
                 sub.mkdir(exist_ok=True)
             job_settings = dict(settings, strategy=spec, seed=config.seed)
             sub_info = runs.read_run_info(sub, job_settings) if resuming else None
-            if sub_info is not None and (finished := runs.finished_result(sub)) is not None:
+            if sub_info is not None and (finished := runs.finished_result(sub, task)) is not None:
                 done[i] = finished
                 continue
             run_name = f"{label}-{model_label}" + (f"-seed{seed}" if seeded else "")
             states[len(todo)] = runs.resume_state(sub, sub_info, data.device)
             callbacks[len(todo)] = (_callbacks(where, config, data, sub, run_name, job_settings, sub_info, budget,
                                                parent_run_id=parent.run_id, bar=progress and not interleave,
-                                               label=run_name) if main else [])
+                                               label=run_name, peers=peers) if main else [])
             todo.append((i, config))
         order = iter(range(len(todo)))
         fresh = compare(build, data, None, [c for _, c in todo], callbacks_for=lambda c: callbacks[next(order)],
                         states=states, interleave=interleave, log_every=log_every, eval_every=eval_every,
                         safe_point_every=where.checkpoint_every, collective=collective,
-                        meter=fmeter.open_meter(data.device), task=task) if todo else []
+                        meter=fmeter.open_meter(data.device), task=task,
+                        joules_per_gflop=joules_per_gflop) if todo else []
         for (i, _), result in zip(todo, fresh):
             done[i] = result
         results = [done[i] for i in range(len(jobs))]
         for (spec, _), result in zip(jobs, results):  # a variant's rows, curves and figures carry its spec
-            result.summary["strategy"] = spec
+            result.summary = result.summary.replace(strategy=spec)
         if not main:
             return Tracked(results, folder)
         markdown = _log_comparison(parent, results, seeded)
@@ -312,7 +287,6 @@ def _log_comparison(parent, results: list[Result], seeded: bool) -> str:
                      "paired": report.paired_against_baselines(rows)}, "comparison.json")
     for fig_name, fig in report.comparison_figures(results).items():
         parent.log_figure(fig, fig_name)
-        report.plots.plt.close(fig)
     for row in rows:
         prefix = variant_label(row["strategy"]) + (f"/seed{row['seed']}" if seeded else "")
         parent.log_metrics({f"{prefix}/{k}": v for k, v in row.items()

@@ -258,10 +258,9 @@ class RunTracker:
         """Record a dataset this run used (the UI's "Datasets used": name, digest, source, and the given
         facts, with `profile`'s, as its profile), `context` being e.g. "training" or "eval". Written at once if the
         store is reachable, else buffered like params: written at the next flush, or saved to `fallback_dir`."""
-        profile = {k: v for k, v in dict(num_samples=num_samples, num_classes=num_classes,
-                                          image_shape=list(image_shape) if image_shape is not None else None,
-                                          **dict(profile or {})).items()
-                   if v is not None}
+        given = dict(num_samples=num_samples, num_classes=num_classes,
+                     image_shape=list(image_shape) if image_shape is not None else None)
+        profile = {k: v for k, v in {**given, **dict(profile or {})}.items() if v is not None}
         self._inputs.append(dict(name=str(name), source=str(source), digest=str(digest), context=context,
                                  profile=profile))
         # Written now if the store is reachable, but alone: metrics still wait for the next checkpoint's flush.
@@ -276,19 +275,19 @@ class RunTracker:
             self.client.log_inputs(self.run_id, datasets=[dataset_input(**self._inputs[0])])
             self._inputs.pop(0)
 
-    def log_model(self, model: torch.nn.Module, params: TensorDict, buffers: TensorDict,
-                  input_example: torch.Tensor, name: str = "model", *, step: int = 0,
+    def log_model(self, model: torch.nn.Module, params: TensorDict | None = None, buffers: TensorDict | None = None,
+                  input_example: torch.Tensor | None = None, name: str = "model", *, step: int = 0,
                   metrics: Mapping[str, float] | None = None,
                   datasets: Mapping[str, tuple[str, str]] | None = None,
                   normalisation: tuple[torch.Tensor, torch.Tensor] | None = None,
                   description: str | Callable[[str], str] | None = None,
                   metadata: Mapping[str, Any] | None = None) -> str | None:
-        """Log `model` holding `params` and `buffers` (a CPU copy, eval mode) as an MLflow PyTorch model of this
-        run, with `input_example` (a small batch) giving its signature. Returns its URI (`models:/<id>`, for
-        `mlflow.pytorch.load_model`), or None after one warning if the store is unreachable or logging fails:
-        it never raises and is not buffered.
+        """Log `model` holding `params` and `buffers` (a CPU copy, eval mode; without them, `model` as it is, such
+        as a task's `Export.module`) as an MLflow PyTorch model of this run, with `input_example` (a small batch)
+        giving its signature. Returns its URI (`models:/<id>`, for `mlflow.pytorch.load_model`), or None after one
+        warning if the store is unreachable or logging fails: it never raises and is not buffered.
 
-        `normalisation=(mean, std)` (per channel, [0, 1] units) logs `model_export.RawImageClassifier` around the
+        `normalisation=(mean, std)` (per channel, [0, 1] units) logs `tasks.images.RawImageClassifier` around the
         network: it takes raw images (give a uint8 `input_example`) and normalises them itself. The model is the
         run's output at `step`, and `metrics` are logged to the run at `step` linked to it (the model page's
         Metrics), each with the dataset `datasets[key]` = (name, digest) if given (its "Datasets used"); if the
@@ -308,9 +307,9 @@ class RunTracker:
         try:
             import mlflow.pytorch
 
-            module = cpu_module(model, params, buffers)
+            module = model.eval() if params is None and buffers is None else cpu_module(model, params, buffers)
             if normalisation is not None:
-                from functional_ast.edges.model_export import RawImageClassifier
+                from functional_ast.tasks.images import RawImageClassifier
 
                 mean, std = (torch.as_tensor(t).detach().to("cpu") for t in normalisation)
                 module = RawImageClassifier(module, mean, std).eval()

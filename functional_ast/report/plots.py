@@ -1,13 +1,25 @@
-"""Figures of a run (matplotlib, headless): pure functions from recorded series to Figures."""
+"""Figures of a run: pure functions from recorded series to matplotlib Figures.
+
+They are built with matplotlib's object API (`matplotlib.figure.Figure`), not pyplot: no backend is chosen, no
+global figure list is kept (nothing to close), and importing the package changes nothing of the user's matplotlib.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def _subplots(*grid, **options):
+    """(figure, axes) as `pyplot.subplots` gives them, on a Figure of no backend (saved and logged as is)."""
+    fig = Figure(figsize=options.pop("figsize", None))
+    return fig, fig.subplots(*grid, **options)
+
+
+def close(fig) -> None:
+    """Nothing to release: the figures here are not pyplot's (kept for callers that closed them)."""
+
 
 PHASE_NAMES = {0: "warm-up (all data)", 1: "selective", 2: "cool-down (all data)"}
 _PHASE_COLORS = {0: "0.85", 2: "#d9e8f5"}
@@ -60,7 +72,7 @@ def rate_and_threshold(steps: Sequence[int], rate: Sequence[float], rate_ema: Se
     """Activation rate vs step on an axis around its target (per step and EMA, the target dashed), the whole run's
     rate on a small 0-1 axis above it, and the gate's threshold below; all-data phases shaded (`phase_spans`).
     The threshold exists only where the gate ran: the warm-up's shading says why it is blank there."""
-    fig, (ax0, ax1, ax2) = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True,
+    fig, (ax0, ax1, ax2) = _subplots(3, 1, figsize=(8, 7.5), sharex=True,
                                         gridspec_kw={"height_ratios": [1, 2.2, 1.6]})
     for ax in (ax0, ax1, ax2):
         shade_phases(ax, phases, label=ax is ax0)
@@ -101,7 +113,7 @@ def rate_and_threshold(steps: Sequence[int], rate: Sequence[float], rate_ema: Se
 def flops_saved(steps: Sequence[int], step_saved: Sequence[float], cumulative: Sequence[float], *,
                 title: str | None = None, phases: Sequence[tuple[int, int, int]] = ()):
     """FLOPs saved vs full training, per step and cumulative (%); all-data phases shaded."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _subplots(figsize=(8, 4))
     shade_phases(ax, phases)
     ax.plot(steps, step_saved, lw=0.5, alpha=0.4, label="this step")
     ax.plot(steps, cumulative, lw=1.5, label="cumulative")
@@ -117,7 +129,7 @@ def training_loss(steps: Sequence[int], trained: Sequence[float], seen_steps: Se
                   *, title: str | None = None, phases: Sequence[tuple[int, int, int]] = ()):
     """Training loss per step: over the samples trained (`loss`) and over all samples seen (`loss_seen`, the
     objective's curve, continuous across the phases); all-data phases shaded."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _subplots(figsize=(8, 4))
     shade_phases(ax, phases)
     ax.plot(steps, trained, lw=0.6, alpha=0.6, color="C3", label="loss of the samples trained (loss)")
     if seen:
@@ -132,11 +144,12 @@ def training_loss(steps: Sequence[int], trained: Sequence[float], seen_steps: Se
 
 def accuracy_vs_time(wall_clock: Sequence[float], accuracy: Sequence[float], label: str = "", *,
                      title: str | None = None, references: dict[str, tuple[Sequence[float], Sequence[float]]]
-                     | None = None, phases: Sequence[int] = ()):
-    """Test accuracy after each epoch vs cumulative train wall-clock (eval excluded). `references` adds other runs'
-    curves (name -> (wall-clock, accuracy)), e.g. full data's in the same comparison, grey and dashed;
-    `phases` (one per point: 0 warm-up, 1 selective, 2 cool-down) marks the all-data epochs' points."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+                     | None = None, phases: Sequence[int] = (), metric: str = "test accuracy"):
+    """The test `metric` (the task's headline) after each epoch vs cumulative train wall-clock (eval excluded).
+    `references` adds other runs' curves (name -> (wall-clock, values)), e.g. full data's in the same comparison,
+    grey and dashed; `phases` (one per point: 0 warm-up, 1 selective, 2 cool-down) marks the all-data epochs'
+    points."""
+    fig, ax = _subplots(figsize=(7, 4.5))
     for i, (name, (x, y)) in enumerate((references or {}).items()):
         ax.plot(x, y, ls="--", marker=".", color=f"{0.25 + 0.2 * i:.2f}", lw=1.2, label=name)
     ax.plot(wall_clock, accuracy, marker="o", color="C0", label=label or "this run")
@@ -146,31 +159,17 @@ def accuracy_vs_time(wall_clock: Sequence[float], accuracy: Sequence[float], lab
             ax.plot([x for x, _ in pts], [y for _, y in pts], ls="none", marker=marker, ms=8, mfc="none",
                     color="k", label=f"{PHASE_NAMES[phase]} epoch")
     ax.set_xlabel("train wall-clock (s, eval excluded)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(metric)
     if references or label or any(p != 1 for p in phases):
         ax.legend(fontsize=8)
-    _title(fig, "test accuracy", title)
-    fig.tight_layout()
-    return fig
-
-
-def compare_curves(curves: dict[str, list[dict]], x_key: str, x_label: str):
-    """Test accuracy after each epoch vs `x_key` (train_time_s or flops_spent), one line per strategy."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, epochs in curves.items():
-        ax.plot([e[x_key] for e in epochs], [e["test_accuracy"] for e in epochs], marker="o", ms=3, label=name)
-    if x_key == "flops_spent":
-        ax.set_xscale("log")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel("test accuracy")
-    ax.legend()
+    _title(fig, metric, title)
     fig.tight_layout()
     return fig
 
 
 def compare_rates(rates: dict[str, tuple[tuple[list, list], tuple[list, list]]]):
     """Activation rate (and threshold, where a gate has one) vs step, one line per strategy."""
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (ax1, ax2) = _subplots(2, 1, figsize=(8, 6), sharex=True)
     for name, ((steps, rate), (thr_steps, threshold)) in rates.items():
         ax1.plot(steps, rate, lw=0.6, label=name)
         if threshold:
@@ -205,7 +204,7 @@ def compare_bands(runs: dict[str, list[list[dict]]], x_key: str, x_label: str, y
     import numpy as np
 
     log_x = x_key == "flops_spent"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _subplots(figsize=(7, 4.5))
     any_band = False
     for i, (name, seeds) in enumerate(runs.items()):
         color = f"C{i % 10}"

@@ -19,5 +19,5 @@ def full() -> Strategy:
     return Strategy("full", lambda device=None: TensorDict({}, device=device), select, trains_all=True)
 
 
-RULE = register(Rule("full", lambda context, options: full(), gated=False,
+RULE = register(Rule("full", lambda context, options: full(), gated=False, baseline=True,
                      description="every sample (the budget-matched baseline)"))

@@ -24,5 +24,5 @@ def random_subset(rate: float, min_selected: int = 1) -> Strategy:
     return Strategy("random", lambda device=None: TensorDict({}, device=device), select, index_only=True)
 
 
-RULE = register(Rule("random", lambda context, options: random_subset(context.target_rate),
+RULE = register(Rule("random", lambda context, options: random_subset(context.target_rate), baseline=True,
                      description="a fresh random subset per pool (RS2)"))

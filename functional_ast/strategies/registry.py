@@ -66,7 +66,8 @@ class Rule:
     batch / target_rate). `summary(selector_state) -> dict` adds the rule's own fields to a run's summary.
     `prepare(selector_state, context, options, services) -> (selector_state, flops)` runs once before the first
     step while `needs_prepare(selector_state)` holds (a resumed run that was prepared is not prepared again).
-    `kinds`: the task kinds (`core.task.Task.kind`) the rule runs on; None for any. `prepare_epochs(options)`: what
+    `kinds`: the task kinds (`core.task.Task.kind`) the rule runs on; None for any. `baseline`: a rule others are
+    measured against (full data, a random subset), never the "best selective rule". `prepare_epochs(options)`: what
     `prepare` costs in full-data epochs, about, so a budget it would leave no training in is refused before it runs.
     """
 
@@ -81,6 +82,7 @@ class Rule:
     prepare_epochs: Callable[[Any], float] = lambda options: 0.0
     description: str = ""
     kinds: tuple[str, ...] | None = None
+    baseline: bool = False
 
     def check_kind(self, kind: str) -> None:
         """ConfigError when the rule cannot run on inputs of `kind`."""

@@ -50,6 +50,45 @@ class History:
         return cls(steps, epochs)
 
 
+def evaluated(record: dict) -> bool:
+    """Whether an epoch record holds test metrics: its test loss is a number (a record without one: its accuracy,
+    or its headline)."""
+    key = next((k for k in ("test_loss", "test_accuracy", "test_headline") if k in record), None)
+    value = record.get(key, math.nan) if key else math.nan
+    return value == value
+
+
+def headline_value(record: dict, from_record=None, headline: str = "accuracy") -> float:
+    """The task's headline test metric of an epoch record: its `test_headline` column, or (a record from before that
+    column) `from_record`'s value for `headline` from its accuracy and loss (accuracy itself without one)."""
+    value = record.get("test_headline", math.nan)
+    if value == value or not evaluated(record):
+        return value
+    if headline == "accuracy" or from_record is None:
+        return record.get("test_accuracy", math.nan)
+    return from_record({"accuracy": record.get("test_accuracy", math.nan), "loss": record["test_loss"]})[headline]
+
+
+def phases_ran(epochs: list[dict], gated: bool) -> tuple[int, int, int]:
+    """(warm-up, selective, cool-down) epochs as they ran: the all-data epochs before the first selective one, the
+    selective ones, the all-data ones after; (0, 0, 0) for a rule that never selects."""
+    if not gated:
+        return 0, 0, 0
+    flags = [bool(e.get("all_data")) for e in epochs]
+    first = next((i for i, all_data in enumerate(flags) if not all_data), len(flags))
+    selective = sum(1 for f in flags if not f)
+    return first, selective, len(flags) - first - selective
+
+
+def cut_short(epochs: list[dict], plan, cooldown_from: int) -> bool:
+    """Whether the last epoch ran fewer steps than its phase plans (a budget ended it)."""
+    if not epochs:
+        return False
+    last = epochs[-1]
+    before = epochs[-2]["steps"] if len(epochs) > 1 else 0
+    return last["steps"] - before < plan.steps_in(int(last["epoch"]) - 1, cooldown_from)
+
+
 def grown(values: torch.Tensor, needed: int) -> torch.Tensor:
     """`values` padded with NaN rows to hold `needed` rows (doubling), or itself."""
     if needed <= values.shape[0]:
@@ -86,14 +125,16 @@ def saved_pct(after: dict[str, int], before: dict[str, int] | None = None) -> fl
 
 
 def epoch_record(state: TensorDict, epoch: int, all_data: bool, test: dict[str, float], train_time: float,
-                 eval_time: float) -> dict:
-    """The record of `epoch` (0-based) at its end: its test metrics, clocks, activation rate and savings (from the
-    counters noted at its start), and the counters so far."""
+                 eval_time: float, headline: str = "accuracy") -> dict:
+    """The record of `epoch` (0-based) at its end: its test metrics (accuracy where the task has one, its loss and
+    its `headline` metric, NaN when not evaluated), clocks, activation rate and savings (from the counters noted at
+    its start), and the counters so far."""
     before = {k: int(v) for k, v in state["loop", "epoch_start"].items()}
     after = counters(state)
     seen = after["samples_seen"] - before["samples_seen"]
     return dict(epoch=epoch + 1, steps=int(state["step"]), all_data=float(all_data),
-                test_accuracy=test["accuracy"], test_loss=test["loss"], train_time_s=train_time, eval_time_s=eval_time,
+                test_accuracy=test.get("accuracy", math.nan), test_loss=test["loss"],
+                test_headline=test.get(headline, math.nan), train_time_s=train_time, eval_time_s=eval_time,
                 epoch_activation_rate=(after["samples_trained"] - before["samples_trained"]) / max(1, seen),
                 epoch_saved_pct=saved_pct(after, before), saved_pct=saved_pct(after),
                 flops_spent=after["flops_spent"], flops_full=after["flops_full"],
@@ -120,6 +161,6 @@ def evaluation_due(state: TensorDict, eval_every: float | tuple[str, float] | No
     column, now = (("train_time_s", float(state["clock", "train_time"])) if kind == "time"
                    else ("flops_spent", float(state["work", "flops_spent"])))
     table = state["history", "epochs"]
-    evaluated = table[~table[:, EPOCH_KEYS.index("test_accuracy")].isnan()]
+    evaluated = table[~table[:, EPOCH_KEYS.index("test_loss")].isnan()]
     last = float(evaluated[:, EPOCH_KEYS.index(column)].max()) if len(evaluated) else 0.0
     return now >= last + spacing

@@ -33,6 +33,11 @@ def resumed(state: TensorDict, template: TensorDict, device) -> TensorDict:
     if "scaler" not in state.keys() and "scaler" in template.keys():
         state = replace(state, scaler=template["scaler"].to(state.device))
     check_compatible(state.exclude("history"), template.exclude("history"), "the state to resume")
+    table, width = state["history", "epochs"], template["history", "epochs"].shape[1]
+    if table.shape[1] < width:  # saved before the epoch table's last columns existed: NaN in them
+        pad = torch.full((table.shape[0], width - table.shape[1]), float("nan"), dtype=table.dtype,
+                         device=table.device)
+        state = with_parts(state, history={"epochs": torch.cat([table, pad], 1)})
     return state.to(device)
 
 

@@ -61,7 +61,7 @@ class ReferenceServices(Services):
             # "correct" counted per sample (a task that counts per token: scaled to its samples' share)
             right = sums["correct"] if targets.dim() == 1 else sums["correct"] * chunk.shape[0] / sums["count"]
             correct = correct + right
-        flops = int(summary["flops_spent"]) + score_index.shape[0] * _forward_flops(apply, params, buffers, x)
+        flops = int(summary.flops_spent) + score_index.shape[0] * _forward_flops(apply, params, buffers, x)
         return torch.cat(losses), int(correct), flops
 
 

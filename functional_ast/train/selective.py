@@ -8,11 +8,14 @@ import time
 
 from torch import nn
 
+from functional_ast.core.task import check_kind
 from functional_ast.tasks import language_modelling
 from functional_ast.tasks.selective import selective_language_modelling
 from functional_ast.train import budget
 from functional_ast.train.config import ConfigError, TrainConfig
 from functional_ast.train.trainer import Result, Run, as_data, full_epoch_cost, train_full
+
+KINDS = ("sequences",)  # the task kinds Rho-1 selects tokens of
 
 
 def fit_selective(model, train, test, config: TrainConfig, *, keep: float = 0.6, reference_epochs: int = 1,
@@ -26,8 +29,8 @@ def fit_selective(model, train, test, config: TrainConfig, *, keep: float = 0.6,
     first. A resumed run (`state`) retrains the same reference (same seed, same data: same parameters) without
     charging it again: its state holds that charge. `task`, if given, is the plain language-modelling task this run
     selects tokens of (as `fit` takes it; ConfigError else)."""
-    if task is not None and task.kind != "sequences":
-        raise ConfigError(f"selective language modelling selects tokens of sequences, not of {task.kind}")
+    if task is not None:
+        check_kind(task, KINDS, "selective language modelling (Rho-1: it selects tokens)")
     data = as_data(train, test, device)
     reference_data = data if reference_data is None else reference_data
     if charge_reference and config.budget is not None and state is None:
@@ -50,5 +53,5 @@ def fit_selective(model, train, test, config: TrainConfig, *, keep: float = 0.6,
     task = selective_language_modelling(shape, ref_state["params"], ref_state["buffers"], keep)
     run = Run(model, data, config, task=task, state=state, **run_options)
     if state is None and charge_reference:
-        run.charge(seconds, int(ref_summary["flops_spent"]))
+        run.charge(seconds, int(ref_summary.flops_spent))
     return run.finish()

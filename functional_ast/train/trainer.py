@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
@@ -30,13 +29,14 @@ from functional_ast.core.selection import Strategy, all_data, with_selection_inf
 from functional_ast.core.state import EPOCH_COLUMNS, STEP_SERIES, UNKNOWN
 from functional_ast.core.step import Step, accepts_channels_last, init_state, make_eval_step, make_train_step
 from functional_ast.core.task import Task
-from functional_ast.core.work import estimate_joules
-from functional_ast.data import text
+from functional_ast.core.work import DEFAULT_JOULES_PER_GFLOP, estimate_joules
+from functional_ast.data.loaders import as_data  # noqa: F401  (re-exported: where it lived before)
 from functional_ast.data.source import DataSource, ImageData
 from functional_ast.strategies import registry
 from functional_ast.tasks import image_classification
 from functional_ast.train import budget, loop_state
 from functional_ast.train import history as history_state
+from functional_ast.train.base import Callback, Result, RunView, Summary
 from functional_ast.train.batches import Batches
 from functional_ast.train.config import ConfigError, TrainConfig
 from functional_ast.train.history import History, counters, saved_pct
@@ -54,48 +54,7 @@ __all__ = ["Callback", "Data", "DataSource", "EPOCH_KEYS", "History", "Result", 
 # --------------------------------------------------------------------------- data and results
 
 
-Data = ImageData  # the image data of a run (`data.source.ImageData`); any `DataSource` will do
-
-
-def as_data(train, test, device=None, label_noise: float = 0.0, seed: int = 0) -> DataSource:
-    """The run's data: `train` itself when it is a `DataSource`, text windows (`data.text.Windows`) paired with
-    the test windows, or images (LabelledImages or (images, labels) pairs) prepared on `device`."""
-    if isinstance(train, DataSource):
-        return train
-    if isinstance(train, text.Windows):
-        if label_noise:
-            raise ConfigError("label_noise replaces image labels; a text corpus has none (set it to 0)")
-        return text.TextData.of(train, test, device)
-    return ImageData.prepare(train, test, device, label_noise, seed)
-
-
-@dataclass
-class Result:
-    """What a run returns: its summary (plain numbers and strings), history and final state."""
-
-    summary: dict
-    history: History
-    state: TensorDict | None = None
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-class Callback:
-    """The trainer's edges. Every hook is optional; the clock is paused while hooks run.
-
-    on_start(run) before the first step (of this process: also after a resume); on_metrics(run, first_step,
-    chunk) every `log_every` steps; on_epoch_end(run, record); on_safe_point(run) every `safe_point_every`
-    steps and at each epoch end, when the state (run.state) holds everything to resume from;
-    on_end(run, result); on_failure(run, error) when training stops on an error.
-    """
-
-    def on_start(self, run: "Run") -> None: ...
-    def on_metrics(self, run: "Run", first_step: int, chunk: dict[str, list[float]]) -> None: ...
-    def on_epoch_end(self, run: "Run", record: dict) -> None: ...
-    def on_safe_point(self, run: "Run") -> None: ...
-    def on_end(self, run: "Run", result: Result) -> None: ...
-    def on_failure(self, run: "Run", error: BaseException) -> None: ...
+Data = ImageData  # the image data of a run under its former name (`data.source.ImageData`); any DataSource will do
 
 
 # --------------------------------------------------------------------------- the clock and the steps
@@ -199,19 +158,19 @@ def prepare_rule(rule: registry.Rule, context: registry.Context, config: TrainCo
 
 
 def recorded_epoch(state: TensorDict, epoch: int, all_data: bool, evaluate_now: bool,
-                   evaluate_state: Callable[[TensorDict], dict[str, float]]) -> tuple[TensorDict, dict]:
+                   evaluate_state: Callable[[TensorDict], dict[str, float]], headline: str = "accuracy"
+                   ) -> tuple[TensorDict, dict]:
     """(the state with epoch `epoch`'s record in its history, the record); its test metrics are
-    `evaluate_state(state)`, its eval time counted, when `evaluate_now`, and NaN otherwise (metrics beyond accuracy
-    and loss: in the record as test_<name>, not in the history)."""
+    `evaluate_state(state)`, its eval time counted, when `evaluate_now`, and NaN otherwise (the history keeps
+    accuracy, loss and the task's `headline`; the record also holds its other metrics as test_<name>)."""
     train_time, eval_time = float(state["clock", "train_time"]), float(state["clock", "eval_time"])
-    test = {"accuracy": math.nan, "loss": math.nan}
+    test = {"accuracy": math.nan, "loss": math.nan, headline: math.nan}
     if evaluate_now:
         start = time.perf_counter()
         test = evaluate_state(state)
         eval_time += time.perf_counter() - start
-    record = history_state.epoch_record(state, epoch, all_data, test, train_time, eval_time)
+    record = history_state.epoch_record(state, epoch, all_data, test, train_time, eval_time, headline)
     state = history_state.record_epoch(state, epoch, record)
-    # the task's other metrics (bits per byte) go to the callbacks with the record, not into the history's table
     record.update({f"test_{k}": v for k, v in test.items() if k not in ("accuracy", "loss")})
     return state, record
 
@@ -234,7 +193,7 @@ class Run:
                  name: str | None = None, callbacks: Sequence[Callback] = (), state: TensorDict | None = None,
                  log_every: int = 25, safe_point_every: int = 200, eval_batch_size: int = 512,
                  eval_every: float | None = None, collective: distributed.Collective = distributed.LOCAL, meter=None,
-                 task: Task | None = None):
+                 task: Task | None = None, joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP):
         self.config, self.data, self.collective, self.meter = config, data, collective, meter
         if task is not None and config.label_smoothing:
             raise ConfigError("TrainConfig.label_smoothing smooths the built-in image task's labels; with a task of "
@@ -243,15 +202,18 @@ class Run:
         self.callbacks, self.name = list(callbacks), name or config.strategy
         self.eval_every = eval_every  # train seconds, or ("flops", N), between evaluations (None: every epoch)
         self.log_every, self.safe_point_every, self.eval_batch_size = log_every, safe_point_every, eval_batch_size
-        torch.manual_seed(config.seed)
-        self.model = model() if callable(model) and not isinstance(model, nn.Module) else model
         self.rule = config.rule
-        (self.plan, self.context, self.strategy, self.optimizer, self.all_data_step, self.selective_step,
-         self.eval_step, self.template) = build(self.model, data, config, self.task, collective)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global generator untouched
+            torch.manual_seed(config.seed)
+            self.model = model() if callable(model) and not isinstance(model, nn.Module) else model
+            (self.plan, self.context, self.strategy, self.optimizer, self.all_data_step, self.selective_step,
+             self.eval_step, self.template) = build(self.model, data, config, self.task, collective)
         self.state = self.template if state is None else loop_state.resumed(state, self.template, data.device)
-        self.batches = Batches(self.strategy, data, self.task, self.plan, config.seed, config.augment)
+        self.augment = config.augment if config.augment is not None else self.task.augment(data)
+        self.batches = Batches(self.strategy, data, self.task, self.plan, config.seed, self.augment)
         self.clock = _Clock(float(self.state["clock", "train_time"]))
         self.pacer, self._started = budget.Pacer(config.budget, self.plan, self.clock), False
+        self.joules_per_gflop, self.view = joules_per_gflop, RunView(self)
 
     epoch = property(lambda self: int(self.state["loop", "epoch"]), doc="The epoch being trained (0-based).")
     finished = property(lambda self: bool(self.state["loop", "finished"]), doc="Whether the training is over.")
@@ -262,7 +224,7 @@ class Run:
     def _hooks(self, name: str, *args) -> None:
         with self.clock.paused():
             for cb in self.callbacks:
-                getattr(cb, name)(self, *args)
+                getattr(cb, name)(self.view, *args)
 
     def start(self) -> None:
         """Once: prepare the rule if it asks (charged to this run), probe step costs under a budget, on_start."""
@@ -379,7 +341,8 @@ class Run:
         if self.collective.is_main:  # rank 0 evaluates and records
             self.state, record = recorded_epoch(
                 self.state, epoch, on_all_data, finished or history_state.evaluation_due(self.state, self.eval_every),
-                lambda state: evaluate_test(self.eval_step, state, self.data, self.task, self.eval_batch_size))
+                lambda state: evaluate_test(self.eval_step, state, self.data, self.task, self.eval_batch_size),
+                self.task.headline)
         self.state = loop_state.next_epoch(self.state, epoch, finished)
         if record is not None:
             self._hooks("on_epoch_end", record)
@@ -398,11 +361,11 @@ class Run:
 # --------------------------------------------------------------------------- summaries
 
 
-def summarize(run: Run, history: History) -> dict:
-    """A run's summary: accuracy (and the task's metrics implied by the final record, `Task.from_record`), train
-    wall-clock (eval apart), throughput, work counters and savings."""
+def summarize(run: Run, history: History) -> Summary:
+    """A run's summary: the task's test metrics of the final record (and those it implies, `Task.from_record`), the
+    phases as they ran, train wall-clock (eval apart), throughput, work counters and savings, the rule's fields."""
     state, config = run.state, run.config
-    final = history.epochs[-1] if history.epochs else {"test_accuracy": float("nan")}  # always evaluated
+    final = history.epochs[-1] if history.epochs else {"test_accuracy": math.nan}  # always evaluated
     work = counters(state)
     post = [e for e in history.epochs if not e.get("all_data")] or history.epochs
     post_rate = sum(e["epoch_activation_rate"] for e in post) / len(post) if post else 0.0
@@ -410,27 +373,32 @@ def summarize(run: Run, history: History) -> dict:
     if run.meter:
         energy_j, energy_kind = float(state["clock", "joules"]), f"measured, {run.meter.name}"
     else:
-        per_gflop = getattr(run, "joules_per_gflop", 1.0)
-        energy_j = estimate_joules(work["flops_spent"], per_gflop)
-        energy_kind = f"estimate: FLOPs x {per_gflop:g} J/GFLOP, no meter"
+        energy_j = estimate_joules(work["flops_spent"], run.joules_per_gflop)
+        energy_kind = f"estimate: FLOPs x {run.joules_per_gflop:g} J/GFLOP, no meter"
     limit = config.budget
-    return dict(strategy=config.strategy, seed=config.seed, epochs=len(history.epochs),
-                warmup_epochs=run.plan.warmup_epochs, cooldown_epochs=run.plan.cooldown_epochs,
-                target_rate=config.target_rate if config.gated else 1.0,
-                budget=f"{limit[0]} {limit[1]:g}" if limit else f"epochs {config.epochs}",
-                test_accuracy=final["test_accuracy"], train_time_s=train_time,
-                eval_time_s=float(state["clock", "eval_time"]),
-                mean_activation_rate_after_warmup=post_rate, flops_saved_pct=saved_pct(work),
-                flops_spent=work["flops_spent"], flops_full=work["flops_full"],
-                samples_seen=work["samples_seen"], samples_scored=work["samples_scored"],
-                samples_trained=work["samples_trained"],
-                samples_per_s=work["samples_trained"] / train_time if train_time else 0.0,
-                flops_per_s=work["flops_spent"] / train_time if train_time else 0.0,
-                steps=int(state["step"]), model_params=sum(p.numel() for p in state["params"].values()),
-                skipped_nonfinite_updates=int(state["loop", "skipped_total"]), energy_j=energy_j,
-                energy_kind=energy_kind, **run.rule.summary(state["selector"]),
-                **{f"test_{k}": v for k, v in run.task.from_record(
-                    {"accuracy": final["test_accuracy"], "loss": final.get("test_loss", math.nan)}).items()})
+    warmup, selective, cooldown = history_state.phases_ran(history.epochs, run.plan.gated)
+    test = {"accuracy": final["test_accuracy"], "loss": final.get("test_loss", math.nan)}
+    test.update(run.task.from_record(test))
+    test[run.task.headline] = history_state.headline_value(final, run.task.from_record, run.task.headline)
+    if math.isnan(test["accuracy"]) and run.task.headline != "accuracy" and "accuracy" not in run.task.columns:
+        del test["accuracy"]  # a task without an accuracy (a regression)
+    return Summary(strategy=config.strategy, seed=config.seed, epochs=len(history.epochs), warmup_epochs=warmup,
+                   selective_epochs=selective, cooldown_epochs=cooldown,
+                   epochs_cut_short=int(history_state.cut_short(history.epochs, run.plan,
+                                                                int(state["loop", "cooldown_from"]))),
+                   target_rate=config.target_rate if config.gated else 1.0,
+                   budget=f"{limit[0]} {limit[1]:g}" if limit else f"epochs {config.epochs}",
+                   headline=run.task.headline, higher_is_better=run.task.higher_is_better, test=test,
+                   train_time_s=train_time, eval_time_s=float(state["clock", "eval_time"]),
+                   mean_activation_rate_after_warmup=post_rate, flops_saved_pct=saved_pct(work),
+                   flops_spent=work["flops_spent"], flops_full=work["flops_full"],
+                   samples_seen=work["samples_seen"], samples_scored=work["samples_scored"],
+                   samples_trained=work["samples_trained"],
+                   samples_per_s=work["samples_trained"] / train_time if train_time else 0.0,
+                   flops_per_s=work["flops_spent"] / train_time if train_time else 0.0,
+                   steps=int(state["step"]), model_params=sum(p.numel() for p in state["params"].values()),
+                   skipped_nonfinite_updates=int(state["loop", "skipped_total"]), energy_j=energy_j,
+                   energy_kind=energy_kind, rule=run.rule.summary(state["selector"]), labels=dict(run.task.labels))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -463,15 +431,16 @@ def fit(model: nn.Module | Callable[[], nn.Module], train, test, config: TrainCo
         callbacks: Sequence[Callback] = (), state: TensorDict | None = None, device=None,
         log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
         collective: distributed.Collective = distributed.LOCAL, name: str | None = None, meter=None,
-        task: Task | None = None) -> Result:
+        task: Task | None = None, joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP) -> Result:
     """Train `model` (an nn.Module, or a function building one, called after seeding) on `train`, evaluate on
     `test` at each epoch end, as `config` says; `train`/`test` are images (LabelledImages or (images, labels)),
     text windows (`data.text.split`) or `train` a `DataSource` itself (see `as_data`); `state` continues a saved
-    run; `task` is the problem (default: image classification; `tasks.language_modelling` for text). Returns a
-    Result."""
+    run; `task` is the problem (default: image classification; `tasks.language_modelling` for text);
+    `joules_per_gflop` prices the energy estimate where no `meter` reads it. Returns a Result."""
     data = as_data(train, test, device, config.label_noise, config.seed)
     run = Run(model, data, config, name=name, callbacks=callbacks, state=state, log_every=log_every,
-              safe_point_every=safe_point_every, eval_every=eval_every, collective=collective, meter=meter, task=task)
+              safe_point_every=safe_point_every, eval_every=eval_every, collective=collective, meter=meter, task=task,
+              joules_per_gflop=joules_per_gflop)
     return run.finish()
 
 
@@ -479,8 +448,8 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
             callbacks_for: Callable[[TrainConfig], Sequence[Callback]] = lambda config: (),
             states: dict[int, TensorDict] | None = None, device=None, interleave: bool = True,
             slices: int = 20, log_every: int = 25, safe_point_every: int = 200, eval_every: float | None = None,
-            collective: distributed.Collective = distributed.LOCAL, meter=None, task: Task | None = None
-            ) -> list[Result]:
+            collective: distributed.Collective = distributed.LOCAL, meter=None, task: Task | None = None,
+            joules_per_gflop: float = DEFAULT_JOULES_PER_GFLOP) -> list[Result]:
     """Train every config (strategies and seeds) on the same data; with `interleave`, taking turns: each run
     trains one epoch in turn or, under a shared time budget, the run with the least train time so far trains
     budget/`slices` seconds next (lockstep), so a slow or fast spell of the machine falls on all of them alike.
@@ -492,7 +461,7 @@ def compare(model: Callable[[], nn.Module], train, test, configs: Iterable[Train
     data = as_data(train, test, device, first.label_noise, first.seed)
     runs = [Run(model, data, config, callbacks=callbacks_for(config), state=(states or {}).get(i),
                 log_every=log_every, safe_point_every=safe_point_every, eval_every=eval_every,
-                collective=collective, meter=meter, task=task)
+                collective=collective, meter=meter, task=task, joules_per_gflop=joules_per_gflop)
             for i, config in enumerate(configs)]
     if not interleave:
         return [run.finish() for run in runs]

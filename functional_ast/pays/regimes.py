@@ -1,5 +1,5 @@
 """The regimes of the map (docs/results.md, "Where does selection pay?"): each a name for a set of the savings
-benchmark's flags, so `python -m benchmarks.savings --regime NAME ...` reproduces a cell on any data.
+command's flags, so `python -m functional_ast savings --regime NAME ...` reproduces a cell on any data.
 
 Images: CIFAR-10's quick subset (6,000 / 2,000, class-balanced), clean, with symmetric label noise, long-tailed
 (CIFAR-10-LT's profile over the subset's 600 a class), half near-duplicates, and fine-tuning on the 4 vehicle
@@ -11,6 +11,8 @@ junk (200 KB of clean training text, so 12 entries x 3 seeds fit the CPU). Every
 from __future__ import annotations
 
 import argparse
+
+from functional_ast.core.checks import ConfigError
 
 ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")
 VEHICLES = ("airplane", "automobile", "ship", "truck")
@@ -50,12 +52,12 @@ def names() -> tuple[str, ...]:
     return tuple(REGIMES)
 
 
-def apply(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Set the regime's task, and its flags where the command line left them at their defaults; fine-tuning needs
-    --init-from."""
+def apply(args: argparse.Namespace, defaults: dict) -> None:
+    """Set the regime's task, and its flags where the command line left them at their `defaults`; fine-tuning
+    needs --init-from (ConfigError)."""
     for key, value in REGIMES[args.regime].items():
-        if key == "task" or getattr(args, key) in (None, 0.0, 1.0):
+        if key == "task" or getattr(args, key) == defaults.get(key):
             setattr(args, key, value)
     if args.regime == "finetune" and not args.init_from:
-        parser.error("--regime finetune needs --init-from: a model pretrained on the 6 animal classes "
-                     "(python -m benchmarks.regime_map pretrain makes one)")
+        raise ConfigError("--regime finetune needs --init-from: a model pretrained on the 6 animal classes "
+                          "(python -m benchmarks.regime_map --data PATH --only finetune makes one)")

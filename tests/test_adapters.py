@@ -83,23 +83,25 @@ def _through_sampler(rule: str, stop_after: int | None = None, saved=None, num_w
     """The user's loop on a DataLoader whose batch_sampler is a Sampler; stops after `stop_after` batches (saving the
     sampler's and the loop's state) or resumes from `saved`. Returns (sampler, loop, batches trained)."""
     config, rows = _config(rule), Rows()
-    loop, sampler = Loop(config), Sampler.from_config(config, N, costs=None)
-    sampler.costs = loop.costs
+    loop = Loop(config)
+    sampler = Sampler.from_config(config, N, costs=loop.costs)
     if saved is not None:
         sampler.load_state_dict(saved["sampler"])
-        loop.params, loop.opt = saved["params"], saved["opt"]
+        loop.params, loop.opt = TensorDict(saved["params"]), TensorDict(saved["opt"])
     loader = DataLoader(rows, batch_sampler=sampler, num_workers=num_workers)
     epoch, b = sampler.position
-    passes = EPOCHS - epoch - (0 if b < sampler._steps(epoch) or sampler._waiting else 1)  # the epoch in progress too
+    in_progress = b < sampler.batches_in(epoch) or bool(sampler.state_dict()["waiting"])
+    passes = EPOCHS - epoch - (0 if in_progress else 1)
     seen = []
     for _ in range(passes):
         for batch in loader:
             x, y, index = batch["image"], batch["label"], batch["index"]
-            losses = loop.train(x, y, sampler._waiting[0].weight)
+            losses = loop.train(x, y, sampler.weight(index))
             sampler.loss(index, losses, intensity(x))
             seen.append(index.tolist())
             if stop_after is not None and len(seen) == stop_after:
-                return sampler, loop, seen, {"sampler": sampler.state_dict(), "params": loop.params, "opt": loop.opt}
+                return sampler, loop, seen, {"sampler": sampler.state_dict(), "params": loop.params.to_dict(),
+                                        "opt": loop.opt.to_dict()}
     return sampler, loop, seen, None
 
 
@@ -110,7 +112,7 @@ def _through_selector(rule: str, start=None, stop_after: int | None = None):
     selector = Selector.from_config(config, N, costs=loop.costs)
     if start is not None:
         selector.load_state_dict(start["selector"])
-        loop.params, loop.opt = start["params"], start["opt"]
+        loop.params, loop.opt = TensorDict(start["params"]), TensorDict(start["opt"])
     first_epoch, first_batch = selector.position
     steps = 0
     for epoch in range(first_epoch, EPOCHS):
@@ -129,7 +131,8 @@ def _through_selector(rule: str, start=None, stop_after: int | None = None):
                 loop.train(x[choice.index], y[choice.index], choice.weight)
             steps += 1
             if steps == stop_after:
-                return selector, loop, {"selector": selector.state_dict(), "params": loop.params, "opt": loop.opt}
+                return selector, loop, {"selector": selector.state_dict(), "params": loop.params.to_dict(),
+                                        "opt": loop.opt.to_dict()}
     return selector, loop, None
 
 
@@ -155,3 +158,107 @@ def test_one_behaviour_three_doors(rule):
         selector, loop, _ = _through_selector(rule)
         _assert_same(fitted, selector.state, loop.params)
     assert int(fitted["work", "samples_trained"]) < EPOCHS * N or rule == "full"
+
+
+def _saved_and_loaded(saved: dict, tmp_path) -> dict:
+    """Through a file, as a job saves it: torch.save, then torch.load(weights_only=True)."""
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    return torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("rule,num_workers", [("sundew_remembered", 0), ("stale", 0), ("prioritized", 0),
+                                              ("stale", 1)])
+def test_a_sampler_resumed_mid_epoch_draws_what_the_uninterrupted_one_drew(rule, num_workers, tmp_path):
+    """Stopped in the middle of a selective epoch and resumed from its state_dict: the same batches, the same final
+    tables and parameters. With a worker the DataLoader asks for batches ahead of the loop; the drawn batches that
+    wait for their losses are in the state and come back first."""
+    whole, whole_loop, whole_seen, _ = _through_sampler(rule, num_workers=num_workers)
+    stop = 8 + 3  # the warm-up epoch's 8 batches, then 3 of the first selective epoch's 8 pools
+    _, _, first, saved = _through_sampler(rule, stop_after=stop, num_workers=num_workers)
+    assert num_workers == 0 or saved["sampler"]["waiting"], "a worker draws ahead: some drawn batches wait"
+    resumed, loop, rest, _ = _through_sampler(rule, saved=_saved_and_loaded(saved, tmp_path), num_workers=num_workers)
+    assert first + rest == whole_seen
+    assert_tree_equal(resumed.state, whole.state)
+    assert_tree_equal(loop.params, whole_loop.params)
+
+
+@pytest.mark.parametrize("rule", ["sundew", "sundew_remembered"])
+def test_a_selector_resumed_mid_epoch_ends_as_the_uninterrupted_one(rule, tmp_path):
+    whole, whole_loop, _ = _through_selector(rule)
+    _, _, saved = _through_selector(rule, stop_after=8 + 1)
+    assert saved["selector"]["state"]["batch"] == 1  # one step into the first selective epoch
+    resumed, loop, _ = _through_selector(rule, start=_saved_and_loaded(saved, tmp_path))
+    assert_tree_equal(resumed.state, whole.state)
+    assert_tree_equal(loop.params, whole_loop.params)
+
+
+def test_the_controller_reaches_its_target_rate_from_a_users_losses():
+    """sundew's gate and PI controller, fed losses from outside, hold the target rate (as in fa.fit)."""
+    selector = Selector("sundew", num_samples=4096, target_rate=0.2)
+    g = torch.Generator().manual_seed(0)
+    rates = []
+    for step in range(300):
+        index = torch.randint(0, 4096, (64,), generator=g)
+        losses = torch.randn(64, generator=g).exp() * (1 + step / 300)  # a drifting loss distribution
+        rates.append(selector.select(index, losses).index.shape[0] / 64)
+    assert abs(sum(rates[-100:]) / 100 - 0.2) < 0.03
+    counters = selector.counters
+    assert counters["samples_seen"] == 300 * 64 and counters["samples_scored"] == 300 * 64
+    assert counters["samples_trained"] == round(sum(rates) * 64)
+
+
+def test_a_masked_loss_is_the_selected_samples_weighted_mean_and_backpropagates():
+    selector = Selector("stale", num_samples=16, target_rate=0.5)
+    w = torch.ones(3, requires_grad=True)
+    x = torch.randn(16, 3)
+    losses = (x @ w).pow(2)
+    choice = selector.select(torch.arange(16), losses)
+    assert choice.index.shape[0] == 8
+    torch.testing.assert_close(choice.loss, losses[choice.index].mean())
+    choice.loss.backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: Sampler("sundew", num_samples=64, batch_size=8), "fresh scores"),
+    (lambda: Selector("prioritized", num_samples=64), "whole data set"),
+    (lambda: Selector("proxy", num_samples=64), "runs on images"),
+    (lambda: Sampler("stale", num_samples=4, batch_size=8), "larger than the training set"),
+    (lambda: Selector("nope", num_samples=64), "strategy must be one of"),
+    (lambda: Selector("stale", num_samples=64, target_rate=1.5), "target_rate"),
+    (lambda: Selector("stale", num_samples=0), "num_samples"),
+    (lambda: Selector("stale", num_samples=64, cooldown_epochs=1), "needs epochs"),
+])
+def test_bad_configuration_is_one_clear_line(make, message):
+    with pytest.raises(fa.ConfigError, match=message) as error:
+        make()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda s: s.select(torch.tensor([0, 99]), torch.ones(2)), r"in \[0, 64\)"),
+    (lambda s: s.select(torch.tensor([[0, 1]]), torch.ones(2)), "1-d integer"),
+    (lambda s: s.select(torch.tensor([0, 1]), torch.ones(2, 3)), "reduction='none'"),
+    (lambda s: s.select(torch.tensor([0, 1]), torch.ones(3)), "3 losses for 2 indices"),
+    (lambda s: s.select(torch.tensor([0, 1]), torch.ones(2), torch.ones(5)), "one value per sample"),
+    (lambda s: s.observe(torch.ones(2)), "no selection is waiting"),
+    (lambda s: s.load_state_dict({"format": 1, "rule": "sundew", "num_samples": 64, "seed": 0, "target_rate": 0.3,
+                                  "state": {}}), "build it as the saved one was"),
+])
+def test_bad_input_to_a_selector_is_one_clear_line(call, message):
+    with pytest.raises(fa.ConfigError, match=message) as error:
+        call(Selector("stale", num_samples=64))
+    assert "\n" not in str(error.value)
+
+
+def test_bad_input_to_a_sampler_is_one_clear_line():
+    sampler = Sampler("stale", num_samples=64, batch_size=8)
+    with pytest.raises(fa.ConfigError, match="no drawn batch"):
+        sampler.loss(torch.arange(8), torch.ones(8))
+    first = next(iter(sampler))
+    with pytest.raises(fa.ConfigError, match="not the oldest batch"):
+        sampler.loss(torch.tensor(first[::-1]), torch.ones(len(first)))
+    with pytest.raises(fa.ConfigError, match="reduction='none'"):
+        sampler.loss(torch.tensor(first), torch.ones(len(first), 2))
+    sampler.loss(torch.tensor(first), torch.ones(len(first)))  # the right call still works after the refusals
+    assert sampler.counters["samples_trained"] == len(first)

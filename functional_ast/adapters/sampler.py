@@ -101,7 +101,8 @@ class Sampler(TorchSampler):
         """FLOPs spent and full data's, samples seen, scored and trained so far (`fa.fit`'s work counters)."""
         return adapter.counters(self.state)
 
-    def _steps(self, epoch: int) -> int:
+    def batches_in(self, epoch: int) -> int:
+        """The batches epoch `epoch` yields: all-data batches of `batch_size`, or one per pool."""
         return self.plan.steps_in(epoch, self.plan.first_cooldown_epoch())
 
     def __len__(self) -> int:
@@ -110,7 +111,7 @@ class Sampler(TorchSampler):
         epochs = {0, self.plan.warmup_epochs}
         if self.plan.cooldown_epochs:
             epochs.add(self.plan.first_cooldown_epoch())
-        return max(self._steps(e) for e in epochs)
+        return max(self.batches_in(e) for e in epochs)
 
     def _epoch_order(self, epoch: int) -> Tensor:
         if self._order is None or self._order[0] != epoch:
@@ -137,22 +138,27 @@ class Sampler(TorchSampler):
     def __iter__(self) -> Iterator[list[int]]:
         replay, self._replay = self._waiting[:self._replay], 0
         epoch, b = self.position
-        if not replay and b >= self._steps(epoch):  # the epoch is done: start the next
+        if not replay and b >= self.batches_in(epoch):  # the epoch is done: start the next
             self.state = adapter.replace(self.state, epoch=self.state["epoch"] + 1,
                                          batch=torch.zeros_like(self.state["batch"]))
         for drawn in replay:
             yield self._share(drawn)
-        while self.position[1] < self._steps(self.position[0]):
+        while self.position[1] < self.batches_in(self.position[0]):
             drawn = self._draw()
             self._waiting.append(drawn)
             yield self._share(drawn)
 
     # ------------------------------------------------------------------------------------------ the step's end
 
-    def loss(self, index, losses: Tensor, statistic: Tensor | None = None) -> Tensor:
-        """The end of the oldest drawn batch's step: `index` (this rank's samples of it, as yielded), your forward's
-        per-sample `losses` (reduction="none") and optionally their input statistics (`adapters.state`). The rule
-        observes every rank's losses, the work is counted; returns the loss to back-propagate, their weighted mean."""
+    def weight(self, index) -> Tensor:
+        """The loss weights of this rank's samples `index` of the oldest batch waiting for its losses (ones where the
+        rule gives none): for a loss you reduce yourself; `loss` applies them for you."""
+        drawn = self._oldest(index)
+        lo, hi = distributed.shard_bounds(drawn.index.shape[0], self.collective.rank, self.collective.world)
+        return torch.ones(hi - lo) if drawn.weight is None else drawn.weight[lo:hi].cpu()
+
+    def _oldest(self, index) -> Drawn:
+        """The oldest drawn batch waiting for its losses, checked against `index` (this rank's share of it)."""
         if not self._waiting:
             raise ConfigError(f"{WHO}.loss: no drawn batch is waiting for losses; call it once per batch the "
                               "DataLoader gave, after its forward")
@@ -163,10 +169,17 @@ class Sampler(TorchSampler):
             raise ConfigError(f"{WHO}.loss: indices {index.tolist()[:8]}... are not the oldest batch waiting for its "
                               f"losses ({expected.tolist()[:8]}...); call loss once per batch, in the order the "
                               "DataLoader gave them, with that batch's dataset indices")
+        return drawn
+
+    def loss(self, index, losses: Tensor, statistic: Tensor | None = None) -> Tensor:
+        """The end of the oldest drawn batch's step: `index` (this rank's samples of it, as yielded), your forward's
+        per-sample `losses` (reduction="none") and optionally their input statistics (`adapters.state`). The rule
+        observes every rank's losses, the work is counted; returns the loss to back-propagate, their weighted mean."""
+        drawn = self._oldest(index)
+        index = adapter.check_indices(WHO, index, self.num_samples)
         losses = adapter.check_losses(WHO, losses, index.shape[0])
         statistic = adapter.check_statistic(WHO, statistic, index.shape[0])
         self._waiting.pop(0)
-        self._replay = max(0, self._replay - 1)
         device = self.state.device or losses.device
         k = drawn.index.shape[0]
         sizes = [hi - lo for lo, hi in (distributed.shard_bounds(k, r, self.collective.world)

@@ -10,6 +10,7 @@ from tensordict import TensorDict
 from torch.utils.data import DataLoader, Dataset
 
 import functional_ast as fa
+import functional_ast.adapters  # noqa: F401 (fa.adapters)
 from functional_ast.adapters import Sampler, Selector, costs_of
 from functional_ast.core import sampling
 from functional_ast.core.losses import make_apply
@@ -262,3 +263,24 @@ def test_bad_input_to_a_sampler_is_one_clear_line():
         sampler.loss(torch.tensor(first), torch.ones(len(first), 2))
     sampler.loss(torch.tensor(first), torch.ones(len(first)))  # the right call still works after the refusals
     assert sampler.counters["samples_trained"] == len(first)
+
+
+def test_compare_runs_each_arm_at_the_same_trained_samples_and_pairs_by_seed():
+    calls = []
+
+    def train(sampler, epochs, seed):  # a stand-in loop: trains nothing, "scores" by the rule and the seed
+        for _ in range(epochs):
+            for index in sampler:
+                sampler.loss(torch.tensor(index), torch.rand(len(index)))
+        calls.append((sampler.config.strategy, seed, epochs))
+        return {"full": 0.5, "random": 0.4}.get(sampler.config.strategy, 0.6) + 0.01 * seed
+
+    result = fa.adapters.compare(train, "stale", num_samples=N, batch_size=BATCH, target_rate=RATE, budget_epochs=2,
+                                 seeds=(0, 1, 2))
+    assert [(rule, seed) for rule, seed, _ in calls] == [(r, s) for s in (0, 1, 2) for r in ("full", "random", "stale")]
+    for arm in result.arms:  # the same budget of trained samples: 2 epochs of 64, or 1 warm-up + 4 of 2 pools of 8
+        assert arm.counters["samples_trained"] == result.budget_samples == 2 * N
+    assert result.versus["full"]["diff"] == pytest.approx(0.1) and result.versus["random"]["diff"] == pytest.approx(0.2)
+    assert result.versus["full"]["excludes_zero"] and "stale minus random: +20.00 pp" in result.report()
+    with pytest.raises(fa.ConfigError, match="baseline"):
+        fa.adapters.compare(train, "random", num_samples=N, batch_size=BATCH)

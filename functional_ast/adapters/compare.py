@@ -59,8 +59,9 @@ class Comparison(NamedTuple):
             mean = sum(a.metric for a in arms) / len(arms)
             trained = sum(a.counters["samples_trained"] for a in arms) / len(arms)
             flops = sum(a.counters["flops_spent"] for a in arms) / len(arms)
+            spent = f"{flops:.3g} FLOPs" if flops else "FLOPs not counted (costs=costs_of(...))"
             lines.append(f"{name}: {self.metric} {mean:.4f}, {arms[0].epochs} epochs, {trained:.0f} samples trained, "
-                         f"{flops:.3g} FLOPs (means over seeds)")
+                         f"{spent} (means over seeds)")
         for name, d in self.versus.items():
             lines.append(f"{self.rule} minus {name}: {describe_difference(d, self.unit, self.scale)}")
         return "\n".join(lines)

@@ -1,6 +1,6 @@
 """What do the adapters cost a loop of your own? The same plain PyTorch loop with and without them, at rate 1.0.
 
-    python -m benchmarks.adapter_overhead [--samples 8192] [--batch-size 128] [--repeats 7] [--quick]
+    python -m benchmarks.adapter_overhead [--samples 8192] [--batch-size 128] [--repeats 7] [--image-size 32] [--quick]
 
 A user's loop as written without this library: a small CNN on generated 32x32 RGB images in memory, a
 `DataLoader` of batches of 128 in a seeded shuffled order, cross-entropy, `torch.optim.SGD`. Three variants train the
@@ -15,7 +15,7 @@ and what differs is the adapter: the draw, the rule's selection, the observation
 Each repeat trains one epoch of every variant, in a rotated order, so the machine's drift falls on all alike; the
 figure is each variant's median epoch time as a ratio to plain's (throughput: > 1 is faster; the target is >= 0.97)
 and the adapter's cost per step. Timings mean something only on a quiet machine: the load average is printed with
-them. `--quick` (a few hundred samples, two repeats) only shows that the program runs.
+them. `--quick` (96 16x16 images, two repeats) only shows that the program runs.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from functional_ast.adapters import Sampler, Selector
 VARIANTS = ("plain", "selector", "sampler")
 
 
-def images(n: int, seed: int = 0) -> TensorDataset:
-    """n normalised 32x32 RGB images whose class shifts their mean, their labels and their dataset indices."""
+def images(n: int, size: int = 32, seed: int = 0) -> TensorDataset:
+    """n normalised size x size RGB images whose class shifts their mean, their labels and their dataset indices."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (n,), generator=g)
-    x = torch.randn(n, 3, 32, 32, generator=g) + labels.view(-1, 1, 1, 1) * 0.1
+    x = torch.randn(n, 3, size, size, generator=g) + labels.view(-1, 1, 1, 1) * 0.1
     return TensorDataset(x, labels, torch.arange(n))
 
 
@@ -82,10 +82,10 @@ class Variant:
         return steps
 
 
-def measure(samples: int, batch_size: int, repeats: int, seed: int = 0) -> dict[str, list[float]]:
+def measure(samples: int, batch_size: int, repeats: int, size: int = 32, seed: int = 0) -> dict[str, list[float]]:
     """Epoch seconds of every variant, `repeats` times, interleaved (the order rotates each repeat); one epoch of
     each first, untimed (allocator and caches warm)."""
-    data = images(samples, seed)
+    data = images(samples, size, seed)
     variants = [Variant(name, data, batch_size, seed) for name in VARIANTS]
     for v in variants:
         v.epoch()
@@ -104,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=8192)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--quick", action="store_true", help="a few hundred samples, two repeats: shows it runs")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--quick", action="store_true", help="96 16x16 images, two repeats: shows that it runs")
     args = p.parse_args(argv)
     if args.quick:
-        args.samples, args.batch_size, args.repeats = 256, 32, 2
-    measured = measure(args.samples, args.batch_size, args.repeats)
+        args.samples, args.batch_size, args.repeats, args.image_size = 96, 32, 2, 16
+    measured = measure(args.samples, args.batch_size, args.repeats, args.image_size)
     times, steps = measured["times"], measured["steps"]
     plain = statistics.median(times["plain"])
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"{args.samples} samples 3x32x32, batch {args.batch_size}, {args.repeats} interleaved repeats of one epoch "
+    size = f"{args.image_size}x{args.image_size}"
+    print(f"{args.samples} samples 3x{size}, batch {args.batch_size}, {args.repeats} interleaved repeats of one epoch "
           f"each, {torch.get_num_threads()} threads, torch {torch.__version__}; load average {load[0]:.2f} "
           f"(timings mean something only on a quiet machine){' [--quick: not a measurement]' if args.quick else ''}")
     print("| variant | median epoch s | throughput vs plain | adapter ms per step |\n|---|---|---|---|")

@@ -10,7 +10,6 @@ from tensordict import TensorDict
 from torch.utils.data import DataLoader, Dataset
 
 import functional_ast as fa
-import functional_ast.adapters  # noqa: F401 (fa.adapters)
 from functional_ast.adapters import Sampler, Selector, costs_of
 from functional_ast.core import sampling
 from functional_ast.core.losses import make_apply
@@ -284,3 +283,13 @@ def test_compare_runs_each_arm_at_the_same_trained_samples_and_pairs_by_seed():
     assert result.versus["full"]["excludes_zero"] and "stale minus random: +20.00 pp" in result.report()
     with pytest.raises(fa.ConfigError, match="baseline"):
         fa.adapters.compare(train, "random", num_samples=N, batch_size=BATCH)
+
+
+def test_the_adapters_import_without_lightning():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = "import sys, functional_ast.adapters; assert 'lightning' not in sys.modules, 'lightning was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""})

@@ -88,7 +88,7 @@ class Selector:
                  seed: int = 0, warmup_epochs: int = 0, cooldown_epochs: int = 0, epochs: int | None = None,
                  options: Mapping[str, Any] | None = None, costs: WorkCosts | None = None,
                  collective: distributed.Collective | None = None, device=None):
-        config = adapter.configure(rule, num_samples, target_rate=target_rate, batch_size=2, pool_size=None,
+        config = adapter.configure(rule, target_rate=target_rate, batch_size=2, pool_size=None,
                                    seed=seed, warmup_epochs=warmup_epochs, cooldown_epochs=cooldown_epochs,
                                    epochs=epochs, options=options)
         self._setup(config, num_samples, costs, collective, device)

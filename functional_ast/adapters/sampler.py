@@ -62,7 +62,7 @@ class Sampler(TorchSampler):
                  target_rate: float = 0.3, *, seed: int = 0, pool_size: int | None = None, warmup_epochs: int = 0,
                  cooldown_epochs: int = 0, epochs: int | None = None, options: Mapping[str, Any] | None = None,
                  costs: WorkCosts | None = None, collective: distributed.Collective | None = None, device=None):
-        config = adapter.configure(rule, num_samples, target_rate=target_rate, batch_size=batch_size,
+        config = adapter.configure(rule, target_rate=target_rate, batch_size=batch_size,
                                    pool_size=pool_size, seed=seed, warmup_epochs=warmup_epochs,
                                    cooldown_epochs=cooldown_epochs, epochs=epochs, options=options)
         self._setup(config, num_samples, costs, collective, device)

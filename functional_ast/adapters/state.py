@@ -60,7 +60,7 @@ class Built(NamedTuple):
     strategy: Strategy
 
 
-def configure(rule: str, num_samples: int, *, target_rate: float, batch_size: int, pool_size: int | None, seed: int,
+def configure(rule: str, *, target_rate: float, batch_size: int, pool_size: int | None, seed: int,
               warmup_epochs: int, cooldown_epochs: int, epochs: int | None,
               options: Mapping[str, Any] | None) -> TrainConfig:
     """The `TrainConfig` an adapter runs (validated there); `epochs` is needed only to place a cool-down."""

@@ -4,6 +4,12 @@ High level, bring your own model and data:
 
     result = fit(model, (train_images, train_labels), (test_images, test_labels), TrainConfig(strategy="stale"))
 
+In a loop you already have (your model, DataLoader and loss; `adapters`):
+
+    sampler = adapters.Sampler("stale", num_samples=len(train), batch_size=64, target_rate=0.3)
+    for batch in DataLoader(train, batch_sampler=sampler):
+        sampler.loss(batch["index"], per_sample_losses).backward()
+
 Low level, compose the step and run your own loop:
 
     state = init_state(model, optimizer, strategy, key=0)
@@ -12,7 +18,7 @@ Low level, compose the step and run your own loop:
         state, metrics = step(state, batch)
 """
 
-from functional_ast import strategies
+from functional_ast import adapters, strategies
 from functional_ast.core import controller, gate, losses, optim, prng, significance, work
 from functional_ast.core.controller import ControllerConfig
 from functional_ast.core.gate import GateConfig
@@ -31,8 +37,8 @@ from functional_ast.train.trainer import compare, fit
 
 __all__ = [
     "Callback", "Checkpoints", "ConfigError", "Console", "ControllerConfig", "GateConfig", "MLflowTracking",
-    "Result", "Rule", "RunView", "SavingsReport", "Summary", "Task", "TrainConfig", "adam", "chain", "compare",
-    "config", "controller", "cross_entropy", "fit", "full", "gate", "image_classification", "init_state",
+    "Result", "Rule", "RunView", "SavingsReport", "Summary", "Task", "TrainConfig", "adam", "adapters", "chain",
+    "compare", "config", "controller", "cross_entropy", "fit", "full", "gate", "image_classification", "init_state",
     "language_modelling", "losses", "make_apply", "make_eval_step", "make_train_step", "optim",
     "per_sample_grad_norms", "per_sample_losses", "prng", "random_subset", "register", "savings", "sgd",
     "significance", "strategies", "sundew", "warmup_cosine", "work",

@@ -443,3 +443,20 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
             assert (again["by_budget"][label]["selective_lm"][how]["rows"]
                     == result["by_budget"][label]["selective_lm"][how]["rows"])
         assert again["by_budget"][label]["equal_time"]["rows"] == result["by_budget"][label]["equal_time"]["rows"]
+
+
+def test_adapter_overhead_quick_mode_runs_and_prints_each_variant_against_plain(capsys):
+    """Smoke only: the figures of a --quick run on a shared machine mean nothing, so none is asserted."""
+    import torch
+
+    from benchmarks import adapter_overhead
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a smoke run on a shared machine: no threads waiting for each other
+    try:
+        assert adapter_overhead.main(["--quick"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "--quick: not a measurement" in out and "load average" in out
+    assert all(f"| {name} |" in out for name in adapter_overhead.VARIANTS)

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (f"{PACKAGE}.tasks",),
     (f"{PACKAGE}.train",),
     (f"{PACKAGE}.report",),
+    (f"{PACKAGE}.adapters",),
     (f"{PACKAGE}.edges",),
     (f"{PACKAGE}.pays",),
     (f"{PACKAGE}.cli",),

@@ -23,13 +23,14 @@ from functional_ast.core.selection import Strategy, remembered_mean
 class Draw(NamedTuple):
     """Dataset indices to gather, their loss weights (or None), whether they are already the trained set (True)
     or a pool the step still selects from by scores (False); for an index-only selection, the selector state
-    after it (a gate and controller move) and its metrics."""
+    after it (a gate and controller move), its metrics and the selected positions in the pool (ascending)."""
 
     index: Tensor
     weight: Tensor | None
     selected: bool
     selector: TensorDict | None = None
     info: TensorDict | None = None
+    positions: Tensor | None = None
 
 
 def stream_seed(seed: int, epoch: int, batch: int = -1, stream: int = 0) -> int:
@@ -55,12 +56,29 @@ def prioritized_draw(priority: Tensor, k: int, alpha: float, beta: float, key: T
     return index, weight.float()
 
 
+def draw_key(seed: int, epoch: int, batch: int) -> Tensor:
+    """The key of the draw of batch `batch` of `epoch` (a prioritised draw, or an index-only rule's selection from
+    its pool): a function of (seed, epoch, batch) alone, apart from the state's own key."""
+    return prng.key(stream_seed(seed, epoch, batch, stream=1))
+
+
+def select_pool(strategy: Strategy, selector: TensorDict, pool: Tensor, key: Tensor) -> Draw:
+    """The samples an index-only `strategy` selects from `pool` (dataset indices) with `key`, on the selector's
+    device: their indices in pool order, loss weights, the selector state after the selection and its metrics."""
+    device = selector.device or next((t.device for t in selector.values(True, True)), pool.device)  # the tables'
+    candidates = TensorDict(index=pool.to(device), batch_size=[pool.shape[0]], device=device)
+    picked = strategy.select(selector, candidates, key.to(device), _no_scores)
+    positions = picked.index if picked.index is not None else picked.mask.nonzero()[:, 0]
+    weight = None if picked.weight is None else picked.weight[positions]
+    return Draw(pool[positions.to(pool.device)], weight, True, picked.state, picked.info, positions)
+
+
 def draw(strategy: Strategy, selector: TensorDict, order: Tensor, *, batch: int, size: int, seed: int, epoch: int,
          all_data: bool) -> Draw:
     """Batch `batch` of `epoch`: the slice [batch*size, (batch+1)*size) of `order` (all-data epochs, and pools
     for a scoring strategy); the samples an index-only strategy selects from that pool; or `rate * size`
     prioritised draws over the whole data set for a sampling strategy."""
-    key = prng.key(stream_seed(seed, epoch, batch, stream=1))
+    key = draw_key(seed, epoch, batch)
     if strategy.sampling is not None and not all_data:
         index, weight = prioritized_draw(selector["priority"], strategy.sampling.k, strategy.sampling.alpha,
                                          strategy.sampling.beta, key)
@@ -70,12 +88,7 @@ def draw(strategy: Strategy, selector: TensorDict, order: Tensor, *, batch: int,
     pool = order[batch * size:(batch + 1) * size]
     if all_data or not strategy.index_only:
         return Draw(pool, None, all_data)
-    device = selector.device or next((t.device for t in selector.values(True, True)), pool.device)  # the tables'
-    candidates = TensorDict(index=pool.to(device), batch_size=[pool.shape[0]], device=device)
-    picked = strategy.select(selector, candidates, key.to(device), _no_scores)
-    positions = picked.index if picked.index is not None else picked.mask.nonzero()[:, 0]
-    weight = None if picked.weight is None else picked.weight[positions]
-    return Draw(pool[positions.to(pool.device)], weight, True, picked.state, picked.info)
+    return select_pool(strategy, selector, pool, key)
 
 
 def _no_scores() -> TensorDict:

@@ -95,7 +95,8 @@ def test_the_comparison_example_reports_paired_differences(capsys):
     assert compare.__module__ == "functional_ast.adapters.compare"
 
 
-def test_the_proposed_readme_section_shows_the_pages_sampler_example():
-    proposed = (REPO / "docs" / "adapters-readme-section.md").read_text()
-    (block,) = re.findall(r"```python\n(.*?)```", proposed, re.S)
+def test_the_readme_section_shows_the_pages_sampler_example():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## In the loop you already have")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
     assert block == _sections()["Any DataLoader: `Sampler`"][0]

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc-fixed", action="store_true",
                    help="fix glibc's mmap/trim thresholds for the run, so that variants do not page-fault for each "
                         "other's allocations (see the module docstring)")
-    p.add_argument("--json", default="step_speed.json")
+    p.add_argument("--json", default=None, help="write the figures here (default: print them only)")
     p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     pool = round(args.batch_size / RATE)
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['page_faults_per_step'][name]:8.0f} page faults/step")
     for key, value in ratios.items():
         print(f"{key} = {value:.2f}", flush=True)
-    io.atomic_write_json(args.json, result)  # the throughput figures survive a cut in the slower parts below
+    if args.json:
+        io.atomic_write_json(args.json, result)  # the throughput figures survive a cut in the slower parts below
     result["breakdown"] = {name: breakdown(runners[name], steps) for name in GATED}
     memory_variants = ["plain_eager", "functional_eager", "random", "sundew", "stale", "prioritized",
                        "grad_norm_all", "grad_norm_chunk_16"]
@@ -326,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({graphs_end - graphs_after_warmup} recompiles during timing)")
     for v, m in result["peak_memory"].items():
         print(f"peak memory {v:<20} {m['peak_mb']:8.1f} MB ({m['kind']})")
-    io.atomic_write_json(args.json, result)
-    print(f"wrote {args.json}")
+    if args.json:
+        io.atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
     return 0
 
 

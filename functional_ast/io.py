@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save", "atomic_dir",
-           "temp_path", "fsync_dir", "portable_path"]
+           "temp_path", "fsync_dir", "portable_path", "default_data_root"]
+
+
+def default_data_root() -> Path:
+    """Where data is downloaded and decoded caches are kept unless a root is given: $FUNCTIONAL_AST_DATA, else
+    $XDG_CACHE_HOME/functional_ast, else ~/.cache/functional_ast (never the working directory)."""
+    given = os.environ.get("FUNCTIONAL_AST_DATA")
+    if given:
+        return Path(given).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "functional_ast"
 
 
 def temp_path(path: str | Path) -> Path:

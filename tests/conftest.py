@@ -13,6 +13,15 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """Every test's default data root (downloads and decoded caches, `io.default_data_root`): one temporary folder
+    for the session, shared by its tests and the programs they start, never the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("data-root")
+    os.environ["FUNCTIONAL_AST_DATA"] = str(root)
+    return root
+
+
 def real_archive() -> Path | None:
     """The real CIFAR-10 JPEG archive beside the checkout, or None (a user's checkout has none)."""
     env = os.environ.get("FUNCTIONAL_AST_CIFAR_ARCHIVE")

@@ -182,7 +182,8 @@ def test_help_runs_as_a_module():
 def test_real_cifar10_archive_end_to_end(tmp_path, monkeypatch):
     archive = real_archive()
     if archive is None:
-        pytest.skip("real CIFAR-10 archive not present (../shared/data/cifar10-jpeg.tar.gz)")
+        pytest.skip("real CIFAR-10 archive not present: set FUNCTIONAL_AST_CIFAR_ARCHIVE to its .tar.gz (or put it at "
+                    "../shared/data/cifar10-jpeg.tar.gz)")
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = cli.train(cli.build_parser().parse_args([

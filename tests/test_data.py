@@ -289,7 +289,7 @@ def _real_archive() -> Path:
 def test_real_cifar10_archive(tmp_path):
     archive = _real_archive()
     if not archive.is_file():
-        pytest.skip(f"real CIFAR-10 archive not found at {archive}")
+        pytest.skip(f"real CIFAR-10 archive not found at {archive}: set FUNCTIONAL_AST_CIFAR_ARCHIVE to its .tar.gz")
     train, test = load_dataset(archive, root=tmp_path)
     assert (len(train), len(test)) == (50000, 10000)
     assert len(train.classes) == 10 and train.classes == test.classes

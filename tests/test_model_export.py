@@ -209,3 +209,19 @@ def test_a_comparison_logs_the_data_by_name_and_prints_the_training_runs_address
     experiment = client.get_experiment_by_name("functional_ast").experiment_id
     assert f"Browse the runs: {store.ui_command(uri, experiment)}" in capsys.readouterr().out
     assert {r.data.params["data"] for r in client.search_runs([experiment])} == {"images"}
+
+
+def test_the_logged_model_is_named_after_its_rule_and_task_and_says_how_to_handle_it(cli_run):
+    tmp, uri, client, run = cli_run
+    (output,) = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.name == f"{run.data.params['strategy']}-image-classification"
+    note = logged.tags[tracking.NOTE_TAG]
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+    if isinstance(model, torch.nn.Module) and type(model).__name__ != "GraphModule":
+        model.eval()  # a pickled module takes eval(), and its description says so
+        assert "an nn.Module in eval mode" in note
+    else:
+        assert "already in eval mode: call it directly" in note  # torch.export's program: no eval(), as said
+    assert "pyfunc flavour's signature takes uint8 inputs" in note

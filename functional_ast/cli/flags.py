@@ -170,7 +170,9 @@ def build_parser(prog: str = "python -m functional_ast", description: str | None
     d.add_argument("--data", default=None,
                    help="ImageFolder tree (train/<class>/*, test/<class>/*), CIFAR-10 dir, or a .tar.gz of either; "
                         "with --task lm: a text file, a folder of them (--glob) or a .tar.gz of one")
-    d.add_argument("--data-root", default="./data", help="decoded-data cache (and download target where offered)")
+    d.add_argument("--data-root", default=None,
+                   help="decoded-data cache and download target (default: $FUNCTIONAL_AST_DATA or "
+                        "~/.cache/functional_ast, never the working directory)")
     d.add_argument("--data-in-memory", choices=fdata.DATA_IN_MEMORY, default="auto",
                    help="copy decoded images into memory; auto: on a GPU, or if under 1/4 of free memory")
     d.add_argument("--image-size", type=_bounded(int, 1), default=None,

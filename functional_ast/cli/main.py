@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import warnings
 
@@ -35,7 +36,7 @@ from functional_ast.cli.flags import (
 from functional_ast.cli.objects import load_data, resolve_device, result_config, tracking_of, train_config
 from functional_ast.core import distributed
 from functional_ast.data import images as fdata
-from functional_ast.edges import checkpoint, store
+from functional_ast.edges import checkpoint, runs, store
 from functional_ast.edges.tracked import tracked_compare, tracked_fit
 from functional_ast.train.base import Result, Summary
 from functional_ast.train.config import ConfigError, parse_variant
@@ -60,14 +61,17 @@ def _explicit_budget(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace, collective: distributed.Collective = distributed.LOCAL) -> dict:
     """Run the configured strategy (or resume it); print and return its summary."""
     _explicit_budget(args)
-    data = load_data(args)
     config = train_config(args)
-    build = objects.build_model(args, data)
     keep = getattr(args, "selective_lm", None)
     name = args.run_name or f"{config.strategy}-{model_label(args.model)}" + (
         f"-{config.target_rate:g}" if config.gated else "") + (f"-rho1-{keep:g}" if keep is not None else "")
+    where = tracking_of(args)
+    if collective.is_main:
+        runs.check_can_start(where.checkpoint_root, name, args.resume)  # before any data is read
+    data = load_data(args)
+    build = objects.build_model(args, data)
     selective = {} if keep is None else dict(fitter=functools.partial(fit_selective, keep=keep))
-    out = tracked_fit(build, data, config, name, tracking_of(args), resume=args.resume,
+    out = tracked_fit(build, data, config, name, where, resume=args.resume,
                       settings=result_config(args, strategy=config.strategy), budget_epochs=args.budget_epochs,
                       budget_kind=args.budget_kind,
                       log_every=args.log_every, eval_every=args.eval_every, progress=not args.no_progress,
@@ -85,11 +89,13 @@ def compare_strategies(args: argparse.Namespace,
     """Run each strategy of --compare (for each of --seeds) as a nested MLflow run, taking turns; log the table
     and figures on the parent run. With --resume, finished runs are read back and the others continue."""
     _explicit_budget(args)
-    data = load_data(args)
     configs = {spec: train_config(args, strategy=spec) for spec in args.compare}
-    out = tracked_compare(objects.build_model(args, data), data, configs,
-                          args.run_name or f"compare-{model_label(args.model)}-{args.target_rate:g}",
-                          tracking_of(args), seeds=args.seeds, resume=args.resume, settings=result_config(args),
+    name, where = args.run_name or f"compare-{model_label(args.model)}-{args.target_rate:g}", tracking_of(args)
+    if collective.is_main:
+        runs.check_can_start(where.checkpoint_root, name, args.resume)  # before any data is read
+    data = load_data(args)
+    out = tracked_compare(objects.build_model(args, data), data, configs, name, where, seeds=args.seeds,
+                          resume=args.resume, settings=result_config(args),
                           budget_epochs=args.budget_epochs, budget_kind=args.budget_kind,
                           interleave=not args.no_interleave,
                           log_every=args.log_every, eval_every=args.eval_every, model_label=model_label(args.model),
@@ -107,7 +113,7 @@ def print_summary(summary: Summary) -> None:
     gated = summary.warmup_epochs + summary.selective_epochs + summary.cooldown_epochs > 0  # phases: a gated rule
     phases = (f"{summary.epochs}: {summary.warmup_epochs} warm-up, {summary.selective_epochs} selective, "
               f"{summary.cooldown_epochs} cool-down" if gated else f"{summary.epochs}, all on all data")
-    cut = " (the last cut short by the budget)" if summary.epochs_cut_short else ""
+    cut = f" ({summary.epochs_cut_short} cut short by the budget)" if summary.epochs_cut_short else ""
     rows = [("strategy", summary.strategy),
             ("epochs begun", phases + cut),
             *[(summary.labels.get(name, f"test {name.replace('_', ' ')}"), f"{value:.4f}")
@@ -135,6 +141,13 @@ def _test_rows(summary: Summary) -> list[tuple[str, float]]:
     return sorted(summary.test.items(), key=lambda item: item[0] != summary.headline)
 
 
+def quiet_libraries() -> None:
+    """The program's console holds its own lines: MLflow's and its database migrations' INFO logs are set to
+    warnings only ("Creating initial MLflow database tables...")."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
@@ -147,6 +160,7 @@ def main(argv: list[str] | None = None, parser=None) -> int:
     parser = parser() if callable(parser) and not isinstance(parser, argparse.ArgumentParser) else parser
     args = (parser or build_parser()).parse_args(argv)
     warnings.formatwarning = _one_line_warning  # the program's edge: warnings read as one line each
+    quiet_libraries()
     try:
         timed = args.time_budget or (args.budget_epochs and args.budget_kind == "time")
         if distributed.launched_by_torchrun() and (timed

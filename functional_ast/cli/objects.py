@@ -188,7 +188,8 @@ def _portable_source(source: str | None) -> str | None:
 def tracking_of(args: argparse.Namespace) -> Tracking:
     """Where the flags track and checkpoint runs, and the flags as every run's params (no machine path in them:
     the data by name, paths relative to the working directory)."""
-    params = dict(_flags(args), data=data_name(args), data_root=portable_path(args.data_root),
+    params = dict(_flags(args), data=data_name(args),
+                  data_root=portable_path(args.data_root) if args.data_root else "default",
                   checkpoint_dir=portable_path(args.checkpoint_dir) if args.checkpoint_dir else None,
                   init_from=_portable_source(args.init_from))
     if "download" in params:  # said only where the data was downloaded (no --data)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from functional_ast.cli.flags import EXIT_USAGE, class_list, seed_list, strategy_list
+from functional_ast.cli.main import quiet_libraries
 from functional_ast.cli.objects import task_of
 from functional_ast.core.checks import ConfigError
 from functional_ast.data.errors import DataError
@@ -62,7 +63,8 @@ def parser(prog: str = "python -m functional_ast savings") -> argparse.ArgumentP
     p.add_argument("--data", default=None, help="the task's data (images: an ImageFolder tree, CIFAR-10 or a "
                                                 ".tar.gz; lm: a text file, a folder of them or a .tar.gz; default the "
                                                 "standard library's source)")
-    p.add_argument("--data-root", default="./data", help="decoded-data cache")
+    p.add_argument("--data-root", default=None, help="decoded-data cache (default: $FUNCTIONAL_AST_DATA or "
+                                                       "~/.cache/functional_ast)")
     p.add_argument("--glob", default=None, help="lm: which files of a --data folder or archive to read (**/*)")
     p.add_argument("--quick", action="store_true",
                    help="images: 6,000 train / 2,000 test samples, seeds 0,1 (24 min on this project's 2-core CPU "
@@ -192,6 +194,7 @@ def settings(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None, prog: str = "python -m functional_ast savings") -> int:
     p = parser(prog)
     args = p.parse_args(argv)
+    quiet_libraries()
     try:
         task = defaults(args, p)
         uri = args.tracking_uri or store.DEFAULT_TRACKING_URI

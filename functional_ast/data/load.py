@@ -14,24 +14,27 @@ from functional_ast.data.formats import HOW_TO_PROVIDE, check_source, read_sourc
 from functional_ast.data.labelled import LabelledImages, from_tensors
 from functional_ast.data.placement import check_data_in_memory, placed
 from functional_ast.data.splits import in_memory
+from functional_ast.io import default_data_root
 
 
 def load_dataset(
     source: str | Path | None,
     *,
-    root: str | Path = "./data",
+    root: str | Path | None = None,
     download: bool = True,
     image_size: int | None = None,
     cache: bool = True,
     data_in_memory: str = "auto",
 ) -> tuple[LabelledImages, LabelledImages]:
     """Return (train, test) from torchvision CIFAR-10 in `root` (source None), a directory, or a tar(.gz);
+    `root` (default `io.default_data_root()`) holds the download and the decoded caches;
     path sources are decoded once into root/cache/<fingerprint>/ (the fingerprint includes image_size) and
     memory-mapped from there, or copied into memory as `placed(..., "cpu", data_in_memory)` says.
     ImageFolder images load as in `load_image_folder`; a grayscale split next to a colour one is repeated to 3
     channels. Every user-facing failure is a DataError."""
     check_image_size(image_size)
     check_data_in_memory(data_in_memory)
+    root = Path(root) if root is not None else default_data_root()
     if source is None:
         return _load_torchvision_cifar(Path(root), download, image_size)
     path = Path(source).expanduser()

@@ -18,7 +18,7 @@ from functional_ast.data.junk import with_junk
 from functional_ast.data.source import DataSource, ImageData
 
 
-def load_images(path: str | Path | None, *, root: str | Path = "./data", device: torch.device | str = "cpu",
+def load_images(path: str | Path | None, *, root: str | Path | None = None, device: torch.device | str = "cpu",
               image_size: int | None = None, limit_train: int | None = None, limit_test: int | None = None,
               label_noise: float = 0.0, seed: int = 0, download: bool = False,
               data_in_memory: str = "auto", classes: tuple[str, ...] | None = None, imbalance: float = 1.0,
@@ -43,7 +43,7 @@ def load_images(path: str | Path | None, *, root: str | Path = "./data", device:
     return ImageData.prepare(train, test, device, label_noise, seed, data_in_memory)
 
 
-def load_text(path: str | Path | None, *, root: str | Path = "./data", context: int = 128,
+def load_text(path: str | Path | None, *, root: str | Path | None = None, context: int = 128,
               glob: str = text.DEFAULT_GLOB, test_fraction: float = 0.1, seed: int = 0,
               limit_train: int | None = None, limit_test: int | None = None, name: str | None = None,
               device: torch.device | str = "cpu", junk: float = 0.0, train_bytes: int | None = None,

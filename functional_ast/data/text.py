@@ -29,7 +29,7 @@ import torch
 from tensordict import TensorDict
 
 from functional_ast.data.errors import DataError
-from functional_ast.io import portable_path
+from functional_ast.io import default_data_root, portable_path
 
 DEFAULT_GLOB = "**/*"
 STDLIB_EXCLUDED = ("test", "tests", "idle_test", "site-packages", "__pycache__")  # folder names, at any depth
@@ -140,15 +140,17 @@ def _fingerprint(path: Path, glob: str, exclude: tuple[str, ...]) -> str:
 # --------------------------------------------------------------------------- the corpus
 
 
-def load_corpus(path, glob: str = DEFAULT_GLOB, *, root="data", exclude: tuple[str, ...] = (),
+def load_corpus(path, glob: str = DEFAULT_GLOB, *, root=None, exclude: tuple[str, ...] = (),
                 name: str | None = None, info: dict | None = None) -> Corpus:
     """The corpus of a text file, a directory of text files matching `glob` (hidden paths and folders named in
-    `exclude` skipped, binary files skipped) or a tar archive of one, cached under root/cache/text-<key>/.
+    `exclude` skipped, binary files skipped) or a tar archive of one, cached under root/cache/text-<key>/ (root:
+    `io.default_data_root()` unless given).
     Raises DataError for a missing path, an unreadable file, a binary single file and an empty corpus."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"corpus path {path} does not exist; pass a text file, a folder of them or a .tar.gz")
-    folder = Path(root) / "cache" / f"text-{_fingerprint(path, glob, exclude)}"
+    root = Path(root) if root is not None else default_data_root()
+    folder = root / "cache" / f"text-{_fingerprint(path, glob, exclude)}"
     if not (folder / "meta.json").exists():
         _build(path, glob, exclude, folder)
     meta = json.loads((folder / "meta.json").read_text())
@@ -219,7 +221,7 @@ def stdlib_corpus_name() -> str:
     return f"python-{'.'.join(map(str, sys.version_info[:3]))}-stdlib"
 
 
-def stdlib_corpus(root="data") -> Corpus:
+def stdlib_corpus(root=None) -> Corpus:
     """The running Python's standard library source (.py files; test/, tests/, idlelib/idle_test, site-packages
     and caches excluded) as a corpus; its info records the Python version (the corpus differs between them)."""
     version = ".".join(map(str, sys.version_info[:3]))

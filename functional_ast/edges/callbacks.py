@@ -247,8 +247,17 @@ class MLflowTracking(Callback):
         result = (f" Test {summary.headline.replace('_', ' ')} {value:.4f} (final/test_{summary.headline})."
                   if value == value else "")
         text = f"{summary.strategy} run {self.tracker.run_name or run.name}: {export.description}{result}"
-        self.tracker.log_model(export.module, input_example=export.example, step=summary.steps, metrics=final,
-                               datasets=datasets, description=text, metadata=export.metadata)
+        dtype = str(export.example.dtype).removeprefix("torch.")
+
+        def described(serialization: str) -> str:  # what a user meets when loading it, by its saved format
+            how = (" Loaded with mlflow.pytorch.load_model it is a torch.export program, already in eval mode: call "
+                   "it directly (such a program takes no .eval() or .train())." if serialization == "pt2" else
+                   " Loaded with mlflow.pytorch.load_model it is an nn.Module in eval mode.")
+            return f"{text}{how} Its pyfunc flavour's signature takes {dtype} inputs, as its example."
+
+        self.tracker.log_model(export.module, input_example=export.example, name=model_name(summary, run.task),
+                               step=summary.steps, metrics=final, datasets=datasets, description=described,
+                               metadata=export.metadata)
 
     def _references(self, run: Run) -> dict:
         """Full data's accuracy curve(s) of the same comparison and seed, for a selective run's own figure."""
@@ -266,6 +275,12 @@ class MLflowTracking(Callback):
         self.tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
 
+def model_name(summary: Summary, task) -> str:
+    """The logged model's name: its rule and task ("sundew_remembered-image-classification")."""
+    raw = f"{summary.strategy}-{task.name}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw.replace(":", "-").replace("=", ""))
+
+
 def test_dataset(dataset: dict, run: Run) -> dict:
     """The run's test set, named after the training set `dataset`, as `log_dataset` takes it: the dataset the
     logged model's final test metrics are linked to (by name and digest; the run's input is the training set)."""
@@ -281,7 +296,7 @@ def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, f
     lines = [f"**{summary.strategy}** on {run.data.about()}: {result}"
              f", {summary.flops_saved_pct:.1f}% of FLOPs saved against full data for the same epochs."]
     if plan.gated:
-        cut = " (the last cut short by the budget)" if summary.epochs_cut_short else ""
+        cut = f" ({summary.epochs_cut_short} cut short by the budget)" if summary.epochs_cut_short else ""
         lines.append(f"Phases as they ran (metric `phase`): 0 warm-up on all data for {summary.warmup_epochs} "
                      f"epoch(s), 1 selection at target rate {run.config.target_rate:g} for "
                      f"{summary.selective_epochs} epoch(s)"
@@ -308,7 +323,10 @@ def run_facts(run: Run) -> dict:
     plan = run.plan
     facts = {k: ",".join(f"{v:.6g}" for v in value) if isinstance(value, (list, tuple)) else value
              for k, value in run.data.facts().items()}
-    return dict(run.config.to_dict(), lr=run.config.peak_lr, pool_size=plan.pool_size,
+    config = run.config.to_dict()
+    if run.config.budget is not None:  # the epochs param is then a cap, not what ran (the summary says that)
+        config["epochs"] = f"{run.config.epochs} (a cap: the {run.config.budget[0]} budget ends the run)"
+    return dict(config, lr=run.config.peak_lr, pool_size=plan.pool_size,
                 warmup_epochs=plan.warmup_epochs, cooldown_epochs=plan.cooldown_epochs,
                 steps_per_epoch=plan.selective_steps, warmup_steps_per_epoch=plan.all_data_steps,
                 model_params=sum(p.numel() for p in run.state["params"].values()),
@@ -355,7 +373,7 @@ def headline(metric: str, record: dict) -> str:
 
 class Console(Callback):
     """A line per epoch (the task's headline test metric, share trained, FLOPs saved, train time) and, with `bar`,
-    a tqdm bar."""
+    a tqdm bar per epoch, opened as the epoch starts (its elapsed time and rate count from the epoch's first step)."""
 
     def __init__(self, bar: bool = True, label: str | None = None):
         self.show_bar, self.label, self.bar = bar, label, None
@@ -363,27 +381,38 @@ class Console(Callback):
     def _name(self, run: Run) -> str:
         return self.label or run.name
 
-    def on_start(self, run: Run) -> None:
-        """Say once, at the first step, how training batches are augmented and whether that is the task's default."""
-        if run.task.transform is None or int(run.state["step"]):
+    def _open(self, run: Run) -> None:
+        """The bar of the epoch the run is at (from its batch: a resumed epoch counts what is left of it)."""
+        self._close()
+        if not self.show_bar or bool(run.state["loop", "finished"]):
             return
-        how = run.task.describe_augment if run.augment else "none"
-        why = (f"the {run.task.name} task's default for this data" if run.config.augment is None
-               else "as configured")
-        print(f"{self._name(run)}: augmentation: {how} ({why})", flush=True)
+        from tqdm import tqdm
+
+        epoch, cooldown_from = run.epoch, int(run.state["loop", "cooldown_from"])
+        all_data = run.plan.all_data(epoch, cooldown_from)
+        total = run.plan.steps_in(epoch, cooldown_from)
+        self.bar = tqdm(total=total - int(run.state["loop", "batch"]), leave=False,
+                        desc=f"{self._name(run)} epoch {epoch + 1}" + (" (all data)" if all_data else ""),
+                        dynamic_ncols=True, mininterval=1.0)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_start(self, run: Run) -> None:
+        """Say once, at the first step, how training batches are augmented and whether that is the task's default;
+        open the first epoch's bar."""
+        if run.task.transform is not None and not int(run.state["step"]):
+            how = run.task.describe_augment if run.augment else "none"
+            why = (f"the {run.task.name} task's default for this data" if run.config.augment is None
+                   else "as configured")
+            print(f"{self._name(run)}: augmentation: {how} ({why})", flush=True)
+        self._open(run)
 
     def on_metrics(self, run: Run, first_step: int, chunk: dict[str, list[float]]) -> None:
-        if not self.show_bar:
-            return
         if self.bar is None:
-            from tqdm import tqdm
-
-            epoch, cooldown_from = run.epoch, int(run.state["loop", "cooldown_from"])
-            all_data = run.plan.all_data(epoch, cooldown_from)
-            total = run.plan.steps_in(epoch, cooldown_from)
-            self.bar = tqdm(total=total - int(run.state["loop", "batch"]), leave=False,
-                            desc=f"{self._name(run)} epoch {epoch + 1}" + (" (all data)" if all_data else ""),
-                            dynamic_ncols=True, mininterval=1.0)
+            return
         self.bar.update(len(chunk["loss"]))
         postfix = {"loss": f"{chunk['loss'][-1]:.3f}",
                    "rate": f"{sum(chunk['activation_rate']) / len(chunk['loss']):.2f}"}
@@ -392,15 +421,14 @@ class Console(Callback):
         self.bar.set_postfix(postfix, refresh=False)
 
     def on_epoch_end(self, run: Run, record: dict) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self._close()
         print(f"{self._name(run)} epoch {record['epoch']}: {headline(run.task.headline, record)}, trained "
               f"{record['epoch_activation_rate']:.3f} of samples, FLOPs saved {record['epoch_saved_pct']:.1f}% "
               f"(cumulative {record['saved_pct']:.1f}%), train {record['train_time_s']:.1f}s", flush=True)
+        self._open(run)  # the next epoch's, from its first step
+
+    def on_end(self, run: Run, result: Result) -> None:
+        self._close()
 
     def on_failure(self, run: Run, error: BaseException) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
+        self._close()

@@ -70,6 +70,30 @@ def _run_folder(root: Path, name: str, resume: bool) -> tuple[Path, bool]:
     return folder, False
 
 
+def check_can_start(root: Path, name: str, resume: bool) -> None:
+    """Before any data is read: with `resume`, a run of `name` to resume exists under `root`; without, `root` can be
+    written. ConfigError (one line) otherwise; nothing is left behind."""
+    if resume:
+        _run_folder(root, name, True)
+        return
+    root = Path(root)
+    made = [p for p in (root, *root.parents) if not p.exists()]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write checkpoints to {root} ({error.strerror or error}); pass a writable "
+                          "--checkpoint-dir (or a writable --tracking-uri location)") from None
+    finally:
+        for folder in made:  # the folders this check made, deepest first, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
 def seed_folder(folder: Path, label: str, seed: int, seeded: bool) -> Path:
     """A compared run's folder: <label>-seed<N> when the comparison names its seeds, else <label> (also for a
     comparison that started with one seed before folders always named their seed)."""

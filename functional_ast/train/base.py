@@ -34,11 +34,11 @@ class Summary:
 
     strategy: str  # the rule's name, or the --compare entry ("stale:cooldown=8")
     seed: int
-    epochs: int  # epochs begun (the last may have been cut short by a budget: `epochs_cut_short`)
+    epochs: int  # epochs begun (some may have been cut short by a budget: `epochs_cut_short`)
     warmup_epochs: int  # all-data epochs that ran before selection (0 for a rule that never selects)
     selective_epochs: int  # epochs that selected
     cooldown_epochs: int  # all-data epochs that ran after selection
-    epochs_cut_short: int  # 1 when a budget ended the last epoch before its planned steps, else 0
+    epochs_cut_short: int  # epochs that ran fewer steps than their phase plans (a budget ended or shortened them)
     target_rate: float  # the share the rule aimed at (1.0 for one that trains everything)
     budget: str  # "time 300", "flops 1e+12" or "epochs 10"
     headline: str  # the task's metric that names the result ("accuracy", "bits_per_byte")

@@ -80,13 +80,13 @@ def phases_ran(epochs: list[dict], gated: bool) -> tuple[int, int, int]:
     return first, selective, len(flags) - first - selective
 
 
-def cut_short(epochs: list[dict], plan, cooldown_from: int) -> bool:
-    """Whether the last epoch ran fewer steps than its phase plans (a budget ended it)."""
-    if not epochs:
-        return False
-    last = epochs[-1]
-    before = epochs[-2]["steps"] if len(epochs) > 1 else 0
-    return last["steps"] - before < plan.steps_in(int(last["epoch"]) - 1, cooldown_from)
+def cut_short(epochs: list[dict], plan, cooldown_from: int) -> int:
+    """How many epochs ran fewer steps than their phase plans (a budget ended them, or moved the cool-down in)."""
+    count, before = 0, 0
+    for record in epochs:
+        count += record["steps"] - before < plan.steps_in(int(record["epoch"]) - 1, cooldown_from)
+        before = record["steps"]
+    return count
 
 
 def grown(values: torch.Tensor, needed: int) -> torch.Tensor:

@@ -38,6 +38,22 @@ class Plan:
         return cls(num_samples, config.batch_size, pool_size(config, num_samples), config.epochs, warmup,
                    cooldown if gated else 0, gated)
 
+    def no_selection(self, budget_epochs: float | None = None) -> str | None:
+        """One line saying that a rule asked to select never will, with the fix: its epochs (or a budget of
+        `budget_epochs` full-data epochs) go to the all-data warm-up and cool-down; None when it selects."""
+        if not self.gated:
+            return None
+        all_data = self.warmup_epochs + self.cooldown_epochs
+        if budget_epochs is None and self.epochs <= all_data:
+            return (f"{self.epochs} epoch(s) with {self.warmup_epochs} warm-up and {self.cooldown_epochs} "
+                    f"cool-down epoch(s) on all data leave no selective epoch: the run trains on all data; give "
+                    f"--epochs {all_data + 1} or more, or fewer --warmup-epochs/--cooldown-epochs")
+        if budget_epochs is not None and budget_epochs <= all_data:
+            return (f"a budget of {budget_epochs:.2f} full-data epochs is spent by the {self.warmup_epochs} warm-up "
+                    f"and {self.cooldown_epochs} cool-down epoch(s) on all data: nothing is left to select in; "
+                    f"give a budget of more than {all_data} epochs, or fewer --warmup-epochs/--cooldown-epochs")
+        return None
+
     @property
     def all_data_steps(self) -> int:
         """Steps of an epoch on all data (batches of batch_size, the last partial one dropped)."""

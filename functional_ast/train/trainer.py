@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -209,6 +210,8 @@ class Run:
             (self.plan, self.context, self.strategy, self.optimizer, self.all_data_step, self.selective_step,
              self.eval_step, self.template) = build(self.model, data, config, self.task, collective)
         self.state = self.template if state is None else loop_state.resumed(state, self.template, data.device)
+        if state is None and config.budget is None and (told := self.plan.no_selection()):
+            warnings.warn(told, stacklevel=2)
         self.augment = config.augment if config.augment is not None else self.task.augment(data)
         self.batches = Batches(self.strategy, data, self.task, self.plan, config.seed, self.augment)
         self.clock = _Clock(float(self.state["clock", "train_time"]))
@@ -234,6 +237,9 @@ class Run:
         limit = self.config.budget
         if limit is not None and float(self.state["loop", "cost_all_data"]) == UNKNOWN:
             self.probe_costs()
+            epoch_cost = float(self.state["loop", "cost_all_data"]) * self.plan.all_data_steps
+            if told := self.plan.no_selection(limit[1] / epoch_cost):
+                warnings.warn(told, stacklevel=2)
         if self.rule.prepare is not None and self.rule.needs_prepare(self.state["selector"]):
             if limit is not None:
                 self.refuse_unaffordable(self.rule.prepare_epochs(self.rule.make_options(self.config.options)),
@@ -384,8 +390,8 @@ def summarize(run: Run, history: History) -> Summary:
         del test["accuracy"]  # a task without an accuracy (a regression)
     return Summary(strategy=config.strategy, seed=config.seed, epochs=len(history.epochs), warmup_epochs=warmup,
                    selective_epochs=selective, cooldown_epochs=cooldown,
-                   epochs_cut_short=int(history_state.cut_short(history.epochs, run.plan,
-                                                                int(state["loop", "cooldown_from"]))),
+                   epochs_cut_short=history_state.cut_short(history.epochs, run.plan,
+                                                            int(state["loop", "cooldown_from"])),
                    target_rate=config.target_rate if config.gated else 1.0,
                    budget=f"{limit[0]} {limit[1]:g}" if limit else f"epochs {config.epochs}",
                    headline=run.task.headline, higher_is_better=run.task.higher_is_better, test=test,

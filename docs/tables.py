@@ -1,7 +1,8 @@
 """Tables from the committed benchmark JSON (standard library only: no torch, no functional_ast).
 
-    python docs/tables.py                      # the README's two results tables (images, text), as markdown
-    python docs/tables.py --check              # exit 1 when a README.md table differs from the JSON
+    python docs/tables.py                      # the map and the clean-data and text tables, as markdown
+    python docs/tables.py --check              # exit 1 when a generated block differs from the JSON
+    python docs/tables.py --write              # write every generated block into README.md and docs/results.md
     python docs/tables.py docs/results/savings-full/savings-full.json
                                                # one benchmark's tables: per budget, accuracy per seed,
                                                # mean ± std, epochs, throughput, FLOPs against full, the
@@ -147,7 +148,8 @@ def to_accuracy(entry: dict, strategy: str, key: str = "equal_accuracy") -> str:
 
 
 def readme_table() -> str:
-    """The README's results table: one row per (setting, rule) in HEADLINE."""
+    """The clean-data headline table (docs/results.md, once the README's): one row per (setting, rule) in
+    HEADLINE."""
     out = ["| setting | machine | rule | minus full data, pp (95% CI) | minus random subset, pp (95% CI) "
            "| time to full's final accuracy | seeds | result |",
            "|---|---|---|---|---|---|---|---|"]
@@ -159,7 +161,7 @@ def readme_table() -> str:
         seeds = len({r["seed"] for r in rows if r["strategy"] == rule})
         label = f"`{rule}` (default)" if rule == DEFAULT_RULE else f"`{rule}`"
         out.append(f"| {setting(result, entry)} | {machine(result)} | {label} | {words(full)} | {words(rand)} "
-                   f"| {to_accuracy(entry, rule)} | {seeds} | [{name}](docs/results/{name}/) |")
+                   f"| {to_accuracy(entry, rule)} | {seeds} | [{name}](results/{name}/) |")
     return "\n".join(out)
 
 
@@ -180,7 +182,8 @@ def text_rows(entry: dict, rule: str) -> tuple[list[dict], str, dict]:
 
 
 def text_table() -> str:
-    """The README's text table: one row per (setting, rule) in TEXT_HEADLINE, differences in bits per byte."""
+    """The text headline table (docs/results.md): one row per (setting, rule) in TEXT_HEADLINE, in bits per
+    byte."""
     out = ["| setting | machine | rule | minus full data, bits/byte (95% CI) | minus random subset, bits/byte (95% CI) "
            "| time to full's final bits/byte | seeds | result |",
            "|---|---|---|---|---|---|---|---|"]
@@ -193,8 +196,149 @@ def text_table() -> str:
         label = "Rho-1 token selection, keep " + f"{entry['selective_lm']['keep']:g}" if rule == "rho1" else f"`{rule}`"
         out.append(f"| {text_setting(result, entry)} | {machine(result)} | {label} | {words(full, 3)} "
                    f"| {words(rand, 3)} | {to_accuracy({'equal_metric': equal}, strategy, 'equal_metric')} "
-                   f"| {seeds} | [{name}](docs/results/{name}/) |")
+                   f"| {seeds} | [{name}](results/{name}/) |")
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- the regime map
+
+MAP_START, MAP_END = "<!-- map-table:start -->", "<!-- map-table:end -->"
+DETAIL_START, DETAIL_END = "<!-- map-detail:start -->", "<!-- map-detail:end -->"
+# The map's cells in the order the tables show them (functional_ast.pays.regimes); a cell whose JSON is not
+# committed yet is left out of the tables (and named as missing beneath them).
+MAP = ("clean", "noise20", "noise40", "lt10", "lt100", "dup50", "finetune", "text-clean", "text-junk30")
+REGIMES = {"clean": "clean", "noise20": "20% label noise", "noise40": "40% label noise",
+           "lt10": "long-tailed, ratio 10", "lt100": "long-tailed, ratio 100",
+           "dup50": "50% near-duplicates of 1% of the images",
+           "finetune": "fine-tuning: 4 vehicle classes from a net pretrained on the 6 animal ones",
+           "text-clean": "text, clean", "text-junk30": "text, 30% junk files"}
+
+
+def map_result(regime: str) -> dict | None:
+    path = RESULTS / f"map-{regime}" / f"map-{regime}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def metric_of(result: dict) -> tuple[str, float, bool, str, int]:
+    """(row key, scale, higher is better, unit, digits) of a result's headline metric."""
+    if result.get("metric", "accuracy") == "accuracy":
+        return "test_accuracy", 100.0, True, "pp", 2
+    return f"test_{result['metric']}", 1.0, result.get("higher_is_better", False), "bits/byte", 3
+
+
+def verdict(d: dict | None, higher: bool) -> str:
+    """pays / ties / loses by the 95% interval of (rule minus baseline); too few seeds below 3."""
+    if d is None or d["n"] < 3:
+        return "too few seeds"
+    if d["low"] > 0 or d["high"] < 0:
+        return "**pays**" if (d["low"] > 0) == higher else "loses"
+    return "ties"
+
+
+def bonferroni(d: dict | None, rules: int) -> dict | None:
+    """The interval of `d` at a 95% family-wise level over `rules` rules chosen from (Bonferroni), for 3 seeds
+    (Student's t with 2 degrees of freedom has a closed-form quantile: t = u sqrt(2 / (1 - u^2)), u = 2q - 1)."""
+    if d is None or d["n"] != 3 or d["low"] is None:
+        return None
+    u = 2 * (1 - 0.05 / (2 * rules)) - 1
+    half = (d["high"] - d["mean"]) / t975(2) * u * math.sqrt(2 / (1 - u * u))
+    return dict(d, low=d["mean"] - half, high=d["mean"] + half)
+
+
+def map_data(result: dict) -> str:
+    regime = result.get("regime") or {}
+    if result.get("task") == "lm":
+        text = result.get("text", {})
+        return f"{text.get('name', 'text')}, {text.get('train_bytes', 0) / 1e3:,.0f} KB of training text"
+    return f"CIFAR-10, {regime.get('train_samples', 0):,} train / {regime.get('test_samples', 0):,} test images"
+
+
+def best_and_baseline(entry: dict, key: str, higher: bool) -> tuple[str, str, list[dict]]:
+    """The best selective rule and the better baseline by their means, as the benchmark picked them (Rho-1's
+    rows are not among the candidates: they are reported apart)."""
+    t = entry["equal_time"]
+    return t["best"], t["baseline"], t["rows"]
+
+
+def to_full(entry: dict, rule: str) -> str:
+    """FLOPs (a FLOP budget: what was matched) to full data's final metric, as a share of full's, over seeds."""
+    equal = entry.get("equal_accuracy") or entry.get("equal_metric") or {}
+    s = equal.get("strategies", {}).get(rule)
+    if s is None:
+        return "not measured"
+    if s.get("flop_ratio") is None:
+        return f"not in every seed ({s['reached_in'].replace(' seeds', '')})"
+    low, high = s.get("flop_ci95") or (None, None)
+    ci = "" if low is None else f" ({plain(low)} to {plain(high)})"
+    return f"{s['flop_ratio']:.2f}×{ci}"
+
+
+def map_table() -> str:
+    """The README's map: per regime and budget, the best rule against the better baseline at equal FLOPs (95%
+    interval, 3 seeds), its FLOPs to full data's final metric, the verdict."""
+    out = ["| regime | data | budget, full-data epochs of FLOPs | best rule | minus the better baseline (95% CI) "
+           "| FLOPs to full's final metric | verdict | result |",
+           "|---|---|---|---|---|---|---|---|"]
+    for regime in MAP:
+        result = map_result(regime)
+        if result is None:
+            continue
+        key, scale, higher, unit, digits = metric_of(result)
+        for label, entry in result["by_budget"].items():
+            best, baseline, rows = best_and_baseline(entry, key, higher)
+            d = paired(rows, best, baseline, key, scale)
+            out.append(f"| {REGIMES[regime]} | {map_data(result)} | {entry['budget_epochs']:g} ({label}) | "
+                       f"`{best}` − `{baseline}` | {words(d, digits)} {unit} | {to_full(entry, best)} | "
+                       f"{verdict(d, higher)} | [map-{regime}](docs/results/map-{regime}/) |")
+    return "\n".join(out)
+
+
+def map_missing() -> list[str]:
+    return [r for r in MAP if map_result(r) is None]
+
+
+def map_detail() -> str:
+    """docs/results.md's map: per regime, every rule minus full data and minus the random subset at each budget
+    (95% intervals over 3 seeds), Rho-1's runs (its reference paid, and given free), the entries a budget refused,
+    and the best rule's interval at a family-wise 95% over all the regime's rules (Bonferroni)."""
+    out = []
+    for regime in MAP:
+        result = map_result(regime)
+        if result is None:
+            continue
+        key, scale, higher, unit, digits = metric_of(result)
+        labels = list(result["by_budget"])
+        out += [f"#### {REGIMES[regime]} ({map_data(result)}; {unit}, {'higher' if higher else 'lower'} is better)",
+                "", "| rule | " + " | ".join(f"{lb}: minus full | {lb}: minus random" for lb in labels) + " |",
+                "|---|" + "---|---|" * len(labels)]
+        rows_by = {lb: list(e["equal_time"]["rows"]) for lb, e in result["by_budget"].items()}
+        for lb, e in result["by_budget"].items():
+            for how in (e.get("selective_lm") or {}).values():
+                rows_by[lb] += [dict(r, strategy=how["strategy"]) for r in how["rows"]]
+        names = list(dict.fromkeys(r["strategy"] for rows in rows_by.values() for r in rows))
+        for name in filter(lambda n: not is_baseline(n), names):
+            cells = []
+            for lb in labels:
+                rows = rows_by[lb]
+                if not any(r["strategy"] == name for r in rows):
+                    cells += ["refused: budget too small", ""] if name in result["by_budget"][lb].get("refused", {}) \
+                        else ["not run", ""]
+                    continue
+                cells += [words(paired(rows, name, base, key, scale), digits) for base in ("full", "random")]
+            out.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        out.append("")
+        for lb, e in result["by_budget"].items():
+            t = e["equal_time"]
+            k = len([n for n in by_strategy(t["rows"]) if not is_baseline(n)])
+            d = paired(t["rows"], t["best"], t["baseline"], key, scale)
+            b = bonferroni(d, k)
+            family = "" if b is None else (f"; over the {k} rules it was chosen from (Bonferroni): "
+                                           f"{words(b, digits)}, {verdict(b, higher).strip('*')}")
+            refused = "; refused: " + ", ".join(f"`{n}`" for n in e.get("refused", {})) if e.get("refused") else ""
+            out.append(f"- {lb} ({e['budget_epochs']:g} epochs of FLOPs): best `{t['best']}` − `{t['baseline']}` = "
+                       f"{words(d, digits)} {unit}, {verdict(d, higher).strip('*')}{family}{refused}.")
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 # --------------------------------------------------------------------------- the speed figures the docs quote
@@ -287,17 +431,31 @@ def benchmark_markdown(path: str) -> str:
     return head + "\n\n" + "\n\n".join(budget_markdown(k, e) for k, e in result["by_budget"].items())
 
 
+RESULTS_MD = DOCS / "results.md"
+# Every generated block: (file, its generator, its markers). README.md holds the map; docs/results.md its detail and
+# the clean-data and text tables the map's cells stand beside.
+BLOCKS = ((README, lambda: map_table(), MAP_START, MAP_END),
+          (RESULTS_MD, lambda: map_detail(), DETAIL_START, DETAIL_END),
+          (RESULTS_MD, lambda: readme_table(), START, END),
+          (RESULTS_MD, lambda: text_table(), TEXT_START, TEXT_END))
+
+
 def main(argv: list[str]) -> int:
     if not argv:
-        print(readme_table() + "\n\n" + text_table())
+        print(map_table() + "\n\n" + map_detail() + "\n\n" + readme_table() + "\n\n" + text_table())
         return 0
     if argv == ["--check"]:
-        readme = README.read_text()
-        for table, start, end in ((readme_table, START, END), (text_table, TEXT_START, TEXT_END)):
-            if readme_block(readme, start, end) != table():
-                print(f"README.md's table between {start} and {end} differs from the JSON: run python "
-                      "docs/tables.py and paste it there", file=sys.stderr)
+        for path, table, start, end in BLOCKS:
+            if readme_block(path.read_text(), start, end) != table():
+                print(f"{path.name}'s table between {start} and {end} differs from the JSON: run python "
+                      "docs/tables.py --write", file=sys.stderr)
                 return 1
+        return 0
+    if argv == ["--write"]:
+        for path, table, start, end in BLOCKS:
+            text = path.read_text()
+            head, tail = text[:text.index(start) + len(start)], text[text.index(end):]
+            path.write_text(f"{head}\n{table()}\n{tail}")
         return 0
     for path in argv:
         print(benchmark_markdown(path))

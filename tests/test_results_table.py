@@ -1,4 +1,5 @@
-"""The README's results table is what docs/tables.py generates from the committed result JSON."""
+"""The generated tables (the README's map; docs/results.md's map detail and earlier headlines) are what
+docs/tables.py makes of the committed result JSON."""
 
 import importlib.util
 import re
@@ -21,13 +22,16 @@ def _tables():
 tables = _tables()
 
 
+RESULTS = REPO / "docs" / "results.md"
+
+
 def test_readme_block_is_the_generated_table():
-    block = tables.readme_block((REPO / "README.md").read_text())
+    block = tables.readme_block(RESULTS.read_text())
     assert block == tables.readme_table(), "README.md's results table is stale: run python docs/tables.py"
 
 
 def test_readme_text_block_is_the_generated_text_table():
-    block = tables.readme_block((REPO / "README.md").read_text(), tables.TEXT_START, tables.TEXT_END)
+    block = tables.readme_block(RESULTS.read_text(), tables.TEXT_START, tables.TEXT_END)
     assert block == tables.text_table(), "README.md's text table is stale: run python docs/tables.py"
 
 
@@ -42,7 +46,7 @@ def test_every_text_row_has_intervals_in_bits_per_byte_seeds_and_a_committed_res
         assert interval.match(cells["minus full data, bits/byte (95% CI)"]), row
         assert interval.match(cells["minus random subset, bits/byte (95% CI)"]), row
         assert int(cells["seeds"]) >= 3, row
-        assert (REPO / re.search(r"\]\((docs/results/[^)]+)/\)", cells["result"]).group(1)).is_dir()
+        assert (REPO / "docs" / re.search(r"\]\((results/[^)]+)/\)", cells["result"]).group(1)).is_dir()
 
 
 def test_check_command_agrees():
@@ -62,8 +66,8 @@ def test_every_row_has_intervals_seeds_and_a_committed_result():
         assert interval.match(cells["minus full data, pp (95% CI)"]), row
         assert interval.match(cells["minus random subset, pp (95% CI)"]), row
         assert int(cells["seeds"]) >= 3, row
-        folder = re.search(r"\]\((docs/results/[^)]+)/\)", cells["result"]).group(1)
-        assert (REPO / folder).is_dir(), folder
+        folder = re.search(r"\]\((results/[^)]+)/\)", cells["result"]).group(1)
+        assert (REPO / "docs" / folder).is_dir(), folder
     # the default rule is in the table, at both clean budgets
     assert sum("(default)" in r[2] for r in rows) == 2
 
@@ -110,7 +114,7 @@ def test_a_changed_json_is_caught(monkeypatch):
         return result
 
     monkeypatch.setattr(tables, "load", tampered)
-    assert tables.readme_block((REPO / "README.md").read_text()) != tables.readme_table()
+    assert tables.readme_block(RESULTS.read_text()) != tables.readme_table()
 
 
 def test_the_speed_figures_the_docs_quote_are_the_committed_jsons(monkeypatch):
@@ -135,3 +139,43 @@ def test_the_speed_figures_the_docs_quote_are_the_committed_jsons(monkeypatch):
 
     monkeypatch.setattr(tables, "load", slower)
     assert [doc for doc, _ in missing()] == ["README.md", "docs/results.md"]
+
+
+def test_the_readme_map_and_its_detail_are_generated_from_the_committed_cells():
+    assert tables.readme_block((REPO / "README.md").read_text(), tables.MAP_START, tables.MAP_END) == \
+        tables.map_table(), "README.md's map is stale: run python docs/tables.py --write"
+    assert tables.readme_block(RESULTS.read_text(), tables.DETAIL_START, tables.DETAIL_END) == \
+        tables.map_detail(), "docs/results.md's map detail is stale: run python docs/tables.py --write"
+
+
+def test_every_map_row_has_its_interval_three_seeds_a_verdict_that_follows_it_and_a_committed_cell():
+    lines = tables.map_table().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    interval = re.compile(r"^([+−]\d+\.\d+) \(([+−]\d+\.\d+) to ([+−]\d+\.\d+)\) (pp|bits/byte)$")
+    for line in lines[2:]:
+        cells = dict(zip(header, [c.strip() for c in line.strip("|").split("|")]))
+        found = interval.match(cells["minus the better baseline (95% CI)"])
+        assert found, line
+        low, high = (float(found.group(i).replace("−", "-")) for i in (2, 3))
+        higher = found.group(4) == "pp"  # accuracy up, bits per byte down
+        expected = "ties" if low <= 0 <= high else ("**pays**" if (low > 0) == higher else "loses")
+        assert cells["verdict"] == expected, line
+        folder = re.search(r"\]\((docs/results/[^)]+)/\)", cells["result"]).group(1)
+        assert (REPO / folder).is_dir(), folder
+        result = tables.map_result(folder.rsplit("map-", 1)[1])
+        assert sorted(result["seeds"]) == [0, 1, 2]
+
+
+def test_the_verdict_is_pays_only_when_the_interval_excludes_zero_in_the_rules_favour():
+    def d(low, high, n=3):
+        return {"mean": (low + high) / 2, "low": low, "high": high, "n": n}
+
+    assert tables.verdict(d(0.1, 2.0), higher=True) == "**pays**"
+    assert tables.verdict(d(-2.0, -0.1), higher=True) == "loses"
+    assert tables.verdict(d(-2.0, -0.1), higher=False) == "**pays**"  # bits per byte: lower is better
+    assert tables.verdict(d(-0.1, 2.0), higher=True) == "ties"
+    assert tables.verdict(d(0.1, 2.0, n=2), higher=True) == "too few seeds"
+    one = tables.bonferroni(d(1.0, 3.0), rules=1)  # one rule: the plain 95% interval
+    assert (one["low"], one["high"]) == pytest.approx((1.0, 3.0))
+    eight = tables.bonferroni(d(1.0, 3.0), rules=8)
+    assert eight["low"] < 1.0 < 3.0 < eight["high"]  # picked from eight rules: wider

@@ -253,13 +253,6 @@ def map_data(result: dict) -> str:
     return f"CIFAR-10, {regime.get('train_samples', 0):,} train / {regime.get('test_samples', 0):,} test images"
 
 
-def best_and_baseline(entry: dict, key: str, higher: bool) -> tuple[str, str, list[dict]]:
-    """The best selective rule and the better baseline by their means, as the benchmark picked them (Rho-1's
-    rows are not among the candidates: they are reported apart)."""
-    t = entry["equal_time"]
-    return t["best"], t["baseline"], t["rows"]
-
-
 def to_full(entry: dict, rule: str) -> str:
     """FLOPs (a FLOP budget: what was matched) to full data's final metric, as a share of full's, over seeds."""
     equal = entry.get("equal_accuracy") or entry.get("equal_metric") or {}
@@ -285,7 +278,8 @@ def map_table() -> str:
             continue
         key, scale, higher, unit, digits = metric_of(result)
         for label, entry in result["by_budget"].items():
-            best, baseline, rows = best_and_baseline(entry, key, higher)
+            t = entry["equal_time"]  # the best rule and the better baseline by their means, as the benchmark chose
+            best, baseline, rows = t["best"], t["baseline"], t["rows"]
             d = paired(rows, best, baseline, key, scale)
             out.append(f"| {REGIMES[regime]} | {map_data(result)} | {entry['budget_epochs']:g} ({label}) | "
                        f"`{best}` − `{baseline}` | {words(d, digits)} {unit} | {to_full(entry, best)} | "
@@ -295,6 +289,16 @@ def map_table() -> str:
 
 def map_missing() -> list[str]:
     return [r for r in MAP if map_result(r) is None]
+
+
+def map_command(regime: str, result: dict) -> str:
+    """The command that makes a cell's JSON (PATH: CIFAR-10; the fine-tuning start: `benchmarks.regime_map`'s
+    network pretrained on the 6 animal classes)."""
+    data = "" if result.get("task") == "lm" else " --data PATH"
+    start = " --init-from PRETRAINED" if regime == "finetune" else ""
+    return (f"python -m functional_ast savings --regime {regime} --quick --budget-kind flops --seeds 0,1,2 "
+            f"--strategies {','.join(result['strategies'])}{data}{start} --json "
+            f"docs/results/map-{regime}/map-{regime}.json")
 
 
 def map_detail() -> str:
@@ -309,7 +313,8 @@ def map_detail() -> str:
         key, scale, higher, unit, digits = metric_of(result)
         labels = list(result["by_budget"])
         out += [f"#### {REGIMES[regime]} ({map_data(result)}; {unit}, {'higher' if higher else 'lower'} is better)",
-                "", "| rule | " + " | ".join(f"{lb}: minus full | {lb}: minus random" for lb in labels) + " |",
+                "", f"`{map_command(regime, result)}`", "",
+                "| rule | " + " | ".join(f"{lb}: minus full | {lb}: minus random" for lb in labels) + " |",
                 "|---|" + "---|---|" * len(labels)]
         rows_by = {lb: list(e["equal_time"]["rows"]) for lb, e in result["by_budget"].items()}
         for lb, e in result["by_budget"].items():

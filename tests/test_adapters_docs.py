@@ -95,8 +95,10 @@ def test_the_comparison_example_reports_paired_differences(capsys):
     assert compare.__module__ == "functional_ast.adapters.compare"
 
 
-def test_the_readme_section_shows_the_pages_sampler_example():
+def test_the_readme_section_shows_the_pages_examples():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## In the loop you already have")[1].split("\n## ")[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert block == _sections()["Any DataLoader: `Sampler`"][0]
+    sampler, selector = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert sampler == _sections()["Any DataLoader: `Sampler`"][0]  # each runs in its own test above
+    assert selector == _sections()["Plain PyTorch: `Selector`"][0]
+    assert all(len(block.splitlines()) <= 10 for block in (sampler, selector))

@@ -183,28 +183,11 @@ def savings(model: Callable[[], nn.Module], train, test=None, *, task: Task | No
                  equal_key: questions.equal_accuracy(results, metric, budget_kind) if has_full else None}
         if rho1_keep:
             base = next((c for s, c in configs.items() if report.is_full_data(s)), next(iter(configs.values())))
-            entry["selective_lm"] = {}
-            cost = rho1.reference_epochs(data, rho1_reference, seeds) if rho1_reference else 1.0
-            smallest = smallest_budget_epochs(cost, 0)
-            for paid in (True, False):
-                if paid and epochs < smallest:
-                    refused[rho1.name(rho1_keep, paid)] = (
-                        f"its reference model costs about {cost:.2f} full-data epochs: a budget of {epochs:g} epochs "
-                        f"leaves no training; the smallest that works is {smallest:g}")
-                    say(f"{label} budget: Rho-1 (reference paid) skipped: {refused[rho1.name(rho1_keep, paid)]}")
-                    continue
-                runs_rho1 = rho1.rho1_runs(model, data, base.replace(strategy="full"),
-                                           f"{name}-{label}-rho1" + ("" if paid else "-free"), where, seeds,
-                                           resume=resume, eval_every=eval_every, keep=rho1_keep, paid=paid,
-                                           share=rho1_reference, task=task)
-                if has_full:
-                    entry["selective_lm"]["paid" if paid else "free"] = questions.selective_lm(
-                        runs_rho1, results, metric, equal_key, paid, budget_kind)
-                results, names = results + runs_rho1, names + [runs_rho1[0].summary.strategy]
-        x_key, x_label = (("train_time_s", "train wall-clock (s)") if budget_kind == "time"
-                          else ("flops_spent", "training FLOPs executed"))
-        figure = plots.compare_bands(questions.curves(results, names, metric), x_key, x_label, y_key=metric.key,
-                                     y_label=f"test {metric.headline.replace('_', ' ')}")
+            runs_rho1 = rho1_beside(model, data, base, results, entry, epochs, seeds, metric, f"{name}-{label}",
+                                    where, resume=resume, eval_every=eval_every, keep=rho1_keep,
+                                    share=rho1_reference, task=task, by=budget_kind, say=say)
+            results, names = results + runs_rho1, names + list(dict.fromkeys(r.summary.strategy for r in runs_rho1))
+        figure = budget_figure(results, names, metric, budget_kind)
         if json_path is not None:
             path = Path(json_path).with_name(f"{Path(json_path).stem}-{label}.png")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +208,42 @@ def savings(model: Callable[[], nn.Module], train, test=None, *, task: Task | No
     if json_path is not None:
         io.atomic_write_json(json_path, out)
     return SavingsReport(metric.headline, metric.higher_is_better, tuple(answers), out)
+
+
+def rho1_beside(model, data, base: TrainConfig, results, entry: dict, epochs: float, seeds, metric, run_name: str,
+                where: Tracking, *, resume: bool, eval_every, keep: float, share: float | None, task, by: str,
+                say) -> list:
+    """Rho-1's runs at one budget beside its comparison (`results`), its reference paid and given free: their
+    answers go in `entry["selective_lm"]`, a budget too small for the paid reference in `entry["refused"]`; returns
+    the runs."""
+    equal_key = "equal_accuracy" if metric.headline == "accuracy" else "equal_metric"
+    has_full = any(report.is_full_data(r.summary.strategy) for r in results)
+    cost = rho1.reference_epochs(data, share, seeds) if share else 1.0
+    smallest = smallest_budget_epochs(cost, 0)
+    entry["selective_lm"], runs = {}, []
+    for paid in (True, False):
+        if paid and epochs < smallest:
+            entry["refused"][rho1.name(keep, paid)] = (
+                f"its reference model costs about {cost:.2f} full-data epochs: a budget of {epochs:g} epochs leaves "
+                f"no training; the smallest that works is {smallest:g}")
+            say(f"{run_name} budget: Rho-1 (reference paid) skipped: {entry['refused'][rho1.name(keep, paid)]}")
+            continue
+        mine = rho1.rho1_runs(model, data, base.replace(strategy="full"),
+                              f"{run_name}-rho1" + ("" if paid else "-free"), where, seeds, resume=resume,
+                              eval_every=eval_every, keep=keep, paid=paid, share=share, task=task)
+        if has_full:
+            entry["selective_lm"]["paid" if paid else "free"] = questions.selective_lm(mine, results, metric,
+                                                                                       equal_key, paid, by)
+        runs += mine
+    return runs
+
+
+def budget_figure(results, names, metric, budget_kind: str):
+    """The metric against the budget's axis (wall-clock or FLOPs executed), a band over seeds, one line per entry."""
+    x_key, x_label = (("train_time_s", "train wall-clock (s)") if budget_kind == "time"
+                      else ("flops_spent", "training FLOPs executed"))
+    return plots.compare_bands(questions.curves(results, names, metric), x_key, x_label, y_key=metric.key,
+                               y_label=f"test {metric.headline.replace('_', ' ')}")
 
 
 def _tell_parent(where: Tracking, run_name: str, run_id: str | None, folder: Path, verdict: str, figure) -> None:

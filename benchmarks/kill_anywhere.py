@@ -7,16 +7,17 @@ The run is a small one of the command line (`python -m functional_ast`, in a sub
 network, the default rule, 6 epochs of 21 steps, a checkpoint every 5 steps, a sqlite MLflow store. It runs once
 uninterrupted; then each trial starts it in a folder of its own, kills it (the process group, with SIGKILL) and
 resumes it with `--resume` until it finishes. A kill lands at a random instant of the uninterrupted run's life (from
-its run folder's record to its exit) or, through `benchmarks.kill_points`, in the middle of a chosen event: a
-checkpoint write, an evaluation, a write of metrics to the store, a save of unsent tracking data, the model's upload.
+its run folder's record to its exit) or, through `benchmarks.kill_points`, in the middle of a chosen event: the
+run's creation in the store, a checkpoint write, an evaluation, a write of metrics to the store, a save of unsent
+tracking data, the model's upload, the end (the run finished in the store, result.json not yet written).
 Every fourth trial's first resume is killed too, at a random instant.
 
 A trial passes when its run ends bit-identical to the uninterrupted one (every tensor of the final checkpoint, the
 clock's wall times apart; result.json's numbers but its wall-clock ones) and its store holds one FINISHED run whose
 every metric has the uninterrupted run's steps, each once, with the same values (wall-clock ones apart), and the same
-params (the run folder's name apart), artifacts, dataset inputs and logged model. Prints how many passed, where each
-kill landed, and each failure's differences. `reference`, `trial` and `differences` are what tests/test_kill_anywhere.py
-runs.
+params (`UNLIKE_PARAMS` apart), artifacts, dataset inputs and logged model. Prints how many passed, where each
+kill landed, and each failure's differences. tests/test_kill_anywhere.py runs `reference`, `kill_and_resume` and
+`compared` on a few kills.
 """
 
 from __future__ import annotations
@@ -35,17 +36,22 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT, NAME = "kill", "kill"
+# Params that differ without a fault: the run folder's name; --resume, logged by a resume when its killed start had
+# created the run and not yet logged its params.
+UNLIKE_PARAMS = ("checkpoint_folder", "resume")
 WALL_CLOCK = ("train_time_s", "eval_time_s", "samples_per_s", "flops_per_s", "gflop_per_s")  # keys ending so
-PLACES = ("checkpoint", "eval", "flush", "unsent", "model")  # benchmarks.kill_points' kinds
-KINDS = {"random": "random instant", "checkpoint": "mid-checkpoint write", "eval": "mid-evaluation",
-         "flush": "mid-MLflow write", "unsent": "mid-save of unsent tracking", "model": "mid-model upload"}
-CYCLE = ("random", "checkpoint", "random", "eval", "random", "flush", "random", "unsent", "random", "model")
+KINDS = {"random": "random instant", "start": "run created, id unrecorded", "checkpoint": "mid-checkpoint write",
+         "eval": "mid-evaluation", "flush": "mid-MLflow write", "unsent": "mid-save of unsent tracking",
+         "model": "mid-model upload", "end": "run finished, result.json unwritten"}  # kill_points' kinds and random
+CYCLE = ("random", "checkpoint", "random", "eval", "random", "flush", "random", "unsent", "random", "model", "random",
+         "start", "random", "end")
 
 
 def tiny_net(num_classes: int, in_channels: int) -> nn.Module:
@@ -141,7 +147,7 @@ def _landing(folder: Path, pid: int, steps: int) -> str:
     checkpoints = sorted(run.glob("step-*.pt"))
     if not checkpoints:
         return "before the first checkpoint"
-    if int(checkpoints[-1].stem.split("-")[1]) >= steps:
+    if steps and int(checkpoints[-1].stem.split("-")[1]) >= steps:
         return "after the last checkpoint"
     return "between checkpoints"
 
@@ -286,7 +292,7 @@ def store_differences(reference: dict, got: dict) -> list[str]:
         if not key.endswith(WALL_CLOCK):
             if off := [s for s, v in have if s in want and not _same(v, want[s])]:
                 problems.append(f"store: {key} has other values at steps {_spans(off)}")
-    params = {k for k in set(reference["params"]) | set(got["params"]) if k != "checkpoint_folder"
+    params = {k for k in set(reference["params"]) | set(got["params"]) if k not in UNLIKE_PARAMS
               and reference["params"].get(k) != got["params"].get(k)}
     if params:
         problems.append(f"store: params differ: {', '.join(sorted(params))}")
@@ -345,8 +351,10 @@ def reference(setup: Setup, folder: Path) -> Reference:
 
 @dataclass
 class Trial:
-    """A killed run resumed to its end: its kills, every start, and how its end differs from the uninterrupted."""
+    """A killed run resumed to its end: its folder, its kills, every start, and what went wrong (a start that failed,
+    or, once `compared`, how its end differs from the uninterrupted run)."""
 
+    folder: Path
     kills: list[str]
     attempts: list[Attempt] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -356,16 +364,16 @@ class Trial:
         return not self.problems
 
 
-def trial(setup: Setup, ref: Reference, folder: Path, kills: list[str], rng: random.Random,
-          timeout: float = 600) -> Trial:
-    """Start the run in `folder`, kill it as `kills` say (the first start by the first, its resume by the second...),
-    resume it with --resume until it finishes (afresh when a kill came before the run existed), then compare."""
+def kill_and_resume(setup: Setup, folder: Path, kills: list[str], instant: Callable[[], float] = lambda: 0.0,
+                    steps: int = 0, timeout: float = 600) -> Trial:
+    """Start the run in `folder`, kill it as `kills` say (the first start by the first, its resume by the second...;
+    "random" after `instant()` seconds, `steps` saying where that landed), resume it with --resume until it finishes
+    (afresh when a kill came before the run existed)."""
     _new_folder(setup, folder)
-    out, resume = Trial(list(kills)), False
+    out, resume = Trial(folder, list(kills)), False
     for n in range(len(kills) + 4):
         kill = kills[n] if n < len(kills) else None
-        delay = rng.uniform(*ref.window)
-        done = attempt(setup, folder, resume, kill, delay, ref.steps, timeout)
+        done = attempt(setup, folder, resume, kill, instant() if kill == "random" else 0.0, steps, timeout)
         out.attempts.append(done)
         if done.code == 0:
             break
@@ -378,9 +386,20 @@ def trial(setup: Setup, ref: Reference, folder: Path, kills: list[str], rng: ran
         resume = True
     else:
         out.problems.append("the run never finished")
-        return out
-    out.problems += differences(ref.record, record(folder))
     return out
+
+
+def compared(done: Trial, ref: Reference) -> Trial:
+    """`done`, with its differences from the uninterrupted run `ref` among its problems (if it finished)."""
+    if not done.problems:
+        done.problems += differences(ref.record, record(done.folder))
+    return done
+
+
+def trial(setup: Setup, ref: Reference, folder: Path, kills: list[str], rng: random.Random,
+          timeout: float = 600) -> Trial:
+    """A killed and resumed run (`kill_and_resume`, random kills uniform over `ref.window`), compared with `ref`."""
+    return compared(kill_and_resume(setup, folder, kills, lambda: rng.uniform(*ref.window), ref.steps, timeout), ref)
 
 
 def plan(i: int, ref: Reference, rng: random.Random) -> list[str]:

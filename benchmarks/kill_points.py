@@ -5,12 +5,14 @@
 `KIND:N` kills the process in the middle of the Nth event of KIND in this process (1-based), where a random instant
 rarely lands:
 
+- `start`: the start, the run just created in the MLflow store and its id not yet recorded beside the checkpoints;
 - `checkpoint`: a checkpoint write, its temporary file half written (the metrics of that safe point already sent);
 - `eval`: an evaluation, after its first batch;
 - `flush`: a write of metrics to the MLflow store, half of its points sent;
 - `unsent`: the store refuses every metric write of this process (an outage), so each safe point saves the buffer
   in `tracking-unsent/`; the Nth save is killed just before its new copy replaces the old one;
-- `model`: the model's upload at the end, its logged-model record created and no file written.
+- `model`: the model's upload at the end, its logged-model record created and no file written;
+- `end`: the end, the MLflow run finished and result.json not yet written.
 
 `FUNCTIONAL_AST_KILL_AT=count:PATH` kills nothing and writes each kind's count of events to PATH (JSON) at the end.
 Only this wrapper reads the variable: it patches torch, MLflow and the trainer in its own process, then runs
@@ -28,7 +30,7 @@ import sys
 from pathlib import Path
 
 VARIABLE = "FUNCTIONAL_AST_KILL_AT"
-KINDS = ("checkpoint", "eval", "flush", "unsent", "model")
+KINDS = ("start", "checkpoint", "eval", "flush", "unsent", "model", "end")
 
 
 def die() -> None:
@@ -59,7 +61,16 @@ def install(points: Points) -> None:
     import torch
     from mlflow.tracking import MlflowClient
 
+    from functional_ast import io as fio
     from functional_ast.train import trainer
+
+    create_run = MlflowClient.create_run
+
+    def run_created(*args, **kwargs):
+        run = create_run(*args, **kwargs)
+        if points.due("start"):
+            die()
+        return run
 
     save = torch.save
 
@@ -113,6 +124,15 @@ def install(points: Points) -> None:
             die()
         return log_model(*args, **kwargs)
 
+    write_json = fio.atomic_write_json
+
+    def result_written(path, *args, **kwargs):
+        if Path(path).name == "result.json" and points.due("end"):
+            die()
+        return write_json(path, *args, **kwargs)
+
+    MlflowClient.create_run = run_created
+    fio.atomic_write_json = result_written
     torch.save = checkpoint_save
     trainer.evaluate_test = evaluation
     MlflowClient.log_batch = metrics_write

@@ -134,18 +134,18 @@ def recovered_dir(path: str | Path) -> Path:
 
 
 def remove_dir(path: str | Path) -> None:
-    """Delete the folder `path` and the copies `atomic_dir` left aside of it, so that a crash leaves `path` whole
-    or gone: it is renamed to a hidden sibling before its files are deleted."""
+    """Delete the folder `path` so that a crash leaves it whole or gone (it is renamed to a hidden sibling before
+    its files are deleted), and what `atomic_dir` left beside it: copies aside (first, so none is taken back) and
+    the temporaries of killed writers (no other process may be writing `path`)."""
     path = Path(path)
     for stale in path.parent.glob(_aside(path, "old", "*").name):
         shutil.rmtree(stale, ignore_errors=True)
     doomed = _aside(path, "deleted")
     shutil.rmtree(doomed, ignore_errors=True)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.replace(path, doomed)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(doomed, ignore_errors=True)
+    for left in path.parent.glob(f".{path.name}.*-*"):
+        shutil.rmtree(left, ignore_errors=True)
 
 
 def portable_path(path: str | Path, root: str | Path | None = None) -> str:

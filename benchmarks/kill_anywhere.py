@@ -83,9 +83,12 @@ def runs_dir(folder: Path) -> Path:
 
 
 def prepare(root: Path, log_model: bool = True) -> Setup:
-    """Write the images (4 classes, 24 training and 6 test images each, 8x8) and an empty store under `root`."""
+    """Write the images (4 classes, 24 training and 6 test images each, 8x8), their decoded cache (so that every
+    run's life is as long as the uninterrupted one's) and an empty store under `root`."""
     from mlflow.tracking import MlflowClient
     from torchvision.io import write_png
+
+    from functional_ast.data.images import load_dataset
 
     g = torch.Generator().manual_seed(0)
     for split, count in (("train", 24), ("test", 6)):
@@ -95,6 +98,7 @@ def prepare(root: Path, log_model: bool = True) -> Setup:
             for i in range(count):
                 pixels = (torch.rand(3, 8, 8, generator=g) * 80 + 40 * c).clamp(0, 255).to(torch.uint8)
                 write_png(pixels, str(folder / f"{i}.png"))
+    load_dataset(root / "images", root=root / "cache")
     (root / "empty-store").mkdir()
     MlflowClient(f"sqlite:///{root / 'empty-store' / 'mlflow.db'}").search_experiments()  # creates the tables
     return Setup(root, log_model)

@@ -29,3 +29,21 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_run_and_one_complete
     assert chain.problems == []
     assert instant.attempts[0].code != 0 or instant.attempts[0].landed == "finished before the kill"
     assert instant.problems == [], instant.attempts[0].landed
+
+
+def test_the_check_names_every_gap_duplicate_and_other_value_but_wall_clock_ones():
+    ref = {"runs": ["FINISHED"], "status": "FINISHED", "params": {"lr": "0.1", "checkpoint_folder": "a/1"},
+           "metrics": {"loss": [(0, 1.0), (1, 0.5), (2, 0.25)], "epoch/train_time_s": [(1, 3.0)]},
+           "artifacts": ["loss.png"], "inputs": 1, "models": ["model READY"]}
+    assert ka.store_differences(ref, dict(ref, params={"lr": "0.1", "checkpoint_folder": "b/2"},
+                                          metrics=dict(ref["metrics"], **{"epoch/train_time_s": [(1, 9.0)]}))) == []
+    got = dict(ref, metrics={"loss": [(0, 1.0), (1, 0.5), (1, 0.5), (3, 0.1)], "epoch/train_time_s": [(1, 9.0)]},
+               models=["model PENDING", "model READY"])
+    assert ka.store_differences(ref, got) == [
+        "store: loss twice at steps 1", "store: loss missing at steps 2", "store: loss at steps the run never had, 3",
+        "store: models ['model PENDING', 'model READY'], uninterrupted ['model READY']"]
+    assert ka.store_differences(ref, dict(ref, runs=["FINISHED", "RUNNING"])) == \
+        ["store: 2 runs (FINISHED, RUNNING), not one"]
+    assert ka.store_differences(ref, dict(ref, status="RUNNING", metrics={**ref["metrics"], "loss": [(0, 2.0)]})) \
+        == ["store: the run is RUNNING, not FINISHED", "store: loss missing at steps 1-2",
+            "store: loss has other values at steps 0"]

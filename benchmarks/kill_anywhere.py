@@ -4,7 +4,7 @@ finishes, must end as if it had never been killed.
     python -m benchmarks.kill_anywhere [--kills 50] [--seed 0] [--json PATH]
 
 The run is a small one of the command line (`python -m functional_ast`, in a subprocess): 96 8x8 images, a tiny
-network, the default rule, 6 epochs of 21 steps, a checkpoint every 5 steps, a sqlite MLflow store. It runs once
+network, the default rule, 6 epochs (21 steps), a checkpoint every 5 steps, a sqlite MLflow store. It runs once
 uninterrupted; then each trial starts it in a folder of its own, kills it (the process group, with SIGKILL) and
 resumes it with `--resume` until it finishes. A kill lands at a random instant of the uninterrupted run's life (from
 its run folder's record to its exit) or, through `benchmarks.kill_points`, in the middle of a chosen event: the

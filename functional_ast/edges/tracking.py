@@ -333,7 +333,7 @@ class RunTracker:
         it was saved in, "pt2" or "pickle") is the model's description; `metadata` goes in its MLmodel file.
         A run holds one model of a `name`: a finished one already there (its end logged before the process was killed)
         is kept and given the `metrics` it lacks, an unfinished one (its upload killed) deleted."""
-        metrics = self._new(metrics or {}, int(step))
+        metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))}
         uri = self._log_model(model, params, buffers, input_example, name, step, metrics, datasets or {},
                               normalisation, description, metadata)
         if uri is None and metrics:
@@ -400,11 +400,11 @@ class RunTracker:
 
     def _log_model_metrics(self, model_id: str, step: int, metrics: Mapping[str, float],
                            datasets: Mapping[str, tuple[str, str]]) -> None:
-        """`metrics` at `step`, in the run and linked to the logged model `model_id` (with their datasets); if the
-        store refuses, logged to the run alone (buffered)."""
+        """`metrics` at `step` the run lacks, in the run and linked to the logged model `model_id` (with their
+        datasets); if the store refuses, logged to the run alone (buffered)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        metrics, now = self._new(metrics, int(step)), int(time.time() * 1000)
         linked = [Metric(k, v, now, int(step), model_id=model_id, run_id=self.run_id,
                          dataset_name=datasets.get(k, (None, None))[0], dataset_digest=datasets.get(k, (None, None))[1])
                   for k, v in metrics.items()]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save", "atomic_dir",
-           "temp_path", "fsync_dir", "portable_path", "default_data_root"]
+           "recovered_dir", "remove_dir", "temp_path", "fsync_dir", "portable_path", "default_data_root"]
 
 
 def default_data_root() -> Path:
@@ -98,10 +98,11 @@ def atomic_dir(path: str | Path, *, replace: bool = False, fsync: bool = True) -
     succeeds its files are fsynced and it is renamed to `path`, else it is removed and the error raised.
 
     An existing non-empty `path` makes the rename fail (OSError: another writer won) unless `replace=True`,
-    which first deletes it (that one step is not atomic: a crash between the two leaves no folder at all).
+    which first renames it aside to `.{name}.old-{pid}`, deleted once the new folder is in place: a crash between
+    the two renames leaves no `path` but that whole copy, which `recovered_dir(path)` puts back.
     """
     path = Path(path)
-    tmp = temp_path(path)
+    tmp, old, moved = temp_path(path), _aside(path, "old"), False
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had this pid
     try:
         tmp.mkdir(parents=True)
@@ -109,14 +110,52 @@ def atomic_dir(path: str | Path, *, replace: bool = False, fsync: bool = True) -
         if fsync:
             for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 _fsync_path(file)
-        if replace:
-            shutil.rmtree(path, ignore_errors=True)
+        if replace and path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            moved = True
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if moved and not path.exists():
+            os.replace(old, path)
         raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
     if fsync:
         fsync_dir(path.parent)
+
+
+def _aside(path: Path, why: str, pid: int | str | None = None) -> Path:
+    """The hidden sibling `.{name}.{why}-{pid}` a folder is renamed to before it is replaced or deleted."""
+    return path.with_name(f".{path.name}.{why}-{os.getpid() if pid is None else pid}")
+
+
+def recovered_dir(path: str | Path) -> Path:
+    """`path`, put back from the copy `atomic_dir(replace=True)` renamed aside when a crash came before the new
+    folder took its place; copies aside of a `path` that is in place are stale and deleted."""
+    path = Path(path)
+    copies = sorted(path.parent.glob(_aside(path, "old", "*").name), key=lambda p: p.stat().st_mtime)
+    if copies and not path.exists():
+        os.replace(copies.pop(), path)
+    for stale in copies:
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+def remove_dir(path: str | Path) -> None:
+    """Delete the folder `path` so that a crash leaves it whole or gone (it is renamed to a hidden sibling before
+    its files are deleted), and what `atomic_dir` left beside it: copies aside (first, so none is taken back) and
+    the temporaries of killed writers (no other process may be writing `path`)."""
+    path = Path(path)
+    for stale in path.parent.glob(_aside(path, "old", "*").name):
+        shutil.rmtree(stale, ignore_errors=True)
+    doomed = _aside(path, "deleted")
+    shutil.rmtree(doomed, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, doomed)
+    for left in path.parent.glob(f".{path.name}.*-*"):
+        shutil.rmtree(left, ignore_errors=True)
 
 
 def portable_path(path: str | Path, root: str | Path | None = None) -> str:

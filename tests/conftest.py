@@ -70,13 +70,9 @@ def significance_sample(kind: str, n: int, generator: torch.Generator) -> torch.
 
 def assert_tree_equal(a: TensorDict, b: TensorDict) -> None:
     """Same keys and bit-identical leaves (NaN at the same places counts as equal: "not recorded")."""
-    assert set(a.keys(True, True)) == set(b.keys(True, True))
-    for key in a.keys(True, True):
-        x, y = a[key], b[key]
-        if x.is_floating_point() and x.shape == y.shape and x.dtype == y.dtype:
-            assert torch.equal(x.isnan(), y.isnan()) and torch.equal(x.nan_to_num(0.0), y.nan_to_num(0.0)), key
-        else:
-            assert torch.equal(x, y), key
+    from functional_ast.core.state import differing_leaves
+
+    assert not (differ := differing_leaves(a, b)), f"leaves differ: {', '.join(differ)}"
 
 
 @pytest.fixture

@@ -99,6 +99,39 @@ def test_atomic_dir_builds_renames_and_cleans_up(tmp_path):
     assert _names(target) == ["sub"] and _names(tmp_path) == ["cache"]
 
 
+def test_a_folder_whose_replacement_was_killed_between_its_renames_is_taken_back(tmp_path, monkeypatch):
+    target = tmp_path / "unsent"
+    with fio.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    # SIGKILLed in atomic_dir(target, replace=True): the old folder moved aside, the new one not yet renamed in
+    os.replace(target, tmp_path / ".unsent.old-4242")
+    (tmp_path / ".unsent.tmp-4242").mkdir()
+    assert (fio.recovered_dir(target) / "a.txt").read_text() == "old"
+    assert _names(tmp_path) == [".unsent.tmp-4242", "unsent"]
+
+    # Killed after the new one was renamed in: the copy aside is stale, and deleted.
+    (tmp_path / ".unsent.old-4243").mkdir()
+    assert (fio.recovered_dir(target) / "a.txt").read_text() == "old" and ".unsent.old-4243" not in _names(tmp_path)
+
+    real_replace = os.replace
+
+    def refuse_the_new(src, dst):  # a failing (not killed) second rename puts the old folder back
+        if os.path.basename(src).startswith(".unsent.tmp-"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_the_new)
+    with pytest.raises(OSError):
+        with fio.atomic_dir(target, replace=True) as tmp:
+            (tmp / "b.txt").write_text("new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _names(target) == ["a.txt"] and _names(tmp_path) == [".unsent.tmp-4242", "unsent"]
+
+    fio.remove_dir(target)  # and the temporary its killed writer left
+    assert _names(tmp_path) == []
+    fio.remove_dir(target)  # gone already: nothing to do
+
+
 def _state(step: int) -> TensorDict:
     return TensorDict(step=torch.tensor(step), params=TensorDict({"0.weight": torch.randn(2, 3)}))
 
@@ -122,10 +155,20 @@ def test_checkpoint_save_is_atomic_and_its_temporary_is_never_listed(tmp_path, m
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(checkpoint.CheckpointError, match="cannot write checkpoint"):
+    with pytest.raises(checkpoint.CheckpointError, match="cannot write checkpoint.*run the same command with "
+                                                         "--resume"):
         checkpoint.save(tmp_path, _state(3), {"n": 3})
     assert _names(tmp_path) == [first.name, second.name]
     assert checkpoint.load(second)[1] == {"n": 2}
+
+
+def test_a_checkpoint_save_keeps_those_up_to_it_and_clears_what_killed_writers_left(tmp_path):
+    for step in (1, 2, 9):
+        checkpoint.save(tmp_path, _state(step), {}, keep=2)
+    (tmp_path / ".step-000000010.pt.tmp-4242").write_bytes(b"half")  # a writer SIGKILLed mid-write
+    # A resume passed over step 9 (unreadable) and went on from step 2: its next checkpoint is the newest.
+    third = checkpoint.save(tmp_path, _state(3), {}, keep=2)
+    assert _names(tmp_path) == ["step-000000002.pt", third.name]
 
 
 def test_data_cache_is_written_whole_and_a_second_writer_loses_quietly(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -196,3 +197,64 @@ def test_compare_killed_in_its_second_strategy_resumes_to_the_uninterrupted_tabl
         assert a.summary["test_accuracy"] == b.summary["test_accuracy"]
         assert a.summary["samples_trained"] == b.summary["samples_trained"]
     assert resumed[0].summary["mlflow_run_id"] != reference[0].summary["mlflow_run_id"]
+
+
+def _small(data, uri):
+    # 12 steps (a warm-up epoch of 6, two of 3); checkpoints at steps 5, 6, 9, 10 and 12, the newest 2 kept
+    return ["--data", str(data), "--model", "benchmarks.kill_anywhere:tiny_net", "--epochs", "3", "--warmup-epochs",
+            "1", "--cooldown-epochs", "0", "--batch-size", "16", "--pool-size", "32", "--target-rate", "0.25",
+            "--checkpoint-every", "5", "--keep-checkpoints", "2", "--no-progress", "--no-log-model",
+            "--tracking-uri", uri, "--experiment", "disk", "--run-name", "d"]
+
+
+def test_a_disk_full_mid_checkpoint_and_a_truncated_newest_checkpoint_lose_nothing(tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    flags = _small(_image_folder(tmp_path / "images"), uri)
+    real_save, writes = torch.save, []
+
+    def fills_up(obj, f, *args, **kwargs):  # the 4th checkpoint (step 10): part written, then the disk is full
+        if os.path.basename(getattr(f, "name", "")).startswith(".step-"):
+            writes.append(f.name)
+            if len(writes) == 4:
+                f.write(b"\0" * 100)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    assert cli.main(flags) == 2
+    monkeypatch.setattr(torch, "save", real_save)
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "--resume" in err and "Traceback" not in err
+    (folder,) = (tmp_path / "store" / "checkpoints" / "disk" / "d").iterdir()
+    assert [p.name for p in checkpoint.list_checkpoints(folder)] == ["step-000000006.pt", "step-000000009.pt"]
+    assert not list(folder.glob(".step-*"))  # the part written is gone
+    assert int(checkpoint.load(checkpoint.latest(folder))[0]["step"]) == 9
+
+    newest = checkpoint.latest(folder)  # and the disk lost the newest one's tail
+    newest.write_bytes(newest.read_bytes()[:1000])
+    assert cli.main(flags + ["--resume"]) == 0
+    assert "step-000000006.pt (passed over the unreadable step-000000009.pt)" in capsys.readouterr().out
+    assert cli.main(flags + ["--checkpoint-dir", str(tmp_path / "reference")]) == 0
+    (reference,) = (tmp_path / "reference" / "d").iterdir()
+
+    (resumed_state, resumed), (reference_state, uninterrupted) = _final(folder), _final(reference)
+    assert_tree_equal(resumed_state.exclude("clock", ("history", "epochs")),
+                      reference_state.exclude("clock", ("history", "epochs")))
+    assert resumed["summary"]["test_accuracy"] == uninterrupted["summary"]["test_accuracy"]
+    client = MlflowClient(tracking_uri=uri)
+    run_id = resumed["summary"]["mlflow_run_id"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(12))
+    assert _loss_by_step(client, run_id) == _loss_by_step(client, uninterrupted["summary"]["mlflow_run_id"])
+
+
+def test_a_resume_with_no_readable_checkpoint_says_so(tmp_path):
+    from functional_ast.edges import runs
+
+    (tmp_path / "step-000000005.pt").write_bytes(b"\0truncated")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* is readable"):
+        runs.resume_state(tmp_path, {"run_id": "x"}, "cpu")
+    assert runs.resume_state(tmp_path / "none", {"run_id": "x"}, "cpu") is None

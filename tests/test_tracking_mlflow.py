@@ -296,3 +296,92 @@ def test_the_browse_address_opens_the_training_runs_whatever_the_browsers_switch
         "open http://mlflow.example:8080/#/experiments/3/runs?workflowType=machine_learning"
     with tracking.RunTracker(uri, "ignored", run_id=tracker.run_id) as resumed:  # a continued run knows it too
         assert resumed.experiment_id == experiment_id
+
+
+# --------------------------------------------------------------------------- continued after a kill
+
+
+def _steps(client, run_id, key):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_a_continued_run_sends_once_what_its_killed_process_had_sent(uri):
+    """A process flushed steps 0-5 and its epoch, then was killed before its checkpoint at step 5 was written; the
+    run resumed from step 3 logs steps 3-7 and the epoch again: each is in the store once. A param the store holds is
+    not sent again (MLflow refuses a changed value: the tracker would think the store down)."""
+    first = tracking.RunTracker(uri, "continued", "r")
+    first.log_params({"lr": 0.1})
+    for step in range(6):
+        first.log_metrics({"loss": step / 10}, step=step)
+    first.log_metrics({"epoch/test_accuracy": 0.5}, step=1)
+    assert first.flush()  # ... and killed here
+
+    again = tracking.RunTracker(uri, "continued", "r", run_id=first.run_id)
+    again.log_params({"lr": 0.1, "resume": True})
+    for step in range(3, 8):
+        again.log_metrics({"loss": step / 10}, step=step)
+    again.log_metrics({"epoch/test_accuracy": 0.5}, step=1)
+    again.log_metrics({"epoch/test_accuracy": 0.75}, step=2)
+    again.finish()
+    assert again.online
+    client = MlflowClient(uri)
+    assert _steps(client, first.run_id, "loss") == list(range(8))
+    assert _steps(client, first.run_id, "epoch/test_accuracy") == [1, 2]
+    assert client.get_run(first.run_id).data.params == {"lr": "0.1", "resume": "True"}
+
+
+def test_a_run_whose_id_was_never_recorded_is_continued_by_its_key(uri):
+    first = tracking.RunTracker(uri, "keyed", "r", key="k1")  # killed before its run.json held the run's id
+    first.log_metrics({"loss": 1.0}, step=0)
+    assert first.flush()
+    again, other = tracking.RunTracker(uri, "keyed", "r", key="k1"), tracking.RunTracker(uri, "keyed", "r", key="k2")
+    assert again.run_id == first.run_id != other.run_id
+    again.log_metrics({"loss": 1.0}, step=0)
+    again.log_metrics({"loss": 0.5}, step=1)
+    again.finish()
+    assert _steps(MlflowClient(uri), first.run_id, "loss") == [0, 1]
+
+
+def test_unsent_tracking_taken_back_and_logged_again_is_sent_once(uri, tmp_path, monkeypatch):
+    """The store was down: steps 0-5 were saved in tracking-unsent/ at the safe point of step 5, then the process was
+    killed before that checkpoint; resumed from step 3 with the store back, steps 3-7 are logged again."""
+    real_log_batch = MlflowClient.log_batch
+
+    def down(self, run_id, metrics=(), *args, **kwargs):
+        if metrics:
+            raise ConnectionError("store down")
+        return real_log_batch(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", down)
+    first = tracking.RunTracker(uri, "unsent-again", "r", fallback_dir=tmp_path)
+    for step in range(6):
+        first.log_metrics({"loss": step / 10}, step=step)
+    with pytest.warns(UserWarning, match="unreachable"):
+        assert not first.flush()
+    first.save_fallback()
+    monkeypatch.setattr(MlflowClient, "log_batch", real_log_batch)
+
+    again = tracking.RunTracker(uri, "unsent-again", "r", run_id=first.run_id, fallback_dir=tmp_path)
+    again.adopt(tmp_path / "tracking-unsent")
+    for step in range(3, 8):
+        again.log_metrics({"loss": step / 10}, step=step)
+    again.finish()
+    assert _steps(MlflowClient(uri), first.run_id, "loss") == list(range(8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # sent: the folder is gone, nothing left aside
+
+
+def test_a_run_holds_one_model_when_its_end_is_logged_again(uri):
+    """A process killed mid-upload left an unfinished logged model; its resume logs the model and the final metrics;
+    killed before result.json, the next resume logs them again: one finished model, each final metric once."""
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), torch.randn(4, 3, 2, 2)
+    first = tracking.RunTracker(uri, "model-once", "r")
+    client = MlflowClient(uri)
+    client.create_logged_model(first.experiment_id, name="model", source_run_id=first.run_id)  # killed mid-upload
+    for _ in range(2):
+        again = tracking.RunTracker(uri, "model-once", "r", run_id=first.run_id)
+        uri_logged = again.log_model(model, input_example=x, step=7, metrics={"final/test_accuracy": 0.5})
+        again.finish()
+    (logged,) = client.search_logged_models([first.experiment_id])
+    assert str(logged.status) == "READY" and uri_logged.endswith(logged.model_id)
+    assert _steps(client, first.run_id, "final/test_accuracy") == [7]

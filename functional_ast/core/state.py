@@ -228,6 +228,23 @@ def leaf_signature(state: TensorDict) -> dict[str, tuple[tuple[int, ...], torch.
     return out
 
 
+def differing_leaves(a: TensorDict, b: TensorDict) -> list[str]:
+    """Key paths ("a/b") of the leaves in which two states differ: in one only, or not bit-identical (NaN at the
+    same places counts as equal: "not recorded")."""
+    mine, theirs = leaf_signature(a), leaf_signature(b)
+    differ = sorted(set(mine) ^ set(theirs))
+    for path in sorted(set(mine) & set(theirs)):
+        x, y = a[tuple(path.split("/"))], b[tuple(path.split("/"))]
+        if mine[path] != theirs[path]:
+            differ.append(path)
+        elif x.is_floating_point():
+            if not (torch.equal(x.isnan(), y.isnan()) and torch.equal(x.nan_to_num(0.0), y.nan_to_num(0.0))):
+                differ.append(path)
+        elif not torch.equal(x, y):
+            differ.append(path)
+    return differ
+
+
 def check_compatible(state: TensorDict, template: TensorDict, where: str) -> None:
     """Refuse a loaded state whose keys, shapes or dtypes differ from a freshly initialised one."""
     got, want = leaf_signature(state), leaf_signature(template)

@@ -3,8 +3,9 @@
 Each reads the run through its read-only view (`train.base.RunView`: state, config, plan, task, data, model)
 and writes outside it; none changes training. Nothing here knows the kind of task: it asks the task (its
 headline, logged model and samples) and the data (its fingerprints and facts). Give them to
-`fit(..., callbacks=[...])` in this order: tracking flushes before a checkpoint is written, so the store never
-holds steps the newest checkpoint lacks.
+`fit(..., callbacks=[...])` in this order: tracking flushes before a checkpoint is written, so the store holds every
+step the newest checkpoint has (and, after a kill between the two, some it lacks, which a resumed tracker does not
+send again: `tracking.RunTracker`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,19 @@ class Checkpoints(Callback):
         self.folder, self.keep, self.info = Path(folder), keep, info
 
     def save(self, run: Run) -> Path:
-        if self.info is not None:
-            io.atomic_write_json(self.folder / "run.json", self.info())
+        self._write_info()
         return checkpoint.save(self.folder, run.state, {}, keep=self.keep)
 
-    def on_start(self, run: Run) -> None:
+    def _write_info(self) -> None:
         if self.info is not None:
-            io.atomic_write_json(self.folder / "run.json", self.info())
+            path = self.folder / "run.json"
+            try:
+                io.atomic_write_json(path, self.info())
+            except OSError as error:
+                raise checkpoint.unwritable(path, error) from None
+
+    def on_start(self, run: Run) -> None:
+        self._write_info()
 
     def on_safe_point(self, run: Run) -> None:
         self.save(run)
@@ -136,15 +143,17 @@ class MLflowTracking(Callback):
     bytes for a language model). FLOPs are in GFLOP. A task with a `sample` (a language model) also gets its text at
     each evaluation (`samples/epoch-NNN.txt`). The run's description says what it ran and which metrics never
     moved, and why. `peers` is the comparison's shared record of its runs' epochs ((strategy, seed) -> records), so
-    that a selective run's own figure can show full data's curve beside it."""
+    that a selective run's own figure can show full data's curve beside it. `key` finds the run a process killed
+    before its id was recorded had created (`tracking.RunTracker`)."""
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, *, params: dict | None = None,
                  run_id: str | None = None, parent_run_id: str | None = None, fallback_dir: str | Path | None = None,
                  system_metrics: bool = False, log_model: bool = True, dataset: dict | None = None,
                  announce: Callable[[str], None] | None = print,
-                 peers: dict[tuple[str, int], list[dict]] | None = None):
+                 peers: dict[tuple[str, int], list[dict]] | None = None, key: str | None = None):
         self.tracker = tracking.RunTracker(tracking_uri, experiment, run_name, parent_run_id=parent_run_id,
-                                           run_id=run_id, fallback_dir=fallback_dir, system_metrics=system_metrics)
+                                           run_id=run_id, fallback_dir=fallback_dir, system_metrics=system_metrics,
+                                           key=key)
         self.params, self.resumed, self.dataset = params, run_id is not None, dataset
         self.log_model, self.fallback_dir, self.announce = log_model, fallback_dir, announce
         self.parent_run_id = parent_run_id

@@ -5,7 +5,8 @@ key path, the batch size of every nested TensorDict, and `meta` (a JSON string: 
 config, the run id, the loop's position and history). It is written to a hidden
 temporary file, flushed to disk, then renamed: a reader (or a resume after SIGKILL)
 sees either the previous complete checkpoint or the new complete one, never half of
-one. `save` keeps the newest `keep` checkpoints of a directory and deletes older ones.
+one. `save` keeps the newest `keep` checkpoints of a directory and deletes older ones. A resume that finds the
+newest unreadable (a disk that lost it) takes the one before (`edges.runs.resume_state`).
 Files load with `torch.load(weights_only=True)`: nothing in them is executed.
 """
 
@@ -19,14 +20,22 @@ import torch
 from tensordict import TensorDict
 
 from functional_ast.core.state import StateError, check_compatible  # noqa: F401 (re-exported)
-from functional_ast.io import atomic_save
+from functional_ast.io import atomic_save, temp_path
 
 FORMAT = 1
 _SEP = "/"  # key paths are joined with "/" (parameter names contain dots, never slashes)
 _PATTERN = "step-*.pt"
+_TEMPORARY = ".step-*.pt.tmp-*"  # `io.temp_path` of a checkpoint: a writer's, or one a killed writer left
 
 
 CheckpointError = StateError  # a checkpoint cannot be written, read or used; the message names the file and the fix
+
+
+def unwritable(path: Path, error: OSError) -> CheckpointError:
+    """The error of a checkpoint file that could not be written (a full disk): the ones before it are intact."""
+    return CheckpointError(f"cannot write checkpoint file {path}: {error.strerror or error}; free space there (or "
+                           "make it writable) and run the same command with --resume: the checkpoints before it "
+                           "are intact")
 
 
 def _flatten(state: TensorDict) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
@@ -70,7 +79,9 @@ def path_for(directory: str | Path, step: int) -> Path:
 
 
 def save(directory: str | Path, state: TensorDict, meta: dict[str, Any], keep: int = 3) -> Path:
-    """Write `state` and `meta` atomically as `directory/step-<step>.pt`; keep the newest `keep`."""
+    """Write `state` and `meta` atomically as `directory/step-<step>.pt`; keep the newest `keep` up to it. Newer
+    ones (a resume passed them over as unreadable, or went back before them) and the temporary files of killed
+    writers are deleted."""
     directory = Path(directory)
     if keep < 1:
         raise CheckpointError(f"keep must be >= 1, got {keep}")
@@ -82,10 +93,14 @@ def save(directory: str | Path, state: TensorDict, meta: dict[str, Any], keep: i
                    "meta": json.dumps(meta, default=str)}
         atomic_save(final, payload)  # via the hidden `.step-*.pt.tmp-<pid>`, which list_checkpoints never sees
     except OSError as error:
-        raise CheckpointError(f"cannot write checkpoint {final}: {error.strerror or error}; choose a writable "
-                              "--checkpoint-dir with free space") from None
-    for old in list_checkpoints(directory)[:-keep]:
+        raise unwritable(final, error) from None
+    found = list_checkpoints(directory)
+    before = [p for p in found if p.name <= final.name]  # names sort by step
+    for old in before[:-keep] + [p for p in found if p.name > final.name]:
         old.unlink(missing_ok=True)
+    for stale in directory.glob(_TEMPORARY):
+        if stale != temp_path(final):
+            stale.unlink(missing_ok=True)
     return final
 
 

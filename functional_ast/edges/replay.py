@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from functional_ast.edges.tracking import RunTracker
+from functional_ast.io import recovered_dir
 
 
 def replay(folder: str | Path, tracking_uri: str | None = None) -> str:
     """Upload a `tracking-unsent` folder into its run (or a new run); returns the run id."""
-    folder = Path(folder)
+    folder = recovered_dir(folder)
     if not (folder / "run.json").is_file():
         raise ValueError(f"{folder} is not a tracking-unsent folder (no run.json)")
     meta = json.loads((folder / "run.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 from functional_ast import io
@@ -152,6 +153,14 @@ def write_run_info(folder: Path, config: dict, run_id: str | None, run_name: str
     io.atomic_write_json(Path(folder) / "run.json", dict(config=config, run_id=run_id, run_name=run_name, **extra))
 
 
+def new_run_info(folder: Path, config: dict, run_name: str, **extra) -> dict:
+    """Write a new run's run.json before its MLflow run exists: no run id yet and a new `run_key`, the tag the
+    tracker gives that run, so that a resume finds both however early the run was killed. Returns what it wrote."""
+    key = uuid.uuid4().hex
+    write_run_info(folder, config, None, run_name, run_key=key, **extra)
+    return dict(config=config, run_id=None, run_name=run_name, run_key=key, **extra)
+
+
 def finished_result(folder: Path, task=None) -> Result | None:
     """The Result a finished run of `task` left in `folder` (result.json), or None."""
     path = Path(folder) / "result.json"
@@ -162,10 +171,18 @@ def finished_result(folder: Path, task=None) -> Result | None:
 
 
 def resume_state(folder: Path, info: dict | None, device):
-    """The newest checkpoint's state of a run being resumed (`info`: its run.json), or None to start afresh."""
-    newest = checkpoint.latest(folder) if info else None
-    if newest is None:
-        return None
-    state, _ = checkpoint.load(newest, device=device)
-    print(f"resuming from {newest}", flush=True)
-    return state
+    """The state of the newest readable checkpoint of a run being resumed (`info`: its run.json), or None to start
+    afresh; newer unreadable ones (truncated, not checkpoints) are passed over, and said so in the one line."""
+    found = checkpoint.list_checkpoints(folder) if info else []
+    for newer, path in enumerate(reversed(found)):
+        try:
+            state, _ = checkpoint.load(path, device=device)
+        except checkpoint.CheckpointError:
+            if newer == len(found) - 1:
+                raise checkpoint.CheckpointError(f"no checkpoint in {folder} is readable (truncated, or not "
+                                                 "checkpoints); delete them to start the run over") from None
+            continue
+        passed = ", ".join(p.name for p in found[len(found) - newer:])
+        print(f"resuming from {path}" + (f" (passed over the unreadable {passed})" if passed else ""), flush=True)
+        return state
+    return None

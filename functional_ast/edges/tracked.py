@@ -121,14 +121,16 @@ def dataset_input(where: Tracking, data: Data) -> dict:
 
 def _callbacks(where: Tracking, config: TrainConfig, data: Data, folder: Path, name: str, settings: dict,
                info: dict | None, budget: dict, parent_run_id: str | None = None, bar: bool = True,
-               label: str | None = None, peers: dict | None = None) -> list:
+               label: str | None = None, peers: dict | None = None, key: str | None = None) -> list:
     tracker = MLflowTracking(where.uri, where.experiment, name, params=run_params(where, config, data, folder, name),
                              run_id=info["run_id"] if info else None, parent_run_id=parent_run_id,
                              fallback_dir=folder, system_metrics=where.system_metrics, log_model=where.log_model,
                              dataset=dataset_input(where, data),
-                             announce=lambda line: print(f"{line}; checkpoints: {folder}", flush=True), peers=peers)
+                             announce=lambda line: print(f"{line}; checkpoints: {folder}", flush=True), peers=peers,
+                             key=key)
+    keyed = {"run_key": key} if key else {}
     saver = Checkpoints(folder, keep=where.keep_checkpoints,
-                        info=lambda: dict(config=settings, run_id=tracker.run_id, run_name=name, **budget))
+                        info=lambda: dict(config=settings, run_id=tracker.run_id, run_name=name, **keyed, **budget))
     return [tracker, saver, Console(bar=bar, label=label)]
 
 
@@ -176,8 +178,10 @@ def tracked_fit(build: Callable[[], nn.Module], data: Data, config: TrainConfig,
         print(f"{name}: the run in {folder} already finished; nothing to resume", flush=True)
         return Tracked([done], folder, already_finished=True)
     budget = {k: v for k, v in limit.items() if k.startswith("budget_")}
-    callbacks = _callbacks(where, config, data, folder, name, settings, info, budget, bar=progress) \
-        if collective.is_main else []
+    if info is None and collective.is_main:
+        info = runs.new_run_info(folder, settings, name, **budget)
+    callbacks = _callbacks(where, config, data, folder, name, settings, info, budget, bar=progress,
+                           key=info.get("run_key") if info else None) if collective.is_main else []
     result = fitter(build, data, None, config, callbacks=callbacks,
                     state=runs.resume_state(folder, info, data.device), log_every=log_every,
                     safe_point_every=where.checkpoint_every, eval_every=eval_every, collective=collective, name=name,
@@ -227,19 +231,22 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
     changes = {k: v for k, v in limit.items() if k.endswith("_budget")}
     budget = {k: v for k, v in limit.items() if k.startswith("budget_")}
     main = collective.is_main
+    if info is None and main:
+        info = runs.new_run_info(folder, settings, name, **budget)
+    key = info.get("run_key") if info else None
     tracker = (tracking.RunTracker if main else tracking.NullTracker)(
-        where.uri, where.experiment, name, fallback_dir=folder, run_id=info["run_id"] if info else None)
+        where.uri, where.experiment, name, fallback_dir=folder, run_id=info["run_id"] if info else None, key=key)
     with tracker as parent:
         parent.adopt(folder / "tracking-unsent")
-        if info is None and main:
+        if main and not info["run_id"]:  # new, or killed before its run's id was recorded (params re-logged alike)
             params = dict(where.params)
             params.update(compare=",".join(entries), seeds=",".join(map(str, seeds)) if seeded else str(first.seed),
                           tracking_uri=portable_uri(where.uri), **_data_params(where, data),
                           **changes)
             parent.log_params(params)
-        if main and (info is None or info["config"] != settings  # new, or seeds added,
-                     or info["run_id"] != parent.run_id):  # or continued in another store
-            runs.write_run_info(folder, settings, parent.run_id, name, **budget)
+        if main and (info["config"] != settings  # seeds added,
+                     or info["run_id"] != parent.run_id):  # or new, or continued in another store
+            runs.write_run_info(folder, settings, parent.run_id, name, **({"run_key": key} if key else {}), **budget)
         done: dict[int, Result] = {}
         todo, states, callbacks, peers = [], {}, {}, {}  # peers: the comparison's epoch records, shared
         for i, (spec, seed) in enumerate(jobs):
@@ -256,9 +263,10 @@ def tracked_compare(build: Callable[[], nn.Module], data: Data,
                 continue
             run_name = f"{label}-{model_label}" + (f"-seed{seed}" if seeded else "")
             states[len(todo)] = runs.resume_state(sub, sub_info, data.device)
+            sub_key = (sub_info or {}).get("run_key") or (f"{key}/{sub.name}" if key else None)
             callbacks[len(todo)] = (_callbacks(where, config, data, sub, run_name, job_settings, sub_info, budget,
                                                parent_run_id=parent.run_id, bar=progress and not interleave,
-                                               label=run_name, peers=peers) if main else [])
+                                               label=run_name, peers=peers, key=sub_key) if main else [])
             todo.append((i, config))
         order = iter(range(len(todo)))
         fresh = compare(build, data, None, [c for _, c in todo], callbacks_for=lambda c: callbacks[next(order)],

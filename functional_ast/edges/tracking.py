@@ -3,7 +3,14 @@
 Default store: sqlite under ./mlruns (MLflow 3.x refuses the old file store by
 default), artifacts under ./mlruns/artifacts. Metrics are buffered and written
 with `log_batch` only when `flush()` is called (the trainer flushes at each
-checkpoint, so the store never holds steps past the newest checkpoint).
+safe point, just before its checkpoint is written).
+
+A process killed after a flush and before its checkpoint was written (or during the run's end) has sent steps the
+newest checkpoint lacks, which the run resumed from that checkpoint logs again, with the same values: a continued run
+skips every point of a metric at or before the newest step of it the store (or its buffer) holds, and every param the
+store holds, so that each step is in the store once. A new run is tagged with the caller's `key` (`KEY_TAG`): a
+process killed before it recorded its run's id is continued in that run, not a second one. A run holds one logged
+model of a name: its end logged again keeps the finished one.
 
 Tracking never stops training: if the store is unreachable or fails mid-run, the
 tracker warns once, keeps everything buffered and retries at the next flush. What
@@ -33,7 +40,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -45,7 +51,7 @@ import torch
 from functional_ast.edges import provenance
 from functional_ast.edges.datasets import dataset_input
 from functional_ast.edges.store import DEFAULT_TRACKING_URI, artifact_location, store_dir, using_tracking_uri
-from functional_ast.io import atomic_dir
+from functional_ast.io import atomic_dir, recovered_dir, remove_dir
 
 if TYPE_CHECKING:
     from tensordict import TensorDict
@@ -59,6 +65,7 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_T
 # browser's own switch or the URL's `workflowType` (see `store.browse_url`), not from this tag.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # a run's or logged model's description in the UI
+KEY_TAG = "functional_ast.run_key"  # the caller's key of a run, to find it before its id is recorded
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -104,18 +111,19 @@ class RunTracker:
     Use as a context manager; the run ends FINISHED, FAILED or KILLED. `online` says
     whether the last contact with the store succeeded. `system_metrics=True` has MLflow sample CPU, memory,
     disk, network (and GPU with pynvml) every 10 s into `system/*` metrics while the run is open (needs psutil).
-    A new run is created with `tags`, by default its provenance (`provenance.run_tags()`: source, user, git).
+    A new run is created with `tags`, by default its provenance (`provenance.run_tags()`: source, user, git), and
+    `key` (`KEY_TAG`); without a `run_id`, the run created with `key` is continued if the store holds one.
     """
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "functional_ast",
                  run_name: str | None = None, parent_run_id: str | None = None, run_id: str | None = None,
                  fallback_dir: str | Path | None = None, system_metrics: bool = False,
-                 tags: Mapping[str, str] | None = None):
-        for key, value in _HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+                 tags: Mapping[str, str] | None = None, key: str | None = None):
+        for name, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         self.tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
         self.experiment, self.run_name, self.parent_run_id = experiment, run_name, parent_run_id
-        self.run_id, self.experiment_id = run_id, None
+        self.run_id, self.experiment_id, self.key = run_id, None, key
         self.run_tags = dict(provenance.run_tags() if tags is None else tags)
         self.fallback_dir = Path(fallback_dir) if fallback_dir else None
         self.online = False
@@ -125,6 +133,9 @@ class RunTracker:
         self._pending: list[tuple[str, float, int, int]] = []  # (key, value, timestamp ms, step)
         self._artifacts: list[tuple[str, Any]] = []  # ("text"|"figure"|"file", name, payload)
         self._inputs: list[dict[str, Any]] = []  # dataset inputs, as `dataset_input` takes them
+        self._held: dict[str, int] = {}  # metric -> the newest step the store holds of it (a continued run)
+        self._held_params: set[str] = set()  # the params it holds (MLflow refuses a changed value)
+        self._last: dict[str, int] = {}  # metric -> the newest step held, buffered or sent
         self._adopted: Path | None = None
         self._model_warned = False
         self._monitor = None
@@ -145,10 +156,10 @@ class RunTracker:
             if self.tracking_uri.startswith("sqlite:///"):
                 store_dir(self.tracking_uri).mkdir(parents=True, exist_ok=True)
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            resumed = self.run_id is not None and self._run_in_store()
+            resumed = self._run_in_store() if self.run_id is not None else self._run_of_key()
             if not resumed:
                 tags = dict(self.run_tags, **({"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id
-                                              else {}))
+                                              else {}), **({KEY_TAG: self.key} if self.key else {}))
                 self.experiment_id = self._experiment_id(self.experiment)
                 run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
                 if self.run_id is not None:
@@ -157,8 +168,12 @@ class RunTracker:
                 self.run_id = run.info.run_id
             else:
                 self.client.update_run(self.run_id, status="RUNNING")
-                self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
+                run = self.client.get_run(self.run_id)
+                self.experiment_id = run.info.experiment_id
                 self._tag_kind(self.client.get_experiment(self.experiment_id))
+                self._held, self._held_params = self._steps_held(run), set(run.data.params)
+                for key, step in self._held.items():
+                    self._last[key] = max(self._last.get(key, -1), step)
             self.online = True
         except Exception as error:  # any store failure: keep training, keep buffering
             self._offline(error)
@@ -197,6 +212,22 @@ class RunTracker:
             raise
         return True
 
+    def _run_of_key(self) -> bool:
+        """Whether the store holds a run created with this tracker's `key` (its process was killed before the run's
+        id was recorded); it becomes the run continued."""
+        found = self.client.get_experiment_by_name(self.experiment) if self.key else None
+        if found is None:
+            return False
+        runs = self.client.search_runs([found.experiment_id], f"tags.`{KEY_TAG}` = '{self.key}'", max_results=1)
+        if not runs:
+            return False
+        self.run_id = runs[0].info.run_id
+        return True
+
+    def _steps_held(self, run) -> dict[str, int]:
+        """The newest step of each metric the store holds of the run continued."""
+        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key)) for key in run.data.metrics}
+
     def _offline(self, error: BaseException) -> None:
         self.online = False
         if not self._warned:
@@ -232,10 +263,17 @@ class RunTracker:
         self.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer metrics at `step`; non-finite values are skipped (MLflow rejects some)."""
-        now = int(time.time() * 1000)
-        self._pending.extend((k, float(v), now, int(step)) for k, v in metrics.items()
-                             if v is not None and math.isfinite(float(v)))
+        """Buffer metrics at `step`; non-finite values are skipped (MLflow rejects some), and so is a metric the run
+        already holds at `step` or later (a continued run logging again what its killed process had sent)."""
+        now, step = int(time.time() * 1000), int(step)
+        for key, value in self._new(metrics, step).items():
+            self._pending.append((key, value, now, step))
+            self._last[key] = step
+
+    def _new(self, metrics: Mapping[str, float], step: int) -> dict[str, float]:
+        """The finite `metrics` of which the run holds nothing at `step` or later."""
+        return {k: float(v) for k, v in metrics.items()
+                if v is not None and math.isfinite(float(v)) and step > self._last.get(k, -1)}
 
     def log_figure(self, figure: Any, name: str) -> None:
         import io
@@ -292,7 +330,9 @@ class RunTracker:
         run's output at `step`, and `metrics` are logged to the run at `step` linked to it (the model page's
         Metrics), each with the dataset `datasets[key]` = (name, digest) if given (its "Datasets used"); if the
         model is not logged they are logged to the run alone. `description` (text, or a function of the format
-        it was saved in, "pt2" or "pickle") is the model's description; `metadata` goes in its MLmodel file."""
+        it was saved in, "pt2" or "pickle") is the model's description; `metadata` goes in its MLmodel file.
+        A run holds one model of a `name`: a finished one already there (its end logged before the process was killed)
+        is kept and given the `metrics` it lacks, an unfinished one (its upload killed) deleted."""
         metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))}
         uri = self._log_model(model, params, buffers, input_example, name, step, metrics, datasets or {},
                               normalisation, description, metadata)
@@ -315,8 +355,12 @@ class RunTracker:
                 module = RawImageClassifier(module, mean, std).eval()
             example = input_example.detach().to("cpu").numpy()
             run = self.client.get_run(self.run_id)
+            logged = self._logged_model(run.info.experiment_id, name)
         except Exception as error:
             return self._model_not_logged(name, _short(error))
+        if logged is not None:  # logged before this run's process was killed: keep it, link what it lacks
+            self._log_model_metrics(logged.model_id, step, metrics, datasets)
+            return logged.model_uri
         errors = []
         # "pt2" (torch.export: no pickle, loads without this package) first; "pickle" if the model won't export.
         for serialization in ("pt2", "pickle"):
@@ -343,13 +387,24 @@ class RunTracker:
             return info.model_uri
         return self._model_not_logged(name, "; ".join(errors))
 
+    def _logged_model(self, experiment_id: str, name: str):
+        """This run's finished model `name`, or None; an unfinished one (its upload was killed) is deleted."""
+        from mlflow.entities import LoggedModelStatus
+
+        found = self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{self.run_id}' AND name = '{name}'").to_list()
+        for model in found:
+            if model.status != LoggedModelStatus.READY:
+                self.client.delete_logged_model(model.model_id)
+        return next((m for m in found if m.status == LoggedModelStatus.READY), None)
+
     def _log_model_metrics(self, model_id: str, step: int, metrics: Mapping[str, float],
                            datasets: Mapping[str, tuple[str, str]]) -> None:
-        """`metrics` at `step`, in the run and linked to the logged model `model_id` (with their datasets); if the
-        store refuses, logged to the run alone (buffered)."""
+        """`metrics` at `step` the run lacks, in the run and linked to the logged model `model_id` (with their
+        datasets); if the store refuses, logged to the run alone (buffered)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        metrics, now = self._new(metrics, int(step)), int(time.time() * 1000)
         linked = [Metric(k, v, now, int(step), model_id=model_id, run_id=self.run_id,
                          dataset_name=datasets.get(k, (None, None))[0], dataset_digest=datasets.get(k, (None, None))[1])
                   for k, v in metrics.items()]
@@ -359,6 +414,8 @@ class RunTracker:
         except Exception as error:
             self._offline(error)
             self.log_metrics(metrics, step=step)
+            return
+        self._last.update(dict.fromkeys(metrics, int(step)))
 
     def _model_not_logged(self, name: str, reason: str) -> None:
         if not self._model_warned:
@@ -377,9 +434,11 @@ class RunTracker:
             while self._tags:
                 self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in self._tags[:_MAX_PARAMS]])
                 self._tags = self._tags[_MAX_PARAMS:]
+            self._params = [p for p in self._params if p[0] not in self._held_params]  # sent by a killed process
             while self._params:
                 self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in self._params[:_MAX_PARAMS]])
                 self._params = self._params[_MAX_PARAMS:]
+            self._pending = [m for m in self._pending if m[3] > self._held.get(m[0], -1)]  # sent by a killed process
             while self._pending:
                 chunk = self._pending[:_MAX_BATCH]
                 self.client.log_batch(self.run_id, metrics=[Metric(*m) for m in chunk])
@@ -397,7 +456,7 @@ class RunTracker:
             self._offline(error)
             return False
         if self._adopted is not None:
-            shutil.rmtree(self._adopted, ignore_errors=True)
+            remove_dir(self._adopted)
             self._adopted = None
         return True
 
@@ -434,8 +493,9 @@ class RunTracker:
 
     def adopt(self, folder: str | Path) -> None:
         """Take a `tracking-unsent` folder (saved by an earlier process of this run) into the buffer;
-        the folder is removed once a flush has written it."""
-        folder = Path(folder)
+        the folder is removed once a flush has written it. A copy its writer moved aside and was killed before
+        replacing (`io.recovered_dir`) is taken back."""
+        folder = recovered_dir(folder)
         if not (folder / "run.json").is_file():
             return
         self._params[:0] = [(p["key"], p["value"]) for p in _jsonl(folder / "params.jsonl")]
@@ -446,6 +506,8 @@ class RunTracker:
         self._artifacts[:0] = [("bytes", path.relative_to(saved).as_posix(), path.read_bytes())
                                for path in sorted(saved.rglob("*")) if path.is_file()]
         self._inputs[:0] = _jsonl(folder / "inputs.jsonl")
+        for key, _, _, step in self._pending:
+            self._last[key] = max(self._last.get(key, -1), step)
         self._adopted = folder
 
     def finish(self, status: str = "FINISHED") -> None:

@@ -355,7 +355,9 @@ class Run:
         self._hooks("on_safe_point")
 
     def finish(self) -> Result:
-        """The Result (summary, history, state); calls on_end. Trains to the end first if needed."""
+        """The Result (summary, history, state); calls on_end (after on_start, also for a run resumed from its
+        last checkpoint and killed before its end was recorded). Trains to the end first if needed."""
+        self.start()
         while not self.finished:
             self.advance()
         history = History.from_state(self.state)

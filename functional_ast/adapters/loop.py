@@ -60,7 +60,7 @@ class Choice(NamedTuple):
 class _Step(NamedTuple):
     """A selection on the global batch (every rank's, in rank order), the same on every rank."""
 
-    kind: str  # "all" (a warm-up or cool-down step), "indices" (remembered scores), "scores" (fresh scores)
+    source: str  # what chose: "all" (a warm-up or cool-down step), "indices" (remembered scores), "scores" (fresh)
     selector: Any  # the rule's state after the selection
     index: Tensor  # the global batch's dataset indices
     trained: Tensor  # positions in it, ascending
@@ -151,18 +151,18 @@ class Selector:
         if losses is not None:
             losses = adapter.check_losses(WHO, losses, n)
         statistic = adapter.check_statistic(WHO, statistic, n)
-        kind = "all" if self.all_data else ("indices" if self.strategy.index_only else "scores")
-        if kind == "scores" and losses is None:
+        source = "all" if self.all_data else ("indices" if self.strategy.index_only else "scores")
+        if source == "scores" and losses is None:
             raise ConfigError(f"{WHO}.select: {self.config.strategy} selects on fresh scores: give your forward's "
                               "per-sample losses (score under torch.no_grad() for a compact step)")
         device = self.state.device or index.device
         sizes = adapter.rank_sizes(self.collective, n, device)
         columns = [index.to(device)]
-        if kind == "scores":  # fresh scores travel with the indices: the pool's, as fa.fit's step gathers them
+        if source == "scores":  # fresh scores travel with the indices: the pool's, as fa.fit's step gathers them
             columns += [losses.detach().float().to(device),
                         (statistic if statistic is not None else torch.ones(n)).float().to(device)]
         gathered = adapter.gather_sized(self.collective, columns, sizes)
-        step = self._choose(kind, gathered, device)
+        step = self._choose(source, gathered, device)
         lo = adapter.offsets(sizes)[self.collective.rank]
         mine = (step.trained >= lo) & (step.trained < lo + n)
         local = (step.trained[mine] - lo).to(index.device)
@@ -176,21 +176,21 @@ class Selector:
         loss = self._finish(losses[local], None if statistic is None else statistic[local])
         return Choice(local, weight, loss)
 
-    def _choose(self, kind: str, gathered: list[Tensor], device) -> _Step:
+    def _choose(self, source: str, gathered: list[Tensor], device) -> _Step:
         """The selection on the global batch (the same on every rank), before any loss is observed."""
         every = gathered[0]
         zero = torch.zeros((), dtype=torch.int64, device=device)
-        if kind == "all":
-            return _Step(kind, self.state["selector"], every, torch.arange(every.shape[0], device=device), None, zero)
-        if kind == "indices":
+        if source == "all":
+            return _Step(source, self.state["selector"], every, torch.arange(every.shape[0], device=device), None, zero)
+        if source == "indices":
             drawn = adapter.select_indices(self.strategy, self.state, every, self.config.seed)
             self.state = adapter.replace(self.state, selector=drawn.selector)
-            return _Step(kind, drawn.selector, every, drawn.positions.to(device), drawn.weight, zero)
+            return _Step(source, drawn.selector, every, drawn.positions.to(device), drawn.weight, zero)
         scores, statistic = gathered[1], gathered[2]
         selection = adapter.select_scored(self.strategy, self.state, adapter.rule_batch(every, statistic), scores)
         trained = selection.index if selection.index is not None else selection.mask.nonzero()[:, 0]
         weight = None if selection.weight is None else selection.weight[trained]
-        return _Step(kind, selection.state, every, trained, weight, selection.info["n_scored"], scores, statistic)
+        return _Step(source, selection.state, every, trained, weight, selection.info["n_scored"], scores, statistic)
 
     def observe(self, losses: Tensor, statistic: Tensor | None = None) -> Tensor:
         """Complete the step that `select(index)` began: the trained samples' per-sample losses (in the order of
@@ -210,7 +210,7 @@ class Selector:
         waiting, self._waiting = self._waiting, None
         step = waiting.step
         device = step.index.device
-        if step.kind == "scores":  # every rank has the trained samples' losses already: no collective
+        if step.source == "scores":  # every rank has the trained samples' losses already: no collective
             batch, trained, trained_losses = adapter.rule_batch(step.index, step.statistic), step.trained, \
                 step.scores[step.trained]
         else:
@@ -219,12 +219,12 @@ class Selector:
                 columns.append(statistic.detach().float().to(device))
             gathered = adapter.gather_sized(self.collective, columns, waiting.sizes)
             trained_losses, trained_statistic = gathered[0], (gathered[1] if statistic is not None else None)
-            if step.kind == "all":  # the batch itself is trained
+            if step.source == "all":  # the batch itself is trained
                 batch, trained = adapter.rule_batch(step.index, trained_statistic), step.trained
             else:  # remembered scores: fa.fit's step trains the sub-batch of the selected samples
                 batch = adapter.rule_batch(step.index[step.trained], trained_statistic)
                 trained = torch.arange(step.trained.shape[0], device=device)
-        rule = all_data(self.strategy) if step.kind == "all" else self.strategy
+        rule = all_data(self.strategy) if step.source == "all" else self.strategy
         self.state = adapter.finished(rule, self.state, step.selector, batch, trained, trained_losses,
                                       n_seen=waiting.n_global, n_scored=step.n_scored, costs=self.costs)
         self.state = adapter.replace(self.state, batch=self.state["batch"] + 1)

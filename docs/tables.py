@@ -372,6 +372,16 @@ def torchrl_table() -> str:
     return "\n".join(out)
 
 
+def adapter_rows() -> str:
+    """docs/results.md's rows for the adapters' overhead (adapter-overhead): each adapter against the plain loop."""
+    d = load("adapter-overhead")["variants"]
+    names = {"selector": "`Selector` (your DataLoader, `selector.loss(index, losses)`)",
+             "sampler": "`Sampler` (`DataLoader(batch_sampler=sampler)`, `sampler.loss(index, losses)`)"}
+    return "\n".join(f"| {names[k]} | **{d[k]['throughput_vs_plain']:.3f}×** ({min(d[k]['paired']):.3f} to "
+                     f"{max(d[k]['paired']):.3f}) | {d[k]['adapter_ms_per_step']:+.2f} ms (plain's epoch "
+                     f"{d['plain']['median_s']:.2f} s over {d['plain']['steps']} steps) |" for k in names)
+
+
 def quoted_speeds() -> dict[str, list[str]]:
     """The speed figures README.md and docs/results.md quote, as each quotes them, from the committed JSON."""
     step = load("step-speed-quick")["ratios"]["functional_eager/plain_eager"]
@@ -381,7 +391,7 @@ def quoted_speeds() -> dict[str, list[str]]:
     return {"README.md": [f"(images {step:.3f}, text {text:.3f}", f"bf16-mixed runs at {bf16:.2f}×",
                           f"{draw[1_000_000]['ours_ms']:.0f} ms a step at 1M windows and "
                           f"{draw[10_000_000]['ours_ms']:.0f} ms at 10M"],
-            "docs/results.md": [step_speed_row(), torchrl_table(), f"functional/plain = {text:.3f}"]}
+            "docs/results.md": [step_speed_row(), torchrl_table(), f"functional/plain = {text:.3f}", adapter_rows()]}
 
 
 def readme_block(text: str, start: str = START, end: str = END) -> str:

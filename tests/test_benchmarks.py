@@ -445,8 +445,9 @@ def test_savings_on_text_writes_both_questions_per_budget_lower_bpb_better(tmp_p
         assert again["by_budget"][label]["equal_time"]["rows"] == result["by_budget"][label]["equal_time"]["rows"]
 
 
-def test_adapter_overhead_quick_mode_runs_and_prints_each_variant_against_plain(capsys):
-    """Smoke only: the figures of a --quick run on a shared machine mean nothing, so none is asserted."""
+def test_adapter_overhead_quick_mode_runs_and_prints_each_variant_against_plain(capsys, tmp_path):
+    """Smoke only: the figures of a --quick run on a shared machine mean nothing, so none is asserted; the JSON
+    holds what the table printed."""
     import torch
 
     from benchmarks import adapter_overhead
@@ -454,9 +455,15 @@ def test_adapter_overhead_quick_mode_runs_and_prints_each_variant_against_plain(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a smoke run on a shared machine: no threads waiting for each other
     try:
-        assert adapter_overhead.main(["--quick"]) == 0
+        assert adapter_overhead.main(["--quick", "--json", str(tmp_path / "o.json")]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "--quick: not a measurement" in out and "load average" in out
     assert all(f"| {name} |" in out for name in adapter_overhead.VARIANTS)
+    written = json.loads((tmp_path / "o.json").read_text())
+    assert written["quick"] and set(written["variants"]) == set(adapter_overhead.VARIANTS)
+    for name, row in written["variants"].items():
+        assert f"| {name} | {row['median_s']:.3f} | {row['throughput_vs_plain']:.3f}x (" in out
+        assert min(row["paired"]) <= row["throughput_vs_plain"] <= max(row["paired"])
+        assert len(row["epoch_s"]) == 2

@@ -422,8 +422,9 @@ def summary(trials: list[Trial]) -> dict:
         for a in t.attempts:
             if a.kill is not None:
                 landed.setdefault(KINDS[a.kill.split(":")[0]], Counter())[a.landed] += 1
-    return {"trials": len(trials), "passed": sum(t.passed for t in trials),
-            "kills": sum(a.kill is not None for t in trials for a in t.attempts),
+    attempts = [a for t in trials for a in t.attempts if a.kill is not None]
+    return {"trials": len(trials), "passed": sum(t.passed for t in trials), "kills": len(attempts),
+            "killed_before_the_end": sum(a.landed != "finished before the kill" for a in attempts),
             "landed": {kind: dict(c) for kind, c in landed.items()}}
 
 
@@ -451,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                   + "".join(f"\n    {p}" for p in done.problems[:12]), flush=True)
     out = summary(trials)
     print(f"\n{out['passed']} of {out['trials']} killed runs resumed bit-identical with one complete MLflow run "
-          f"({out['kills']} kills; load average {os.getloadavg()[0]:.1f})")
+          f"({out['kills']} kills, {out['killed_before_the_end']} of them before the run's end; load average "
+          f"{os.getloadavg()[0]:.1f})")
     for kind, counts in out["landed"].items():
         print(f"  {kind:<28} {sum(counts.values()):>3}  " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
     if args.json:

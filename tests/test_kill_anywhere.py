@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from benchmarks import kill_anywhere as ka
 
@@ -47,3 +48,13 @@ def test_the_check_names_every_gap_duplicate_and_other_value_but_wall_clock_ones
     assert ka.store_differences(ref, dict(ref, status="RUNNING", metrics={**ref["metrics"], "loss": [(0, 2.0)]})) \
         == ["store: the run is RUNNING, not FINISHED", "store: loss missing at steps 1-2",
             "store: loss has other values at steps 0"]
+
+
+def test_the_summary_counts_a_kill_that_came_after_the_run_had_finished_apart():
+    done = [ka.Trial(Path("a"), ["random"], [ka.Attempt("random", 0, "finished before the kill")]),
+            ka.Trial(Path("b"), ["checkpoint:2", "random"], [ka.Attempt("checkpoint:2", -9, "mid-checkpoint write"),
+                                                            ka.Attempt("random", -9, "between checkpoints"),
+                                                            ka.Attempt(None, 0, "")], ["differs"])]
+    out = ka.summary(done)
+    assert (out["trials"], out["passed"], out["kills"], out["killed_before_the_end"]) == (2, 1, 3, 2)
+    assert out["landed"][ka.KINDS["random"]] == {"finished before the kill": 1, "between checkpoints": 1}

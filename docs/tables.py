@@ -284,6 +284,10 @@ def map_table() -> str:
             out.append(f"| {REGIMES[regime]} | {map_data(result)} | {entry['budget_epochs']:g} ({label}) | "
                        f"`{best}` − `{baseline}` | {words(d, digits)} {unit} | {to_full(entry, best)} | "
                        f"{verdict(d, higher)} | [map-{regime}](docs/results/map-{regime}/) |")
+    missing = map_missing()
+    if missing:
+        out += ["", f"Not measured yet: {'; '.join(REGIMES[r] for r in missing)} (`python -m benchmarks.regime_map "
+                f"--data PATH --only {','.join(missing)}`, which resumes where a stopped map left off)."]
     return "\n".join(out)
 
 

@@ -5,6 +5,7 @@ phases marked, the rate around its target, and full data's curve beside a select
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from matplotlib.patches import Polygon, Rectangle
@@ -93,6 +94,17 @@ def test_the_description_names_the_phases_and_the_metrics_that_never_moved(runs)
             assert f"`{key}` =" not in text, key
     assert "skipped_nonfinite" in flat and "activation_rate" not in flat
     assert "rises at the warm-up/selective boundary" in text  # why the loss jumps
+
+
+def test_the_description_holds_the_final_results_once_as_a_table_equal_to_the_final_metrics(runs):
+    client, found = runs
+    run = found["gated"]
+    text = run.data.tags[tracking.NOTE_TAG]
+    rows = dict(re.findall(r"^\| ([a-z0-9_]+) \| ([^|]+) \|$", text, re.M))
+    final = {k.removeprefix("final/"): v for k, v in run.data.metrics.items() if k.startswith("final/")}
+    assert set(rows) == set(final) and text.count("| result (`final/*`) | value |") == 1
+    for key, value in final.items():
+        assert float(rows[key]) == pytest.approx(value, rel=1e-5), key
 
 
 def test_the_runs_figures_are_titled_and_mark_the_phases():

@@ -232,7 +232,7 @@ class MLflowTracking(Callback):
                                    **facts), "config.json")
         self.tracker.log_dict(dict(summary.to_dict(), **facts), "summary.json")
         final = final_metrics(summary, budgeted=run.config.budget is not None)
-        self.tracker.set_tags({tracking.NOTE_TAG: run_description(run, summary, self.ranges)})
+        self.tracker.set_tags({tracking.NOTE_TAG: run_description(run, summary, self.ranges, final)})
         self.tracker.flush()
         if self.log_model:
             self._log_model(run, summary, final)
@@ -297,9 +297,11 @@ def test_dataset(dataset: dict, run: Run) -> dict:
                 digest=run.data.test_fingerprint(), num_samples=run.data.describe()["test_samples"])
 
 
-def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, float]]) -> str:
-    """The run's description (MLflow's run page, Description): what it trained, its phases as they ran, the metric
-    axes, and the per-step metrics that never moved in it, with what they count."""
+def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, float]],
+                    final: dict | None = None) -> str:
+    """The run's description (MLflow's run page, Description): what it trained, its phases as they ran, its results
+    as one table (`final`: the `final/*` metrics, which MLflow would otherwise show only as one-point charts), the
+    metric axes, and the per-step metrics that never moved in it, with what they count."""
     plan, value = run.plan, summary.result
     result = f"test {summary.headline.replace('_', ' ')} " + (f"{value:.4f}" if value == value else "not evaluated")
     lines = [f"**{summary.strategy}** on {run.data.about()}: {result}"
@@ -311,9 +313,12 @@ def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, f
                      f"{summary.selective_epochs} epoch(s)"
                      + (f", 2 cool-down on all data for {summary.cooldown_epochs} epoch(s)" if summary.cooldown_epochs
                         else "") + f"{cut}.")
+    if final:
+        lines.append("| result (`final/*`) | value |\n|---|---|\n" + "\n".join(
+            f"| {k.removeprefix('final/')} | {v:.6g} |" for k, v in final.items() if v is not None))
     lines.append("Per-step metrics are at the global step (chart them against the epoch with the `epoch` metric as "
-                 "x-axis); `epoch/*` at the epoch; `final/*` are the results at the last step, also on the logged "
-                 "model's page. FLOPs are in GFLOP (`*_gflop`).")
+                 "x-axis); `epoch/*` at the epoch; `final/*` are the results at the last step (the table above), "
+                 "also on the logged model's page. FLOPs are in GFLOP (`*_gflop`).")
     flat = {k: lo for k, (lo, hi) in sorted(ranges.items()) if lo == hi}
     if flat:
         lines.append("Never moved in this run: " + "; ".join(

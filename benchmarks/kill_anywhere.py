@@ -50,6 +50,8 @@ WALL_CLOCK = ("train_time_s", "eval_time_s", "samples_per_s", "flops_per_s", "gf
 KINDS = {"random": "random instant", "start": "run created, id unrecorded", "checkpoint": "mid-checkpoint write",
          "eval": "mid-evaluation", "flush": "mid-MLflow write", "unsent": "mid-save of unsent tracking",
          "model": "mid-model upload", "end": "run finished, result.json unwritten"}  # kill_points' kinds and random
+OUTLIVED = "finished before the kill"  # a random instant after the run's end: that start was not killed
+RETRIES = 5  # a trial no kill reached (its run outlived every instant drawn) is drawn again, at most this often
 CYCLE = ("random", "checkpoint", "random", "eval", "random", "flush", "random", "unsent", "random", "model", "random",
          "start", "random", "end")
 
@@ -167,7 +169,7 @@ def attempt(setup: Setup, folder: Path, resume: bool, kill: str | None, delay: f
         if kill == "random":
             try:
                 proc.wait(delay)
-                landed = "finished before the kill"
+                landed = OUTLIVED
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -415,6 +417,11 @@ def plan(i: int, ref: Reference, rng: random.Random) -> list[str]:
     return [first, "random"] if i % 4 == 3 else [first]
 
 
+def killed(done: Trial) -> bool:
+    """Whether some kill of the trial came before its run's end."""
+    return any(a.kill is not None and a.landed != OUTLIVED for a in done.attempts)
+
+
 def summary(trials: list[Trial]) -> dict:
     """Passed count and where each kill landed, by kind."""
     landed: dict[str, Counter] = {}
@@ -423,8 +430,9 @@ def summary(trials: list[Trial]) -> dict:
             if a.kill is not None:
                 landed.setdefault(KINDS[a.kill.split(":")[0]], Counter())[a.landed] += 1
     attempts = [a for t in trials for a in t.attempts if a.kill is not None]
-    return {"trials": len(trials), "passed": sum(t.passed for t in trials), "kills": len(attempts),
-            "killed_before_the_end": sum(a.landed != "finished before the kill" for a in attempts),
+    return {"trials": len(trials), "passed": sum(t.passed for t in trials),
+            "killed": sum(killed(t) for t in trials), "kills": len(attempts),
+            "killed_before_the_end": sum(a.landed != OUTLIVED for a in attempts),
             "landed": {kind: dict(c) for kind, c in landed.items()}}
 
 
@@ -443,16 +451,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"uninterrupted: {ref.steps} steps, events {ref.events}, killed between {ref.window[0]:.1f} s and "
               f"{ref.window[1]:.1f} s at random", flush=True)
         trials = []
+        redrawn = 0
         for i in range(args.kills):
             kills = plan(i, ref, rng)
-            done = trial(setup, ref, root / f"trial-{i:03d}", kills, rng)
+            for again in range(RETRIES):
+                done = trial(setup, ref, root / f"trial-{i:03d}-{again}", kills, rng)
+                if killed(done):
+                    break
+                redrawn += 1
+                print(f"trial {i}: the run outlived its random instant, not killed: drawn again", flush=True)
             trials.append(done)
             landed = "; ".join(f"{a.kill}: {a.landed}" for a in done.attempts if a.kill)
             print(f"trial {i}: {'identical' if done.passed else 'DIFFERS'} ({landed}, {len(done.attempts)} starts)"
                   + "".join(f"\n    {p}" for p in done.problems[:12]), flush=True)
-    out = summary(trials)
-    print(f"\n{out['passed']} of {out['trials']} killed runs resumed bit-identical with one complete MLflow run "
-          f"({out['kills']} kills, {out['killed_before_the_end']} of them before the run's end; load average "
+    out = dict(summary(trials), redrawn=redrawn)
+    print(f"\n{out['passed']} of {out['trials']} runs ended bit-identical with one complete MLflow run, "
+          f"{out['killed']} of them killed before their end ({out['kills']} kills, {out['killed_before_the_end']} "
+          f"before a run's end; {redrawn} trials drawn again, their run having outlived the instant; load average "
           f"{os.getloadavg()[0]:.1f})")
     for kind, counts in out["landed"].items():
         print(f"  {kind:<28} {sum(counts.values()):>3}  " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))

@@ -57,4 +57,5 @@ def test_the_summary_counts_a_kill_that_came_after_the_run_had_finished_apart():
                                                             ka.Attempt(None, 0, "")], ["differs"])]
     out = ka.summary(done)
     assert (out["trials"], out["passed"], out["kills"], out["killed_before_the_end"]) == (2, 1, 3, 2)
+    assert out["killed"] == 1 and not ka.killed(done[0]) and ka.killed(done[1])
     assert out["landed"][ka.KINDS["random"]] == {"finished before the kill": 1, "between checkpoints": 1}

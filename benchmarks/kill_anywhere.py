@@ -10,7 +10,9 @@ resumes it with `--resume` until it finishes. A kill lands at a random instant o
 its run folder's record to its exit) or, through `benchmarks.kill_points`, in the middle of a chosen event: the
 run's creation in the store, a checkpoint write, an evaluation, a write of metrics to the store, a save of unsent
 tracking data, the model's upload, the end (the run finished in the store, result.json not yet written).
-Every fourth trial's first resume is killed too, at a random instant.
+Every fourth trial's first resume is killed too, at a random instant. A trial whose run outlived every random
+instant drawn for it (on a loaded machine a run can end sooner than the uninterrupted one did) is drawn again, so
+every trial counted was killed.
 
 A trial passes when its run ends bit-identical to the uninterrupted one (every tensor of the final checkpoint, the
 clock's wall times apart; result.json's numbers but its wall-clock ones) and its store holds one FINISHED run whose

@@ -386,6 +386,22 @@ def adapter_rows() -> str:
                      f"{d['plain']['median_s']:.2f} s over {d['plain']['steps']} steps) |" for k in names)
 
 
+def kill_figure() -> str:
+    """The kill-anywhere benchmark's headline (kill-anywhere), as README.md and docs/results.md quote it."""
+    d = load("kill-anywhere")
+    return (f"{d['passed']} of {d['trials']} runs, {d['killed']} of them killed before their end, finished "
+            f"bit-identical to the uninterrupted run ({d['killed_before_the_end']} SIGKILLs)")
+
+
+def kill_table() -> str:
+    """docs/results.md's table of where the kill-anywhere benchmark's kills landed, by kind."""
+    d = load("kill-anywhere")
+    out = ["| kill aimed at | kills | where they landed |", "|---|---|---|"]
+    out += [f"| {kind} | {sum(c.values())} | " + ", ".join(f"{k} {n}" for k, n in sorted(c.items())) + " |"
+            for kind, c in d["landed"].items()]
+    return "\n".join(out)
+
+
 def quoted_speeds() -> dict[str, list[str]]:
     """The speed figures README.md and docs/results.md quote, as each quotes them, from the committed JSON."""
     step = load("step-speed-quick")["ratios"]["functional_eager/plain_eager"]
@@ -394,8 +410,9 @@ def quoted_speeds() -> dict[str, list[str]]:
     draw = {r["n"]: r for r in load("torchrl-choice")["rows"] if r["job"].startswith("prioritised")}
     return {"README.md": [f"(images {step:.3f}, text {text:.3f}", f"bf16-mixed runs at {bf16:.2f}×",
                           f"{draw[1_000_000]['ours_ms']:.0f} ms a step at 1M windows and "
-                          f"{draw[10_000_000]['ours_ms']:.0f} ms at 10M"],
-            "docs/results.md": [step_speed_row(), torchrl_table(), f"functional/plain = {text:.3f}", adapter_rows()]}
+                          f"{draw[10_000_000]['ours_ms']:.0f} ms at 10M", kill_figure()],
+            "docs/results.md": [step_speed_row(), torchrl_table(), f"functional/plain = {text:.3f}", adapter_rows(),
+                                kill_figure(), kill_table()]}
 
 
 def readme_block(text: str, start: str = START, end: str = END) -> str:

@@ -3,9 +3,13 @@ but what it was asked to write; checks that can refuse run before any data is re
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import sysconfig
 
 import pytest
+from conftest import REPO
 from test_cli import _image_folder
 
 from functional_ast.cli import main as cli
@@ -87,3 +91,17 @@ def test_the_step_speed_benchmark_writes_no_file_unless_asked(empty, capsys, mon
     assert step_speed.main(["--quick", "--device", "cpu", "--samples", "320", "--batch-size", "32", "--repeats", "1",
                             "--steps", "1", "--no-compile"]) in (0, None)
     assert list(work.iterdir()) == []
+
+
+def test_the_console_holds_the_programs_lines_not_mlflows_logs(empty):
+    """A fresh interpreter, as a newcomer starts it: MLflow configures its loggers when first imported, after the
+    program began, and creating a new store logs "Creating initial MLflow database tables..." at INFO."""
+    work, inputs = empty
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "functional_ast", "--data", str(_image_folder(inputs / "images")),
+                           "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--batch-size", "16",
+                           "--no-progress"],
+                          cwd=work, env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = done.stdout + done.stderr
+    assert "summary" in console and "INFO" not in console and "database tables" not in console, console[-2000:]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 import warnings
 
@@ -143,9 +144,15 @@ def _test_rows(summary: Summary) -> list[tuple[str, float]]:
 
 def quiet_libraries() -> None:
     """The program's console holds its own lines: MLflow's and its database migrations' INFO logs are set to
-    warnings only ("Creating initial MLflow database tables...")."""
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings only ("Creating initial MLflow database tables..."). `import mlflow` sets its loggers' level from
+    MLFLOW_LOGGING_LEVEL, so that is set for an import still to come, and the loggers of one already made are set
+    too; a level the user set in MLFLOW_LOGGING_LEVEL is theirs."""
+    if "MLFLOW_LOGGING_LEVEL" in os.environ:
+        return
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    if "mlflow" in sys.modules:
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -171,3 +171,16 @@ def test_a_language_models_comparison_states_bits_per_byte_in_its_own_units():
     shifted = [dict(r, test_accuracy=r["test_accuracy"] + 0.01 * (r["strategy"] == "full")) for r in rows]
     image = tables.paired_against_baselines(shifted, "test_accuracy")
     assert image[0]["words"].startswith("-2.00 pp")
+
+
+def test_compare_bands_keeps_eleven_rules_apart_and_the_legend_off_the_curves():
+    runs = {f"rule{i}": [_seed([1.0, 2.0], [0.1 * i, 0.1 * i + 0.05]), _seed([1.0, 2.0], [0.1 * i, 0.1 * i + 0.07])]
+            for i in range(11)}
+    fig = compare_bands(runs, "flops_spent", "FLOPs")
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    styles = {(ln.get_color(), ln.get_linestyle()) for ln in lines}
+    assert len(lines) == 11 and len(styles) == 11  # no two rules drawn alike
+    fig.canvas.draw()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes.x1  # beside the axes, not over the curves

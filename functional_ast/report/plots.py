@@ -204,15 +204,17 @@ def compare_bands(runs: dict[str, list[list[dict]]], x_key: str, x_label: str, y
     import numpy as np
 
     log_x = x_key == "flops_spent"
-    fig, ax = _subplots(figsize=(7, 4.5))
+    many = len(runs) > 5  # the legend beside the axes, not over the curves
+    fig, ax = _subplots(figsize=(10, 4.5) if many else (7, 4.5))
     any_band = False
     for i, (name, seeds) in enumerate(runs.items()):
-        color = f"C{i % 10}"
+        color = f"C{i % 10}"  # the 11th rule on: the same colours again, dashed
+        style = {"ls": "--"} if i >= 10 else {}
         curves = [c for c in (_seed_curve(s, x_key, y_key) for s in seeds) if len(c[0])]
         if not curves:
             raise ValueError(f"compare_bands: strategy {name!r} has no ({x_key}, {y_key}) points")
         if len(curves) == 1:
-            ax.plot(curves[0][0], curves[0][1], marker="o", ms=3, color=color, label=f"{name} (1 seed)")
+            ax.plot(curves[0][0], curves[0][1], marker="o", ms=3, color=color, label=f"{name} (1 seed)", **style)
             continue
         lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
         if lo > hi:  # no common range to average over: draw each seed as it is
@@ -226,7 +228,7 @@ def compare_bands(runs: dict[str, list[list[dict]]], x_key: str, x_label: str, y
         else:
             grid = np.linspace(lo, hi, 200)
         ys = np.stack([np.interp(grid, x, y) for x, y in curves])
-        ax.plot(grid, ys.mean(axis=0), color=color, label=f"{name} (mean of {len(curves)} seeds)")
+        ax.plot(grid, ys.mean(axis=0), color=color, label=f"{name} (mean of {len(curves)} seeds)", **style)
         ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.2, lw=0)
         any_band = True
     if reference is not None:
@@ -240,6 +242,9 @@ def compare_bands(runs: dict[str, list[list[dict]]], x_key: str, x_label: str, y
     ax.set_ylabel(y_label)
     if any_band:
         ax.set_title("shaded: min to max over seeds", fontsize=9)
-    ax.legend()
+    if many:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig

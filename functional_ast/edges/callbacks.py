@@ -306,6 +306,11 @@ def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, f
     result = f"test {summary.headline.replace('_', ' ')} " + (f"{value:.4f}" if value == value else "not evaluated")
     lines = [f"**{summary.strategy}** on {run.data.about()}: {result}"
              f", {summary.flops_saved_pct:.1f}% of FLOPs saved against full data for the same epochs."]
+    if final:  # first after the headline: what the page shows before "Show more"
+        lines.append("| result (`final/*`) | value |\n|---|---|\n" + "\n".join(
+            f"| {k.removeprefix('final/')} | {v:.6g} |" for k, v in sorted(final.items(), key=lambda kv: not
+                                                                          kv[0].startswith("final/test_"))
+            if v is not None))
     if plan.gated:
         cut = f" ({summary.epochs_cut_short} cut short by the budget)" if summary.epochs_cut_short else ""
         lines.append(f"Phases as they ran (metric `phase`): 0 warm-up on all data for {summary.warmup_epochs} "
@@ -313,11 +318,8 @@ def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, f
                      f"{summary.selective_epochs} epoch(s)"
                      + (f", 2 cool-down on all data for {summary.cooldown_epochs} epoch(s)" if summary.cooldown_epochs
                         else "") + f"{cut}.")
-    if final:
-        lines.append("| result (`final/*`) | value |\n|---|---|\n" + "\n".join(
-            f"| {k.removeprefix('final/')} | {v:.6g} |" for k, v in final.items() if v is not None))
     lines.append("Per-step metrics are at the global step (chart them against the epoch with the `epoch` metric as "
-                 "x-axis); `epoch/*` at the epoch; `final/*` are the results at the last step (the table above), "
+                 "x-axis); `epoch/*` at the epoch; `final/*` are the results at the last step (the table at the top), "
                  "also on the logged model's page. FLOPs are in GFLOP (`*_gflop`).")
     flat = {k: lo for k, (lo, hi) in sorted(ranges.items()) if lo == hi}
     if flat:

@@ -153,12 +153,12 @@ class Sampler(TorchSampler):
     def weight(self, index) -> Tensor:
         """The loss weights of this rank's samples `index` of the oldest batch waiting for its losses (ones where the
         rule gives none): for a loss you reduce yourself; `loss` applies them for you."""
-        drawn = self._oldest(index)
+        drawn, _ = self._oldest(index)
         lo, hi = distributed.shard_bounds(drawn.index.shape[0], self.collective.rank, self.collective.world)
         return torch.ones(hi - lo) if drawn.weight is None else drawn.weight[lo:hi].cpu()
 
-    def _oldest(self, index) -> Drawn:
-        """The oldest drawn batch waiting for its losses, checked against `index` (this rank's share of it)."""
+    def _oldest(self, index) -> tuple[Drawn, Tensor]:
+        """The oldest drawn batch waiting for its losses, and `index` (this rank's share of it) checked against it."""
         if not self._waiting:
             raise ConfigError(f"{WHO}.loss: no drawn batch is waiting for losses; call it once per batch the "
                               "DataLoader gave, after its forward")
@@ -169,14 +169,13 @@ class Sampler(TorchSampler):
             raise ConfigError(f"{WHO}.loss: indices {index.tolist()[:8]}... are not the oldest batch waiting for its "
                               f"losses ({expected.tolist()[:8]}...); call loss once per batch, in the order the "
                               "DataLoader gave them, with that batch's dataset indices")
-        return drawn
+        return drawn, index
 
     def loss(self, index, losses: Tensor, statistic: Tensor | None = None) -> Tensor:
         """The end of the oldest drawn batch's step: `index` (this rank's samples of it, as yielded), your forward's
         per-sample `losses` (reduction="none") and optionally their input statistics (`adapters.state`). The rule
         observes every rank's losses, the work is counted; returns the loss to back-propagate, their weighted mean."""
-        drawn = self._oldest(index)
-        index = adapter.check_indices(WHO, index, self.num_samples)
+        drawn, index = self._oldest(index)
         losses = adapter.check_losses(WHO, losses, index.shape[0])
         statistic = adapter.check_statistic(WHO, statistic, index.shape[0])
         self._waiting.pop(0)

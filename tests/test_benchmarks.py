@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks import savings
 from functional_ast.cli import savings as savings_command
+from functional_ast.edges import provenance
 from functional_ast.pays import questions
 from functional_ast.pays import run as savings_run
 from functional_ast.report import tables as report
@@ -112,6 +113,7 @@ def test_savings_benchmark_writes_both_questions_for_each_budget(tmp_path, monke
     assert all(long_s <= r["train_time_s"] < long_s + 1.0 for r in rows)
     assert all(r["train_time_s"] < long_s + step_clock.tick + 1e-3 for r in rows)  # a step is a tick
     assert (tmp_path / "s-short.png").is_file() and (tmp_path / "s-long.png").is_file()
+    assert result["code"] == provenance.git_state()  # the commit the figures came from, when a checkout
 
 
 def test_a_stopped_savings_benchmark_resumes_with_its_first_budgets_and_finished_runs(tmp_path, monkeypatch, capsys,

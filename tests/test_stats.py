@@ -184,3 +184,18 @@ def test_compare_bands_keeps_eleven_rules_apart_and_the_legend_off_the_curves():
     fig.canvas.draw()
     legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert legend.x0 >= axes.x1  # beside the axes, not over the curves
+
+
+def test_save_png_writes_a_palette_image_the_size_of_the_figure_at_a_fraction_of_the_bytes(tmp_path):
+    from PIL import Image
+
+    from functional_ast.report.plots import save_png
+
+    runs = {f"rule{i}": [_seed([1.0, 2.0, 3.0], [0.1 * i, 0.1 * i + 0.05, 0.1 * i + 0.08])] for i in range(6)}
+    fig = compare_bands(runs, "flops_spent", "FLOPs")
+    fig.savefig(tmp_path / "full.png", dpi=120)
+    save_png(fig, tmp_path / "small.png")
+    with Image.open(tmp_path / "small.png") as small, Image.open(tmp_path / "full.png") as full:
+        assert small.mode == "P" and small.size == full.size
+        assert len(small.getcolors(maxcolors=256)) <= 256
+    assert (tmp_path / "small.png").stat().st_size < 0.6 * (tmp_path / "full.png").stat().st_size

@@ -30,7 +30,7 @@ from functional_ast import io
 from functional_ast.core.checks import ConfigError
 from functional_ast.core.task import Task
 from functional_ast.data.loaders import as_data
-from functional_ast.edges import store, tracking
+from functional_ast.edges import provenance, store, tracking
 from functional_ast.edges.tracked import Tracking, tracked_compare
 from functional_ast.pays import questions, rho1
 from functional_ast.pays.report import Answer, SavingsReport
@@ -145,7 +145,7 @@ def savings(model: Callable[[], nn.Module], train, test=None, *, task: Task | No
                target_rate=template.target_rate, label_noise=template.label_noise, budget_kind=budget_kind,
                warmup_epochs=template.warmup_epochs, cooldown_epochs=template.cooldown_epochs,
                data=dict(data.describe(), about=data.about()), full_epoch_s=epoch_s, full_epoch_flops=epoch_flops,
-               parts=plan["parts"], by_budget={})
+               parts=plan["parts"], code=provenance.git_state(), by_budget={})
     out.update(record or {})
     if resume:
         say(f"resuming the benchmark started {plan['parts'][0]} (part {len(plan['parts'])}); budgets as probed then")
@@ -191,7 +191,7 @@ def savings(model: Callable[[], nn.Module], train, test=None, *, task: Task | No
         if json_path is not None:
             path = Path(json_path).with_name(f"{Path(json_path).stem}-{label}.png")
             path.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(path, dpi=120)
+            plots.save_png(figure, path)
             entry["figure"] = str(path)
         out["by_budget"][label] = entry
         answer = Answer.of(label, entry, equal_key)

@@ -183,12 +183,13 @@ def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_a
     seed 0 is read back as it finished, seed 1 trains to the same budget; dropping a seed is refused."""
     import shutil
 
-    from test_cli import _image_folder
+    from test_cli import CLASSES, _image_folder
 
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
     flags = ["--data", str(data), "--budget-epochs", "1", "--strategies", "full,stale", "--target-rate", "0.25",
-             "--batch-size", "16", "--eval-points", "2", "--json", str(tmp_path / "s.json")]
+             "--batch-size", "16", "--eval-points", "2", "--json", str(tmp_path / "s.json"),
+             "--classes", ",".join(CLASSES)]  # a flag parsed to a tuple, read back from JSON as a list: the same
     first = tmp_path / "first"
     assert savings.main(flags + ["--seeds", "0", "--checkpoint-dir", str(first),
                                  "--tracking-uri", f"sqlite:///{tmp_path}/one.db"]) == 0

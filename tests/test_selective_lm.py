@@ -53,6 +53,20 @@ def test_a_selective_run_trains_and_pays_for_its_reference(corpus):  # noqa: F81
     assert summary["train_time_s"] > 0
 
 
+def test_a_reference_slice_smaller_than_a_batch_trains_in_batches_of_its_size(corpus):  # noqa: F811
+    """Rho-1's curated slice of a small corpus can hold fewer windows than a batch (the map's text-with-junk cell:
+    17 windows against batches of 32): the reference trains on it whole, the run goes on."""
+    from functional_ast.data.loaders import as_data
+    from functional_ast.pays import rho1
+
+    train, test = corpus
+    small = rho1.reference_data(as_data(train, test), 0.1, seed=0)
+    config = fa.TrainConfig(strategy="full", epochs=1, batch_size=small.num_samples + 2, optimizer="adam", lr=3e-3)
+    assert 0 < small.num_samples < config.batch_size <= len(train)
+    result = fit_selective(lambda: _gpt(), train, test, config, keep=0.5, reference_epochs=2, reference_data=small)
+    assert math.isfinite(result.summary["test_bits_per_byte"])
+
+
 def test_a_selective_run_resumed_from_a_safe_point_ends_as_the_uninterrupted_one(corpus, tmp_path):  # noqa: F811
     """Resumed from a checkpoint, a selective run retrains the same reference without charging it again and
     ends bit-identical to the uninterrupted run, its FLOPs (the reference's included once) equal."""

@@ -42,7 +42,9 @@ def fit_selective(model, train, test, config: TrainConfig, *, keep: float = 0.6,
         if refusal is not None:
             raise ConfigError(refusal)
     start = time.perf_counter()
-    ref_config = TrainConfig(strategy="full", epochs=reference_epochs, batch_size=config.batch_size,
+    # a curated slice smaller than a batch (10% of a small corpus's clean files) trains in batches of its size
+    ref_config = TrainConfig(strategy="full", epochs=reference_epochs,
+                             batch_size=min(config.batch_size, reference_data.num_samples),
                              optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
                              seed=config.seed, compile=config.compile)
     reference = copy.deepcopy(model) if isinstance(model, nn.Module) else model  # a function builds its own

@@ -1,5 +1,5 @@
-"""The default job: the measured form of the Sundew mechanism (remembered scores, 30% target, 1 warm-up and 1
-cool-down epoch) for the FLOPs of 6 full-data epochs: the same steps on a loaded machine as on a quiet one, its
+"""The default job: the regime map's default rule (`infobatch`, 1 warm-up and 1 cool-down epoch on all data) for
+the FLOPs of 6 full-data epochs: the same steps on a loaded machine as on a quiet one, its
 budget kept for a resume, and a summary that says what ran."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_the_default_job_runs_the_measured_configuration_for_six_epochs_of_flops
         "default for this data)" in out  # said at the start, as the task's default
     params = run.data.params
     assert (params["strategy"], params["target_rate"], params["warmup_epochs"], params["cooldown_epochs"]) == (
-        "sundew_remembered", "0.3", "1", "1")
+        "infobatch", "0.3", "1", "1")
     assert params["budget_epochs"] == "6.0" and params["budget_kind"] == "flops" and float(params["flop_budget"]) > 0
     assert info["budget_flops"] == float(params["flop_budget"])  # what a --resume trains to
     assert info["config"]["flop_budget"] is None and info["config"]["time_budget"] is None  # flags, not the probe

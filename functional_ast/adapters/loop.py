@@ -39,7 +39,7 @@ from functional_ast.core import distributed
 from functional_ast.core.checks import ConfigError
 from functional_ast.core.selection import all_data
 from functional_ast.core.work import WorkCosts
-from functional_ast.train.config import TrainConfig
+from functional_ast.train.config import DEFAULT_RULE, TrainConfig
 
 WHO = "Selector"
 
@@ -84,7 +84,7 @@ class Selector:
     """A rule's state for a loop of your own: `select`/`loss` per batch, `observe` after a compact forward,
     `set_epoch` at each epoch's start, `state_dict`/`load_state_dict` to resume."""
 
-    def __init__(self, rule: str = "sundew_remembered", num_samples: int = 0, target_rate: float = 0.3, *,
+    def __init__(self, rule: str = DEFAULT_RULE, num_samples: int = 0, target_rate: float = 0.3, *,
                  seed: int = 0, warmup_epochs: int = 0, cooldown_epochs: int = 0, epochs: int | None = None,
                  options: Mapping[str, Any] | None = None, costs: WorkCosts | None = None,
                  collective: distributed.Collective | None = None, device=None):

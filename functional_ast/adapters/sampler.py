@@ -40,7 +40,7 @@ from functional_ast.core import distributed, sampling
 from functional_ast.core.checks import ConfigError
 from functional_ast.core.selection import all_data
 from functional_ast.core.work import WorkCosts
-from functional_ast.train.config import TrainConfig
+from functional_ast.train.config import DEFAULT_RULE, TrainConfig
 
 WHO = "Sampler"
 
@@ -58,7 +58,7 @@ class Drawn(NamedTuple):
 class Sampler(TorchSampler):
     """Batches of dataset indices selected by a rule on remembered scores; `loss` after each batch's forward."""
 
-    def __init__(self, rule: str = "sundew_remembered", num_samples: int = 0, batch_size: int = 128,
+    def __init__(self, rule: str = DEFAULT_RULE, num_samples: int = 0, batch_size: int = 128,
                  target_rate: float = 0.3, *, seed: int = 0, pool_size: int | None = None, warmup_epochs: int = 0,
                  cooldown_epochs: int = 0, epochs: int | None = None, options: Mapping[str, Any] | None = None,
                  costs: WorkCosts | None = None, collective: distributed.Collective | None = None, device=None):

@@ -79,7 +79,7 @@ def parser(prog: str = "python -m functional_ast savings") -> argparse.ArgumentP
                    help="match wall-clock (default) or FLOPs executed (the same on any machine, load or not)")
     p.add_argument("--strategies", type=strategy_list, default=None,
                    help="comma-separated rules, a baseline (full, random) among them; NAME:cooldown=N gives one its "
-                        "own cool-down; default full,random,stale,sundew_remembered (lm: small_loss for stale)")
+                        "own cool-down; default full,random,stale,infobatch (lm: small_loss for stale)")
     p.add_argument("--warmup-epochs", type=int, default=None, help="all-data epochs at the start (default 1; lm 0)")
     p.add_argument("--cooldown-epochs", type=int, default=None, help="all-data epochs at the end (default 1; lm 0)")
     p.add_argument("--model", default=None, help="a built-in of the task (images: cnn; lm: gpt) or "
@@ -144,7 +144,7 @@ def defaults(args: argparse.Namespace, p: argparse.ArgumentParser):
         if getattr(args, key, None) is None:
             setattr(args, key, list(value) if isinstance(value, list) else value)
     args.seeds = args.seeds or [0, 1, 2]
-    args.strategies = args.strategies or strategy_list("full,random,stale,sundew_remembered")
+    args.strategies = args.strategies or strategy_list("full,random,stale,infobatch")
     if isinstance(args.strategies, str):
         args.strategies = strategy_list(args.strategies)
     args.budget_epochs = args.budget_epochs or "6,16"

@@ -41,7 +41,7 @@ from functional_ast.train.budget import smallest_budget_epochs
 from functional_ast.train.config import TrainConfig, parse_variant
 from functional_ast.train.trainer import full_epoch_cost
 
-RULES = ("full", "random", "stale", "sundew_remembered")  # the default comparison: both baselines, two rules
+RULES = ("full", "random", "stale", "infobatch")  # the default comparison: both baselines, the default rule, stale
 BUDGETS = (6.0, 16.0)  # full-data epochs: a short and a long budget
 TARGET_RATE = 0.3  # at 10% a random subset is 14 points below full on CIFAR-10 (README); 30% leaves selection room
 

@@ -38,7 +38,7 @@ AUGMENTATION = "random crop (4 px of zero padding) and horizontal flip"
 DATA_HELP = "an ImageFolder tree (train/<class>/*, test/<class>/*), a CIFAR-10 directory or a .tar.gz of one"
 # The savings command's defaults (the benchmark the README's tables come from): SGD at batch 128, one all-data epoch
 # at each end, budgets of 6 and 16 full-data epochs; --quick is a class-balanced 6,000 / 2,000 subset and 2 seeds.
-RECIPE = {"savings": dict(strategies="full,random,stale,sundew_remembered", budget_epochs="6,16", eval_points=12,
+RECIPE = {"savings": dict(strategies="full,random,stale,infobatch", budget_epochs="6,16", eval_points=12,
                           batch_size=128, warmup_epochs=1, cooldown_epochs=1, seeds=[0, 1, 2]),
           "quick": dict(limit_train=6000, limit_test=2000, seeds=[0, 1]), "full": {}}
 WHITENING_SAMPLES = 5000  # the training images airbench94's whitening is computed from (airbench's number)

@@ -79,7 +79,7 @@ def language_modelling(name: str = "language modelling") -> Task:
 # at most 0.5 MB of whole files (some 12 s an epoch on the project's 2-core CPU, quiet), the full mode a 4-block one
 # on 1 MB (about 45 s).
 RECIPE = {"train": dict(optimizer="adam", weight_decay=0.0),
-          "savings": dict(strategies="full,random,small_loss,sundew_remembered", budget_epochs="2,4", eval_points=8,
+          "savings": dict(strategies="full,random,small_loss,infobatch", budget_epochs="2,4", eval_points=8,
                           batch_size=32, warmup_epochs=0, cooldown_epochs=0, rho1_keep=0.6, rho1_reference=0.1,
                           stdlib=True, seeds=[0, 1, 2]),
           "quick": dict(context=128, depth=2, width=128, heads=4, train_bytes=500_000, test_bytes=50_000),

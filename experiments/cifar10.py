@@ -1,12 +1,12 @@
 """CIFAR-10 with Adaptive Sparse Training: the library's command with CIFAR-10's defaults.
 
     python -m experiments.cifar10 [--data PATH]
-    python -m experiments.cifar10 --data PATH --compare full,random,sundew_remembered --seeds 0,1,2
+    python -m experiments.cifar10 --data PATH --compare full,random,infobatch --seeds 0,1,2
 
-The default job is the library's default rule (`TrainConfig()`: the Sundew gate and PI controller on remembered
-scores, `sundew_remembered`, at a 30% target, 1 warm-up and 1 cool-down epoch on all data) for the FLOPs of 6
-full-data epochs: the same steps on every machine, loaded or not, and the form, rate and length at which the
-savings benchmark measured it not to lose to budget-matched full data (3 seeds, README). `--epochs`,
+The default job is the library's default rule (`TrainConfig()`: `infobatch`, the regime map's safest rule, between
+1 warm-up and 1 cool-down epoch on all data; docs/results.md, "The default rule follows the map") for the FLOPs of 6
+full-data epochs: the same steps on every machine, loaded or not. `--strategy sundew_remembered` runs the Sundew
+gate and PI controller on remembered scores at a 30% target, the default before the map. `--epochs`,
 `--time-budget`, `--flop-budget` or `--budget-epochs N [--budget-kind time]` replace the 6-epoch budget. Without
 --data it downloads CIFAR-10 into --data-root (torchvision); offline, point --data at torchvision's
 `cifar-10-batches-py`, an ImageFolder tree or a .tar.gz of either. Every flag of `python -m functional_ast` works
@@ -19,8 +19,8 @@ import sys
 
 from functional_ast.cli import main as cli
 
-# The measured default job's length (docs/results.md, "Does selection pay at equal time?"); its rule is the
-# library's default (TrainConfig), as every flag's is.
+# The default job's length (docs/results.md, "Does selection pay at equal time?"); its rule is the library's
+# default (TrainConfig), as every flag's is.
 DEFAULTS = dict(experiment="cifar10", download=True, budget_epochs=6.0, budget_kind="flops")
 
 

@@ -39,6 +39,9 @@ def test_the_default_job_runs_the_measured_configuration_for_six_epochs_of_flops
     assert run.data.metrics["final/flops_spent_gflop"] * 1e9 >= info["budget_flops"]  # it trained for its budget
     summary = out.split("summary")[1]
     assert "epochs begun" in summary and "1 warm-up" in summary and "1 cool-down" in summary
+    # infobatch picks its own share of each batch: no target is claimed for it, in the summary, the name or the notes
+    assert "(the rule's own rate)" in summary and "(target " not in summary
+    assert run.info.run_name == "infobatch-cnn" and "the rule's own rate" in run.data.tags["mlflow.note.content"]
 
 
 def test_the_default_job_trains_the_same_steps_on_a_slow_machine(tmp_path, monkeypatch, step_clock):

@@ -64,8 +64,9 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
     _explicit_budget(args)
     config = train_config(args)
     keep = getattr(args, "selective_lm", None)
-    name = args.run_name or f"{config.strategy}-{model_label(args.model)}" + (
-        f"-{config.target_rate:g}" if config.gated else "") + (f"-rho1-{keep:g}" if keep is not None else "")
+    rate = "" if config.rate_target is None else f"-{config.rate_target:g}"
+    name = args.run_name or f"{config.strategy}-{model_label(args.model)}{rate}" + (
+        f"-rho1-{keep:g}" if keep is not None else "")
     where = tracking_of(args)
     if collective.is_main:
         runs.check_can_start(where.checkpoint_root, name, args.resume)  # before any data is read
@@ -80,7 +81,7 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
                       **selective)
     if out.already_finished or not collective.is_main:
         return out.result.summary
-    print_summary(out.result.summary)
+    print_summary(out.result.summary, own_rate=config.gated and config.rule.own_rate)
     print(f"Browse the run: {store.ui_command(args.tracking_uri, out.experiment_id)}")
     return out.result.summary
 
@@ -108,9 +109,9 @@ def compare_strategies(args: argparse.Namespace,
     return out.results
 
 
-def print_summary(summary: Summary) -> None:
+def print_summary(summary: Summary, own_rate: bool = False) -> None:
     """The run's summary as aligned lines: what ran (its phases as they ran), what it reached, what it cost; savings
-    are stated against what they are measured against."""
+    are stated against what they are measured against (`own_rate`: the rule picks its own rate, no target)."""
     gated = summary.warmup_epochs + summary.selective_epochs + summary.cooldown_epochs > 0  # phases: a gated rule
     phases = (f"{summary.epochs}: {summary.warmup_epochs} warm-up, {summary.selective_epochs} selective, "
               f"{summary.cooldown_epochs} cool-down" if gated else f"{summary.epochs}, all on all data")
@@ -122,7 +123,7 @@ def print_summary(summary: Summary) -> None:
             ("train wall-clock", f"{summary.train_time_s:.1f} s (eval {summary.eval_time_s:.1f} s apart)"),
             ("throughput", f"{summary.samples_per_s:.0f} samples/s trained, {summary.flops_per_s:.3g} FLOP/s"),
             ("activation rate after warm-up", f"{summary.mean_activation_rate_after_warmup:.3f}"
-             + (f" (target {summary.target_rate:g})" if gated else "")),
+             + (" (the rule's own rate)" if own_rate else f" (target {summary.target_rate:g})" if gated else "")),
             ("FLOPs spent", f"{summary.flops_spent:.3e}"),
             ("FLOPs saved vs full data for the same epochs", f"{summary.flops_saved_pct:.1f}%"),
             ("samples scored / trained", f"{summary.samples_scored} / {summary.samples_trained}"),

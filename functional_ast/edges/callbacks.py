@@ -314,7 +314,8 @@ def run_description(run: Run, summary: Summary, ranges: dict[str, tuple[float, f
     if plan.gated:
         cut = f" ({summary.epochs_cut_short} cut short by the budget)" if summary.epochs_cut_short else ""
         lines.append(f"Phases as they ran (metric `phase`): 0 warm-up on all data for {summary.warmup_epochs} "
-                     f"epoch(s), 1 selection at target rate {run.config.target_rate:g} for "
+                     f"epoch(s), 1 selection at " + (f"target rate {run.config.rate_target:g}" if
+                     run.config.rate_target is not None else "the rule's own rate") + " for "
                      f"{summary.selective_epochs} epoch(s)"
                      + (f", 2 cool-down on all data for {summary.cooldown_epochs} epoch(s)" if summary.cooldown_epochs
                         else "") + f"{cut}.")

@@ -138,6 +138,12 @@ class TrainConfig:
         """Whether the strategy selects (every rule but `full`)."""
         return self.rule.gated
 
+    @property
+    def rate_target(self) -> float | None:
+        """The share of samples the rule is held to (`target_rate`); None for `full` and for a rule that picks its
+        own share of each batch (`Rule.own_rate`: `infobatch`)."""
+        return self.target_rate if self.gated and not self.rule.own_rate else None
+
     def channels_last(self, device: torch.device | str) -> bool:
         """Whether image batches are to be laid out NHWC on `device` (`memory_format` with "auto" resolved for the
         device; the trainer also keeps NCHW for a model that cannot run on NHWC)."""

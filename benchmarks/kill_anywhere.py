@@ -74,7 +74,8 @@ class Setup:
     def flags(self, folder: Path) -> list[str]:
         """The command's flags for a run in `folder` (its store and checkpoints there)."""
         return ["--data", str(self.root / "images"), "--data-root", str(self.root / "cache"),
-                "--model", "benchmarks.kill_anywhere:tiny_net", "--epochs", "6", "--warmup-epochs", "1",
+                "--model", "benchmarks.kill_anywhere:tiny_net", "--strategy", "sundew_remembered",  # gate + controller
+                "--epochs", "6", "--warmup-epochs", "1",
                 "--cooldown-epochs", "0", "--batch-size", "16", "--pool-size", "32", "--target-rate", "0.25",
                 "--checkpoint-every", "5", "--log-every", "3", "--no-progress",
                 "--tracking-uri", f"sqlite:///{folder / 'store' / 'mlflow.db'}", "--experiment", EXPERIMENT,

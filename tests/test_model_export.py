@@ -129,8 +129,9 @@ def cli_run(tmp_path_factory):
     here = os.getcwd()
     os.chdir(tmp)
     try:
-        assert cli.main(["--data", str(data), "--epochs", "4", "--warmup-epochs", "1", "--batch-size", "16",
-                         "--target-rate", "0.5", "--tracking-uri", uri, "--experiment", "t", "--no-progress",
+        assert cli.main(["--data", str(data), "--strategy", "sundew_remembered", "--epochs", "4",
+                         "--warmup-epochs", "1", "--batch-size", "16", "--target-rate", "0.5",
+                         "--tracking-uri", uri, "--experiment", "t", "--no-progress",
                          "--log-every", "2"]) == 0
     finally:
         os.chdir(here)

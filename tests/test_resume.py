@@ -201,7 +201,8 @@ def test_compare_killed_in_its_second_strategy_resumes_to_the_uninterrupted_tabl
 
 def _small(data, uri):
     # 12 steps (a warm-up epoch of 6, two of 3); checkpoints at steps 5, 6, 9, 10 and 12, the newest 2 kept
-    return ["--data", str(data), "--model", "benchmarks.kill_anywhere:tiny_net", "--epochs", "3", "--warmup-epochs",
+    return ["--data", str(data), "--model", "benchmarks.kill_anywhere:tiny_net", "--strategy", "sundew_remembered",
+            "--epochs", "3", "--warmup-epochs",
             "1", "--cooldown-epochs", "0", "--batch-size", "16", "--pool-size", "32", "--target-rate", "0.25",
             "--checkpoint-every", "5", "--keep-checkpoints", "2", "--no-progress", "--no-log-model",
             "--tracking-uri", uri, "--experiment", "disk", "--run-name", "d"]

@@ -272,11 +272,7 @@ def map_table() -> str:
     out = ["| regime | data | budget, full-data epochs of FLOPs | best rule | minus the better baseline (95% CI) "
            "| FLOPs to full's final metric | verdict | result |",
            "|---|---|---|---|---|---|---|---|"]
-    for regime in MAP:
-        result = map_result(regime)
-        if result is None:
-            continue
-        key, scale, higher, unit, digits = metric_of(result)
+    for regime, result, (key, scale, higher, unit, digits) in measured():
         for label, entry in result["by_budget"].items():
             t = entry["equal_time"]  # the best rule and the better baseline by their means, as the benchmark chose
             best, baseline, rows = t["best"], t["baseline"], t["rows"]
@@ -289,6 +285,14 @@ def map_table() -> str:
         out += ["", f"Not measured yet: {'; '.join(REGIMES[r] for r in missing)} (`python -m benchmarks.regime_map "
                 f"--data PATH --only {','.join(missing)}`, which resumes where a stopped map left off)."]
     return "\n".join(out)
+
+
+def measured():
+    """(regime, its result, `metric_of` it) for every committed cell, in the map's order."""
+    for regime in MAP:
+        result = map_result(regime)
+        if result is not None:
+            yield regime, result, metric_of(result)
 
 
 def map_missing() -> list[str]:
@@ -310,11 +314,7 @@ def map_detail() -> str:
     (95% intervals over 3 seeds), Rho-1's runs (its reference paid, and given free), the entries a budget refused,
     and the best rule's interval at a family-wise 95% over all the regime's rules (Bonferroni)."""
     out = []
-    for regime in MAP:
-        result = map_result(regime)
-        if result is None:
-            continue
-        key, scale, higher, unit, digits = metric_of(result)
+    for regime, result, (key, scale, higher, unit, digits) in measured():
         labels = list(result["by_budget"])
         out += [f"#### {REGIMES[regime]} ({map_data(result)}; {unit}, {'higher' if higher else 'lower'} is better)",
                 "", f"`{map_command(regime, result)}`", "",
@@ -357,11 +357,7 @@ def map_cells() -> list[tuple[str, str, dict, bool, str, int]]:
     """Every measured cell of the map: (regime, budget label, {rule: its paired difference from full data}, higher is
     better, unit, digits)."""
     cells = []
-    for regime in MAP:
-        result = map_result(regime)
-        if result is None:
-            continue
-        key, scale, higher, unit, digits = metric_of(result)
+    for regime, result, (key, scale, higher, unit, digits) in measured():
         for label, entry in result["by_budget"].items():
             rows = entry["equal_time"]["rows"]
             rules = [n for n in by_strategy(rows) if not is_baseline(n)]

@@ -81,7 +81,7 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
                       **selective)
     if out.already_finished or not collective.is_main:
         return out.result.summary
-    print_summary(out.result.summary, own_rate=config.gated and config.rule.own_rate)
+    print_summary(out.result.summary, own_rate=config.gated and config.rate_target is None)
     print(f"Browse the run: {store.ui_command(args.tracking_uri, out.experiment_id)}")
     return out.result.summary
 

@@ -60,7 +60,7 @@ def _typed(field: dataclasses.Field, text: str, spec: str):
         raise ConfigError(f"{spec}: {field.name} must be a {kind.__name__}, got {text!r}") from None
 
 
-DEFAULT_RULE = "infobatch"  # the library's default rule (TrainConfig, the adapters): the regime map's
+DEFAULT_RULE = "infobatch"  # TrainConfig's and the adapters' rule: the top of the regime map's ranking (a test)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TrainConfig:
     """
 
     # The default rule is the regime map's (docs/results.md, "Where does selection pay?"): `infobatch` never lost to
-    # budget-matched full data in a measured regime, where `sundew_remembered` lost 8 points under label noise. One
+    # budget-matched full data in a measured cell, where `sundew_remembered` lost 8 points under label noise. One
     # all-data epoch at each end (infobatch's annealing is the cool-down); target_rate is for the rules that take one.
     strategy: str = DEFAULT_RULE  # a registered rule's name, or "package.module:attribute"
     target_rate: float = 0.3

@@ -46,9 +46,10 @@ def test_a_run_from_before_a_flag_existed_resumes_with_the_flag_it_ran_as(tmp_pa
     (tmp_path / "run.json").write_text(json.dumps(old))
     now = dict(lr=0.05, label_smoothing=0.0, precision="32", memory_format="contiguous")
     assert runs.read_run_info(tmp_path, dict(configs={"stale": now})) == old
-    with pytest.raises(ConfigError, match="configs"):
+    with pytest.raises(ConfigError, match=r"\(configs.stale.label_smoothing: 0.0 then, 0.2 now\)") as refused:
         runs.read_run_info(tmp_path, dict(configs={"stale": dict(now, label_smoothing=0.2)}))
-    with pytest.raises(ConfigError, match="configs"):  # an old run ran NCHW: "auto" would be another run
+    assert "configs.stale.lr" not in str(refused.value) and "{" not in str(refused.value)  # only what changed
+    with pytest.raises(ConfigError, match="configs.stale.memory_format: 'contiguous' then.*--memory-format contiguous"):
         runs.read_run_info(tmp_path, dict(configs={"stale": dict(now, memory_format="auto")}))
 
 

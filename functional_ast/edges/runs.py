@@ -127,6 +127,15 @@ def _as_then(saved: dict, now: dict) -> dict:
     return then
 
 
+def _changes(then, now, path: str) -> list[tuple[str, object, object]]:
+    """Where two settings differ, leaf by leaf: (dotted path, then, now); dicts are compared key by key, so a
+    comparison's configs name the one field that changed, not the whole of every config."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        return [change for k in sorted(set(then) | set(now), key=str)
+                for change in _changes(then.get(k), now.get(k), f"{path}.{k}")]
+    return [] if then == now else [(path, then, now)]
+
+
 def read_run_info(folder: Path, config: dict) -> dict | None:
     """run.json of a folder being resumed (None if absent); refuses a different result-deciding `config`. A
     comparison may add seeds (its finished runs keep theirs): seeds "0" resumes as "0,1,2"."""
@@ -138,9 +147,11 @@ def read_run_info(folder: Path, config: dict) -> dict | None:
     differ = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)
               and not (k == "seeds" and _adds_seeds(old.get(k), config.get(k)))]
     if differ:
-        diffs = "; ".join(f"{k}: {old.get(k)!r} then, {config.get(k)!r} now" for k in differ)
-        flags = " ".join(f"--{k.replace('_', '-')} {old[k]}" for k in differ
-                         if isinstance(old.get(k), str) and k in BEFORE_THEY_EXISTED)
+        changes = [change for k in differ for change in _changes(old.get(k), config.get(k), k)]
+        diffs = "; ".join(f"{path}: {then!r} then, {now!r} now" for path, then, now in changes)
+        flags = " ".join(dict.fromkeys(f"--{leaf.replace('_', '-')} {then}" for leaf, then in (
+            (path.rsplit(".", 1)[-1], then) for path, then, _ in changes)
+            if isinstance(then, str) and leaf in BEFORE_THEY_EXISTED))
         seeds = "; --seeds may add seeds, not drop them" if "seeds" in differ else ""
         raise ConfigError(f"--resume: the run in {folder} was started with other settings ({diffs}); "
                           f"resume with the original flags{f' ({flags})' if flags else ''}{seeds}, or drop "

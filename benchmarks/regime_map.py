@@ -4,6 +4,7 @@ against budget-matched full data and a random subset, 3 seeds, each cell's JSON 
     python -m benchmarks.regime_map --data PATH                  # every regime, one after another
     python -m benchmarks.regime_map --data PATH --only clean,lt10 --threads 1   # a lane (run two on 2 cores)
     python -m benchmarks.regime_map --data PATH --list           # the commands, not run
+    python -m benchmarks.regime_map --redraw --only text-junk30 --store STORE   # finished cells' figures, again
 
 A stopped map continues with the same command: a cell whose JSON exists is skipped, a started one resumes
 (`--resume`), the others start. Fine-tuning first pretrains the network on the 6 animal classes of the whole
@@ -20,8 +21,9 @@ from pathlib import Path
 import torch
 
 from functional_ast.cli import main as cli
-from functional_ast.cli import savings
+from functional_ast.cli import objects, savings
 from functional_ast.pays import regimes
+from functional_ast.pays import run as savings_run
 
 PRETRAIN_EPOCHS = 15
 
@@ -53,6 +55,19 @@ def pretrain(data: str, store: str, folder: Path) -> Path:
     return folder
 
 
+def redraw(chosen: list[str], out: Path, store_dir: Path) -> int:
+    """Each finished cell of `chosen` drawn again from its runs under `store_dir` (`pays.run.redraw`)."""
+    for regime in chosen:
+        json_path = out / f"map-{regime}" / f"map-{regime}.json"
+        if not json_path.is_file():
+            print(f"{regime}: not finished ({json_path} is absent); nothing to redraw", flush=True)
+            continue
+        task = objects.BUILT_IN_TASKS[regimes.REGIMES[regime]["task"]]()
+        figures = savings_run.redraw(json_path, store_dir / "checkpoints" / savings.EXPERIMENT / json_path.stem, task)
+        print(f"{regime}: drew {', '.join(map(str, figures))}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.regime_map", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="CIFAR-10 (a directory or the .tar.gz of its JPEGs)")
@@ -62,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default="sqlite:///mlruns/regime-map/mlflow.db", help="the lane's MLflow store")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 per lane when two lanes share 2 cores)")
     p.add_argument("--list", action="store_true", help="print the cells' commands and stop")
+    p.add_argument("--redraw", action="store_true", help="draw the finished cells' figures again from their runs in "
+                   "the lane's --store (no training), then stop")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in chosen if r not in regimes.REGIMES]
     if unknown:
         p.error(f"unknown regime {', '.join(unknown)}; choose from {', '.join(regimes.names())}")
+    if args.redraw:
+        return redraw(chosen, Path(args.out), Path(args.store.removeprefix("sqlite:///")).parent)
     if args.data is None and any(regimes.REGIMES[r]["task"] == "images" for r in chosen):
         p.error("--data is required for the image regimes (CIFAR-10)")
     out = Path(args.out)

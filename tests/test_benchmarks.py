@@ -183,7 +183,10 @@ def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_a
     seed 0 is read back as it finished, seed 1 trains to the same budget; dropping a seed is refused."""
     import shutil
 
+    from PIL import Image
     from test_cli import CLASSES, _image_folder
+
+    from functional_ast import ConfigError
 
     monkeypatch.chdir(tmp_path)
     data = _image_folder(tmp_path / "images")
@@ -198,6 +201,13 @@ def test_a_savings_benchmark_adds_seeds_on_another_machine_from_its_json_files_a
     for path in first.rglob("*.json"):  # what a part needs to continue elsewhere: no checkpoints
         (moved / path.relative_to(first)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, moved / path.relative_to(first))
+    # the figures drawn again from the runs' JSON files alone, no training
+    (tmp_path / "s-1-epochs.png").unlink()
+    assert savings_run.redraw(tmp_path / "s.json", moved) == [tmp_path / "s-1-epochs.png"]
+    with Image.open(tmp_path / "s-1-epochs.png") as figure:
+        assert figure.mode == "P" and figure.size[0] > 500
+    with pytest.raises(ConfigError, match="no finished run savings-1-epochs/.*/full-seed0"):
+        savings_run.redraw(tmp_path / "s.json", tmp_path / "elsewhere")
     elsewhere = flags + ["--checkpoint-dir", str(moved), "--tracking-uri", f"sqlite:///{tmp_path}/two.db", "--resume"]
     capsys.readouterr()
     assert savings.main(elsewhere + ["--seeds", "0,1"]) == 0

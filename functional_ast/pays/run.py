@@ -30,13 +30,14 @@ from functional_ast import io
 from functional_ast.core.checks import ConfigError
 from functional_ast.core.task import Task
 from functional_ast.data.loaders import as_data
-from functional_ast.edges import provenance, store, tracking
-from functional_ast.edges.tracked import Tracking, tracked_compare
+from functional_ast.edges import provenance, runs, store, tracking
+from functional_ast.edges.tracked import Tracking, tracked_compare, variant_label
 from functional_ast.pays import questions, rho1
 from functional_ast.pays.report import Answer, SavingsReport
 from functional_ast.report import plots
 from functional_ast.report import tables as report
 from functional_ast.tasks import image_classification
+from functional_ast.train.base import Result
 from functional_ast.train.budget import smallest_budget_epochs
 from functional_ast.train.config import TrainConfig, parse_variant
 from functional_ast.train.trainer import full_epoch_cost
@@ -244,6 +245,38 @@ def budget_figure(results, names, metric, budget_kind: str):
                       else ("flops_spent", "training FLOPs executed"))
     return plots.compare_bands(questions.curves(results, names, metric), x_key, x_label, y_key=metric.key,
                                y_label=f"test {metric.headline.replace('_', ' ')}")
+
+
+def redraw(json_path: str | Path, folder: str | Path, task: Task | None = None, name: str = "savings") -> list[Path]:
+    """Draw a finished question's figures again (one per budget, beside `json_path`, as `savings` writes them) from
+    its runs' result.json files under `folder`, its checkpoint folder, `task` the question's (default image
+    classification): no training, the figures of a change to how they are drawn. Returns the figures written; a
+    run missing from `folder` is a ConfigError."""
+    out = json.loads(Path(json_path).read_text())
+    metric = questions.metric_of(task or image_classification())
+    written = []
+
+    def finished(pattern: str, strategy: str, seed: int) -> Result:
+        """The newest finished run matching `pattern`, named as the question names it (a spec, Rho-1's label)."""
+        found = sorted(Path(folder).glob(f"{pattern}/result.json"))
+        if not found:
+            raise ConfigError(f"redraw: no finished run {pattern} in {folder}; pass the question's checkpoint folder")
+        result = runs.finished_result(found[-1].parent)
+        result.summary = result.summary.replace(strategy=strategy, seed=seed)
+        return result
+
+    for label, entry in out["by_budget"].items():
+        names = [s for s in out["strategies"] if s not in entry.get("refused", {})]
+        results = [finished(f"{name}-{label}/*/{variant_label(spec)}-seed{seed}", spec, seed)
+                   for spec in names for seed in out["seeds"]]
+        for how, answer in (entry.get("selective_lm") or {}).items():  # Rho-1 beside: reference paid, and free
+            free = "-free" if how == "free" else ""
+            results += [finished(f"{name}-{label}-rho1{free}-seed{seed}/*", answer["strategy"], seed)
+                        for seed in out["seeds"]]
+            names.append(answer["strategy"])
+        path = Path(json_path).with_name(f"{Path(json_path).stem}-{label}.png")
+        written.append(plots.save_png(budget_figure(results, names, metric, out["budget_kind"]), path))
+    return written
 
 
 def _tell_parent(where: Tracking, run_name: str, run_id: str | None, folder: Path, verdict: str, figure) -> None:

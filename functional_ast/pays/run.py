@@ -190,7 +190,7 @@ def savings(model: Callable[[], nn.Module], train, test=None, *, task: Task | No
             results, names = results + runs_rho1, names + list(dict.fromkeys(r.summary.strategy for r in runs_rho1))
         figure = budget_figure(results, names, metric, budget_kind)
         if json_path is not None:
-            path = Path(json_path).with_name(f"{Path(json_path).stem}-{label}.png")
+            path = figure_path(json_path, label)
             path.parent.mkdir(parents=True, exist_ok=True)
             plots.save_png(figure, path)
             entry["figure"] = str(path)
@@ -247,6 +247,11 @@ def budget_figure(results, names, metric, budget_kind: str):
                                y_label=f"test {metric.headline.replace('_', ' ')}")
 
 
+def figure_path(json_path: str | Path, label: str) -> Path:
+    """A budget's figure beside the question's JSON: <json stem>-<budget label>.png."""
+    return Path(json_path).with_name(f"{Path(json_path).stem}-{label}.png")
+
+
 def redraw(json_path: str | Path, folder: str | Path, task: Task | None = None, name: str = "savings") -> list[Path]:
     """Draw a finished question's figures again (one per budget, beside `json_path`, as `savings` writes them) from
     its runs' result.json files under `folder`, its checkpoint folder, `task` the question's (default image
@@ -274,8 +279,8 @@ def redraw(json_path: str | Path, folder: str | Path, task: Task | None = None, 
             results += [finished(f"{name}-{label}-rho1{free}-seed{seed}/*", answer["strategy"], seed)
                         for seed in out["seeds"]]
             names.append(answer["strategy"])
-        path = Path(json_path).with_name(f"{Path(json_path).stem}-{label}.png")
-        written.append(plots.save_png(budget_figure(results, names, metric, out["budget_kind"]), path))
+        figure = budget_figure(results, names, metric, out["budget_kind"])
+        written.append(plots.save_png(figure, figure_path(json_path, label)))
     return written
 
 

@@ -55,6 +55,11 @@ def pretrain(data: str, store: str, folder: Path) -> Path:
     return folder
 
 
+def cell_checkpoints(store_dir: Path, json_path: Path) -> Path:
+    """Where a cell's runs are checkpointed in its lane's store."""
+    return store_dir / "checkpoints" / savings.EXPERIMENT / json_path.stem
+
+
 def redraw(chosen: list[str], out: Path, store_dir: Path) -> int:
     """Each finished cell of `chosen` drawn again from its runs under `store_dir` (`pays.run.redraw`)."""
     for regime in chosen:
@@ -63,7 +68,7 @@ def redraw(chosen: list[str], out: Path, store_dir: Path) -> int:
             print(f"{regime}: not finished ({json_path} is absent); nothing to redraw", flush=True)
             continue
         task = objects.BUILT_IN_TASKS[regimes.REGIMES[regime]["task"]]()
-        figures = savings_run.redraw(json_path, store_dir / "checkpoints" / savings.EXPERIMENT / json_path.stem, task)
+        figures = savings_run.redraw(json_path, cell_checkpoints(store_dir, json_path), task)
         print(f"{regime}: drew {', '.join(map(str, figures))}", flush=True)
     return 0
 
@@ -86,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in chosen if r not in regimes.REGIMES]
     if unknown:
         p.error(f"unknown regime {', '.join(unknown)}; choose from {', '.join(regimes.names())}")
+    store_dir = Path(args.store.removeprefix("sqlite:///")).parent
     if args.redraw:
-        return redraw(chosen, Path(args.out), Path(args.store.removeprefix("sqlite:///")).parent)
+        return redraw(chosen, Path(args.out), store_dir)
     if args.data is None and any(regimes.REGIMES[r]["task"] == "images" for r in chosen):
         p.error("--data is required for the image regimes (CIFAR-10)")
     out = Path(args.out)
-    store_dir = Path(args.store.removeprefix("sqlite:///")).parent
     pretrained = store_dir / "pretrain-animals"
     for regime in chosen:
         flags = cell_args(regime, args.data, out, args.store, args.seeds, pretrained)
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if regime == "finetune":
             pretrain(args.data, args.store, pretrained)
-        checkpoints = store_dir / "checkpoints" / savings.EXPERIMENT / json_path.stem
+        checkpoints = cell_checkpoints(store_dir, json_path)
         started = (checkpoints / "benchmark.json").is_file()
         json_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"{regime}: {'resuming' if started else 'starting'}: python -m functional_ast savings {' '.join(flags)}",

@@ -362,6 +362,7 @@ def test_infobatch_trains_in_batch_sized_pools_without_scoring():
     config = fa.TrainConfig(strategy="infobatch", epochs=3, batch_size=16, target_rate=0.1, cooldown_epochs=0)
     result = fa.fit(_net(), train, test, config)
     assert result.summary["samples_scored"] == 0
+    assert result.summary.target_rate is None  # it picks its own share: the summary claims no target
     epochs = result.history.epochs
     assert [e["all_data"] for e in epochs] == [1.0, 0.0, 0.0]
     for e in epochs[1:]:  # rate about 1 - 0.5 * (below-mean share), whatever target_rate says

@@ -39,7 +39,8 @@ class Summary:
     selective_epochs: int  # epochs that selected
     cooldown_epochs: int  # all-data epochs that ran after selection
     epochs_cut_short: int  # epochs that ran fewer steps than their phase plans (a budget ended or shortened them)
-    target_rate: float  # the share the rule aimed at (1.0 for one that trains everything)
+    target_rate: float | None  # the share the rule aimed at (1.0 for one that trains everything, None for a rule
+    # that picks its own share, such as `infobatch`)
     budget: str  # "time 300", "flops 1e+12" or "epochs 10"
     headline: str  # the task's metric that names the result ("accuracy", "bits_per_byte")
     higher_is_better: bool

@@ -394,7 +394,7 @@ def summarize(run: Run, history: History) -> Summary:
                    selective_epochs=selective, cooldown_epochs=cooldown,
                    epochs_cut_short=history_state.cut_short(history.epochs, run.plan,
                                                             int(state["loop", "cooldown_from"])),
-                   target_rate=config.target_rate if config.gated else 1.0,
+                   target_rate=config.rate_target if config.gated else 1.0,
                    budget=f"{limit[0]} {limit[1]:g}" if limit else f"epochs {config.epochs}",
                    headline=run.task.headline, higher_is_better=run.task.higher_is_better, test=test,
                    train_time_s=train_time, eval_time_s=float(state["clock", "eval_time"]),

@@ -132,7 +132,8 @@ def machine(result: dict) -> str:
 def setting(result: dict, entry: dict) -> str:
     data = "whole CIFAR-10" if result["mode"] == "full" else "CIFAR-10, 6,000-image subset"
     noise = f"{100 * result['label_noise']:g}% label noise" if result["label_noise"] else "clean"
-    budget = f"{entry['budget_epochs']:g} full epochs' time ({entry['budget_s']:.0f} s)"
+    budget = (f"{entry['budget_epochs']:g} full epochs' FLOPs" if entry.get("budget_kind") == "flops" else
+              f"{entry['budget_epochs']:g} full epochs' time ({entry['budget_s']:.0f} s)")
     return f"{noise}, {data}, {budget}"
 
 
@@ -160,8 +161,11 @@ def readme_table() -> str:
         full, rand = paired(rows, rule, "full"), paired(rows, rule, "random")
         seeds = len({r["seed"] for r in rows if r["strategy"] == rule})
         label = f"`{rule}` (the default then)" if rule == EARLIER_DEFAULT else f"`{rule}`"
+        # at a FLOP budget the runs' wall-clock need not be quiet: the FLOPs to full's accuracy instead
+        reached = to_full(entry, rule) if entry.get("budget_kind") == "flops" else to_accuracy(entry, rule)
+        reached += " of its FLOPs" if "×" in reached and entry.get("budget_kind") == "flops" else ""
         out.append(f"| {setting(result, entry)} | {machine(result)} | {label} | {words(full)} | {words(rand)} "
-                   f"| {to_accuracy(entry, rule)} | {seeds} | [{name}](results/{name}/) |")
+                   f"| {reached} | {seeds} | [{name}](results/{name}/) |")
     return "\n".join(out)
 
 

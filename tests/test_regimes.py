@@ -129,3 +129,16 @@ def test_a_pretrained_start_reads_a_checkpoint_folder(tmp_path):
     model = pretrained.starting_from(lambda: cnn(num_classes=3), tmp_path, announce=None)()
     for name, p in model.named_parameters():
         assert torch.equal(p, result.state["params"][name])
+
+
+def test_the_savings_help_says_what_each_regime_is(capsys, monkeypatch):
+    from functional_ast.cli import savings
+    from functional_ast.pays import regimes as map_regimes
+
+    monkeypatch.setenv("COLUMNS", "2000")  # argparse wraps its help to the terminal's width
+    with pytest.raises(SystemExit):
+        savings.main(["--help"])
+    text = capsys.readouterr().out
+    assert map_regimes.DESCRIPTIONS.keys() == map_regimes.REGIMES.keys()
+    for name, what in map_regimes.DESCRIPTIONS.items():
+        assert f"{name}: {what}" in text, name

@@ -70,7 +70,8 @@ def parser(prog: str = "python -m functional_ast savings") -> argparse.ArgumentP
                    help="images: 6,000 train / 2,000 test samples, seeds 0,1 (24 min on this project's 2-core CPU "
                         "machine); lm: a small gpt on at most 0.5 MB of whole files (about 20 min there, quiet)")
     p.add_argument("--regime", choices=regimes.names(), default=None,
-                   help="a regime of the map (docs/results.md#where-does-selection-pay): its flags, unless given")
+                   help="a regime of the map (docs/results.md#where-does-selection-pay): its flags, unless given; "
+                   + "; ".join(f"{name}: {what}" for name, what in regimes.DESCRIPTIONS.items()).replace("%", "%%"))
     p.add_argument("--seeds", type=seed_list, default=None, help="default 0,1,2 (images --quick: 0,1)")
     p.add_argument("--budget-epochs", default=None,
                    help="budgets in full-data epochs of this machine: short,long (one value: a single budget); "

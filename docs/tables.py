@@ -42,6 +42,7 @@ HEADLINE = (
     ("savings-full", "short", "stale"),
     ("savings-full", "long", "sundew_remembered"),
     ("savings-full", "long", "stale"),
+    ("savings-whole-infobatch", "6-epochs", "infobatch"),
     ("savings-quick-noise30-3seeds", "16-epochs", "small_loss"),
     ("savings-h100-noise30-short", "6-epochs", "small_loss"),
 )
@@ -126,7 +127,7 @@ def machine(result: dict) -> str:
     if device.startswith("cuda") and "(" in device:
         return device[device.index("(") + 1:device.rindex(")")].replace("NVIDIA ", "")
     threads = [p.strip() for p in result["machine"].split(",") if "thread" in p]
-    return f"CPU, {threads[0]}" if threads else result["machine"]
+    return f"CPU, {threads[0].replace('1 threads', '1 thread')}" if threads else result["machine"]
 
 
 def setting(result: dict, entry: dict) -> str:

@@ -127,7 +127,9 @@ def machine(result: dict) -> str:
     if device.startswith("cuda") and "(" in device:
         return device[device.index("(") + 1:device.rindex(")")].replace("NVIDIA ", "")
     threads = [p.strip() for p in result["machine"].split(",") if "thread" in p]
-    return f"CPU, {threads[0].replace('1 threads', '1 thread')}" if threads else result["machine"]
+    if not threads:
+        return result["machine"]
+    return "CPU, 1 thread" if threads[0] == "1 threads" else f"CPU, {threads[0]}"
 
 
 def setting(result: dict, entry: dict) -> str:
@@ -162,9 +164,10 @@ def readme_table() -> str:
         full, rand = paired(rows, rule, "full"), paired(rows, rule, "random")
         seeds = len({r["seed"] for r in rows if r["strategy"] == rule})
         label = f"`{rule}` (the default then)" if rule == EARLIER_DEFAULT else f"`{rule}`"
-        # at a FLOP budget the runs' wall-clock need not be quiet: the FLOPs to full's accuracy instead
-        reached = to_full(entry, rule) if entry.get("budget_kind") == "flops" else to_accuracy(entry, rule)
-        reached += " of its FLOPs" if "×" in reached and entry.get("budget_kind") == "flops" else ""
+        flops = entry.get("budget_kind") == "flops"  # its wall-clock need not be quiet: FLOPs to full's accuracy
+        reached = to_full(entry, rule) if flops else to_accuracy(entry, rule)
+        if flops and "×" in reached:
+            reached += " of its FLOPs"
         out.append(f"| {setting(result, entry)} | {machine(result)} | {label} | {words(full)} | {words(rand)} "
                    f"| {reached} | {seeds} | [{name}](results/{name}/) |")
     return "\n".join(out)

@@ -81,7 +81,7 @@ def train(args: argparse.Namespace, collective: distributed.Collective = distrib
                       **selective)
     if out.already_finished or not collective.is_main:
         return out.result.summary
-    print_summary(out.result.summary, own_rate=config.gated and config.rate_target is None)
+    print_summary(out.result.summary)
     print(f"Browse the run: {store.ui_command(args.tracking_uri, out.experiment_id)}")
     return out.result.summary
 
@@ -109,9 +109,9 @@ def compare_strategies(args: argparse.Namespace,
     return out.results
 
 
-def print_summary(summary: Summary, own_rate: bool = False) -> None:
+def print_summary(summary: Summary) -> None:
     """The run's summary as aligned lines: what ran (its phases as they ran), what it reached, what it cost; savings
-    are stated against what they are measured against (`own_rate`: the rule picks its own rate, no target)."""
+    are stated against what they are measured against (a rule that picks its own rate has no target)."""
     gated = summary.warmup_epochs + summary.selective_epochs + summary.cooldown_epochs > 0  # phases: a gated rule
     phases = (f"{summary.epochs}: {summary.warmup_epochs} warm-up, {summary.selective_epochs} selective, "
               f"{summary.cooldown_epochs} cool-down" if gated else f"{summary.epochs}, all on all data")
@@ -123,7 +123,8 @@ def print_summary(summary: Summary, own_rate: bool = False) -> None:
             ("train wall-clock", f"{summary.train_time_s:.1f} s (eval {summary.eval_time_s:.1f} s apart)"),
             ("throughput", f"{summary.samples_per_s:.0f} samples/s trained, {summary.flops_per_s:.3g} FLOP/s"),
             ("activation rate after warm-up", f"{summary.mean_activation_rate_after_warmup:.3f}"
-             + (" (the rule's own rate)" if own_rate else f" (target {summary.target_rate:g})" if gated else "")),
+             + (" (the rule's own rate)" if summary.target_rate is None
+                else f" (target {summary.target_rate:g})" if gated else "")),
             ("FLOPs spent", f"{summary.flops_spent:.3e}"),
             ("FLOPs saved vs full data for the same epochs", f"{summary.flops_saved_pct:.1f}%"),
             ("samples scored / trained", f"{summary.samples_scored} / {summary.samples_trained}"),
